@@ -1,0 +1,5 @@
+import sys
+
+from rtseg.cli.main import main
+
+sys.exit(main())

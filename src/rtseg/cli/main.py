@@ -1,0 +1,49 @@
+"""The ``rtseg`` command: parse, load config, call the API. No logic lives here."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from rtseg import __version__
+from rtseg.errors import RtsegError
+
+# One module per subcommand; each defines ``register(subparsers)`` and sets ``func``.
+COMMAND_MODULES: tuple[str, ...] = (
+    "rtseg.cli.train",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rtseg",
+        description="3D CT segmentation for radiotherapy: train on contoured CTs, contour new patients, "
+        "read and write DICOM CT and RTSTRUCT.",
+    )
+    parser.add_argument("--version", action="version", version=f"rtseg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except RtsegError as exc:
+        print(f"rtseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rtseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Typed, validated configuration in the seed's YAML format (upper-case keys).
+
+Every section forbids unknown keys so a typo fails before any work starts.
+Keys the seed did not have get defaults, so the seed's files load unchanged.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PELVIS_CLASS_NAMES: tuple[str, ...] = (
+    "background",
+    "prostate",
+    "bladder",
+    "rectum",
+    "femoral_head_left",
+    "femoral_head_right",
+)
+SEED_COLOR_MAP: tuple[tuple[int, int, int], ...] = (
+    (229, 255, 204),
+    (0, 255, 255),
+    (204, 0, 102),
+    (255, 0, 0),
+    (0, 255, 0),
+)
+IGNORE_INDEX = 250
+
+NormalizeName = Literal["none", "l2", "ct_window", "zscore", "zscore_dataset"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    NAME: str = "ResUnet_3D"
+    BASE_FILTERS: int = Field(64, ge=1, le=512)
+    CHANNEL_IN: int = Field(1, ge=1, le=16)
+    INIT_MODEL: Optional[str] = None
+    ADV: bool = False
+    DROPOUT: float = Field(0.2, ge=0.0, lt=1.0)
+    MRF: bool = Field(False, description="append a trainable mean-field MRF layer after the logits")
+
+
+class DatasetConfig(_Section):
+    NAME: Literal["prostateCT_vol", "nifti", "msd"] = "prostateCT_vol"
+    PATH: str
+    N_CLASSES: int = Field(..., ge=2, le=250)
+    TRAIN_SPLIT: str = "train"
+    VAL_SPLIT: str = "val"
+    TEST_SPLIT: str = "test"
+    NORMALIZE: NormalizeName = "none"
+    HU_WINDOW: tuple[float, float] = (-1000.0, 1000.0)
+    COLOR_MAP: Optional[list[tuple[int, int, int]]] = None
+    CLASS_NAMES: Optional[list[str]] = None
+    PATCH_SIZE: Optional[tuple[int, int, int]] = None
+    FG_OVERSAMPLE: float = Field(0.33, ge=0.0, le=1.0)
+    AUGMENT: bool = True
+    SPACING: Optional[tuple[float, float, float]] = None
+    PARTIAL_LABELS: Optional[str] = Field(
+        None, description="JSON mapping case id -> contoured class names/indices; other classes are unknown"
+    )
+    ABSENT_IS_UNKNOWN: bool = False
+
+    @field_validator("NORMALIZE", mode="before")
+    @classmethod
+    def _seed_bool(cls, v: Any) -> Any:
+        # The seed's NORMALIZE is a boolean: True meant divide by the L2 norm.
+        if isinstance(v, bool):
+            return "l2" if v else "none"
+        return v
+
+    @field_validator("HU_WINDOW")
+    @classmethod
+    def _window_order(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] >= v[1]:
+            raise ValueError(f"lower bound must be below upper bound, got {list(v)}")
+        return v
+
+    @field_validator("COLOR_MAP")
+    @classmethod
+    def _rgb(cls, v: Optional[list[tuple[int, int, int]]]) -> Optional[list[tuple[int, int, int]]]:
+        if v is not None:
+            for c in v:
+                if any(not 0 <= x <= 255 for x in c):
+                    raise ValueError(f"RGB values must be in 0..255, got {list(c)}")
+        return v
+
+    @field_validator("PATCH_SIZE")
+    @classmethod
+    def _patch(cls, v: Optional[tuple[int, int, int]]) -> Optional[tuple[int, int, int]]:
+        if v is not None and any(s < 8 for s in v):
+            raise ValueError(f"each patch dimension must be >= 8, got {list(v)}")
+        return v
+
+    @field_validator("SPACING")
+    @classmethod
+    def _spacing(cls, v: Optional[tuple[float, float, float]]) -> Optional[tuple[float, float, float]]:
+        if v is not None and any(s <= 0 for s in v):
+            raise ValueError(f"spacing must be positive, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _class_lists(self) -> "DatasetConfig":
+        if self.COLOR_MAP is not None and len(self.COLOR_MAP) != self.N_CLASSES - 1:
+            raise ValueError(
+                f"COLOR_MAP has {len(self.COLOR_MAP)} colours; expected N_CLASSES-1 = {self.N_CLASSES - 1} (one per organ)"
+            )
+        if self.CLASS_NAMES is not None:
+            if len(self.CLASS_NAMES) != self.N_CLASSES:
+                raise ValueError(
+                    f"CLASS_NAMES has {len(self.CLASS_NAMES)} names; expected N_CLASSES = {self.N_CLASSES} (background first)"
+                )
+            if len(set(self.CLASS_NAMES)) != len(self.CLASS_NAMES):
+                raise ValueError(f"CLASS_NAMES must be unique, got {self.CLASS_NAMES}")
+        return self
+
+    def class_names(self) -> list[str]:
+        """Explicit names, else the seed's pelvic names for 6 classes, else class_<i>."""
+        if self.CLASS_NAMES is not None:
+            return list(self.CLASS_NAMES)
+        if self.N_CLASSES == len(PELVIS_CLASS_NAMES):
+            return list(PELVIS_CLASS_NAMES)
+        return ["background"] + [f"class_{i}" for i in range(1, self.N_CLASSES)]
+
+    def colors(self) -> list[tuple[int, int, int]]:
+        """RGB per organ (label 1..N-1)."""
+        if self.COLOR_MAP is not None:
+            return [tuple(c) for c in self.COLOR_MAP]  # type: ignore[misc]
+        base = list(SEED_COLOR_MAP)
+        extra = [(255, 255, 0), (255, 128, 0), (128, 0, 255), (0, 128, 255), (255, 0, 255)]
+        pool = base + extra
+        return [pool[i % len(pool)] for i in range(self.N_CLASSES - 1)]
+
+
+class OptimConfig(_Section):
+    """Optimizer name plus its keyword arguments (checked against the optimizer's signature later)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: Literal["sgd", "adam", "adamw", "asgd", "adamax", "adadelta", "adagrad", "rmsprop"] = "adam"
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SchedulerConfig(_Section):
+    model_config = ConfigDict(extra="allow")
+    name: Literal["constant_lr", "poly_lr", "multi_step", "cosine_annealing", "exp_lr"] = "constant_lr"
+    warmup_iters: int = Field(0, ge=0)
+    warmup_mode: Literal["linear", "constant"] = "linear"
+    warmup_factor: float = Field(0.2, gt=0.0, le=1.0)
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LossConfig(_Section):
+    name: Literal["cross_entropy3d", "dice", "dice_ce", "dice_ce_weighted", "focal"] = "cross_entropy3d"
+    reduction: Literal["mean", "sum"] = "mean"
+    ignore_index: int = IGNORE_INDEX
+    dice_weight: float = Field(1.0, ge=0.0)
+    ce_weight: float = Field(1.0, ge=0.0)
+    focal_gamma: float = Field(2.0, ge=0.0)
+
+
+class TrainingConfig(_Section):
+    ITER_MAX: int = Field(1000, ge=1)
+    WORKERS: int = Field(0, ge=0, le=128)
+    BATCH_SIZE: int = Field(2, ge=1, le=1024)
+    VAL_INTERVAL: int = Field(500, ge=1)
+    PRINT_INTERVAL: int = Field(100, ge=1)
+    OPTIM: OptimConfig = Field(default_factory=OptimConfig)
+    LR_SCHEDULER: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    LOSS_FUNC: LossConfig = Field(default_factory=LossConfig)
+    SEED: int = 0
+    AMP: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
+    CHANNELS_LAST: bool = Field(True, description="channels-last 3D memory format on GPU")
+    COMPILE: bool = False
+    SYNC_BN: bool = False
+    VAL_OVERLAP: float = Field(0.5, ge=0.0, lt=1.0)
+    RUNS_DIR: str = "runs"
+
+
+class AdversarialConfig(_Section):
+    """ARPM-net adversarial training (used when MODEL.ADV is true)."""
+
+    LAMBDA: float = Field(0.01, ge=0.0)
+    OBJECTIVE: Literal["lsgan", "hinge"] = "lsgan"
+    LABEL_SMOOTHING: float = Field(0.1, ge=0.0, lt=0.5)
+    D_LR: float = Field(1e-4, gt=0.0)
+    D_OPTIM: Literal["adam", "sgd", "rmsprop"] = "adam"
+    D_STEPS: int = Field(1, ge=1, le=10)
+    D_BASE_FILTERS: int = Field(16, ge=1, le=256)
+    WARMUP_ITERS: int = Field(0, ge=0)
+
+
+class Config(_Section):
+    JOB: Literal["seg"] = "seg"
+    CUDA: bool = True
+    PARALLEL: bool = False
+    MODEL: ModelConfig = Field(default_factory=ModelConfig)
+    DATASET: DatasetConfig
+    TRAINING: TrainingConfig = Field(default_factory=TrainingConfig)
+    ADVERSARIAL: AdversarialConfig = Field(default_factory=AdversarialConfig)

@@ -1,0 +1,74 @@
+"""The seed's dataset layout: PATH/<split>/CT/*.npy, SEG/*.npy, optional SEG_onehot/*.npy.
+
+Volumes are (D, H, W) arrays with no geometry; we attach a unit-spacing affine
+(or a given spacing) with array axis 0 as the slice axis. Files are paired by
+patient id (file stem), not by listing order as the seed did.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from rtseg.errors import DataError
+from rtseg.io.atomic import atomic_path
+from rtseg.io.volume import Volume, affine_from_spacing
+
+CT_DIR, SEG_DIR, ONEHOT_DIR = "CT", "SEG", "SEG_onehot"
+
+
+def seed_affine(spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    return affine_from_spacing(spacing)
+
+
+def read_npy(path: str | os.PathLike[str], spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Volume:
+    p = Path(path)
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except Exception as exc:
+        raise DataError(f"{p}: not a readable .npy array ({type(exc).__name__})") from None
+    if arr.ndim != 3:
+        raise DataError(f"{p}: expected a 3D (D,H,W) array, found shape {arr.shape}")
+    return Volume(arr, seed_affine(spacing), {"source": str(p)})
+
+
+def write_npy(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+    return target
+
+
+def seed_case_ids(split_dir: str | os.PathLike[str]) -> list[str]:
+    """Patient ids present in a seed split, checked for pairing CT <-> SEG."""
+    d = Path(split_dir)
+    ct_dir, seg_dir = d / CT_DIR, d / SEG_DIR
+    if not ct_dir.is_dir():
+        raise DataError(f"{d}: missing folder {CT_DIR}/ (seed layout is <split>/CT/*.npy and <split>/SEG/*.npy)")
+    if not seg_dir.is_dir():
+        raise DataError(f"{d}: missing folder {SEG_DIR}/ (seed layout is <split>/CT/*.npy and <split>/SEG/*.npy)")
+    cts = {p.stem for p in ct_dir.glob("*.npy")}
+    segs = {p.stem for p in seg_dir.glob("*.npy")}
+    if not cts:
+        raise DataError(f"{ct_dir}: no .npy volumes found")
+    only_ct, only_seg = sorted(cts - segs), sorted(segs - cts)
+    if only_ct or only_seg:
+        parts = []
+        if only_ct:
+            parts.append(f"CT without SEG: {', '.join(only_ct[:5])}")
+        if only_seg:
+            parts.append(f"SEG without CT: {', '.join(only_seg[:5])}")
+        raise DataError(f"{d}: unpaired files ({'; '.join(parts)}); files are paired by identical names")
+    return sorted(cts)
+
+
+def write_seed_case(split_dir: str | os.PathLike[str], case_id: str, ct: np.ndarray, seg: np.ndarray, n_classes: int | None = None) -> None:
+    """Write one patient in the seed layout (with SEG_onehot when ``n_classes`` is given)."""
+    d = Path(split_dir)
+    write_npy(ct, d / CT_DIR / f"{case_id}.npy")
+    write_npy(seg, d / SEG_DIR / f"{case_id}.npy")
+    if n_classes is not None:
+        onehot = (np.arange(n_classes)[:, None, None, None] == seg[None]).astype(np.uint8)
+        write_npy(onehot, d / ONEHOT_DIR / f"{case_id}.npy")
