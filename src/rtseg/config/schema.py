@@ -180,6 +180,7 @@ class TrainingConfig(_Section):
     SYNC_BN: bool = False
     VAL_OVERLAP: float = Field(0.5, ge=0.0, lt=1.0)
     RUNS_DIR: str = "runs"
+    MAX_MINUTES: Optional[float] = Field(None, gt=0.0, description="stop training after this wall-clock budget")
 
 
 class AdversarialConfig(_Section):

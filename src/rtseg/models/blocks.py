@@ -1,0 +1,61 @@
+"""Building blocks of the seed's residual U-Nets (pre-activation residual units)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv3d:
+    return nn.Conv3d(cin, cout, kernel_size=3, stride=stride, padding=1)
+
+
+class InputBlock(nn.Module):
+    """conv -> BN -> LeakyReLU -> dropout -> conv, plus a conv -> BN shortcut."""
+
+    def __init__(self, cin: int, cout: int, dropout: float) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv3(cin, cout), nn.BatchNorm3d(cout), nn.LeakyReLU(inplace=True), nn.Dropout3d(dropout), conv3(cout, cout)
+        )
+        self.skip = nn.Sequential(conv3(cin, cout), nn.BatchNorm3d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.skip(x)
+
+
+class ResidualBlock(nn.Module):
+    """BN -> LeakyReLU -> dropout -> conv(stride) -> BN -> LeakyReLU -> dropout -> conv, plus conv(stride) -> BN shortcut.
+
+    Dropout is an ``nn.Module`` so ``model.eval()`` switches it off (the seed kept it on at evaluation).
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, dropout: float) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm3d(cin),
+            nn.LeakyReLU(inplace=False),
+            nn.Dropout3d(dropout),
+            conv3(cin, cout, stride),
+            nn.BatchNorm3d(cout),
+            nn.LeakyReLU(inplace=True),
+            nn.Dropout3d(dropout),
+            conv3(cout, cout),
+        )
+        self.skip = nn.Sequential(conv3(cin, cout, stride), nn.BatchNorm3d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.skip(x)
+
+
+class UpBlock(nn.Module):
+    """Transposed conv halves the width, concat the skip, 1x1x1 conv back to that width, residual block."""
+
+    def __init__(self, cin: int, dropout: float) -> None:
+        super().__init__()
+        cout = cin // 2
+        self.up = nn.ConvTranspose3d(cin, cout, kernel_size=2, stride=2)
+        self.fuse = nn.Conv3d(cout * 2, cout, kernel_size=1)
+        self.res = ResidualBlock(cout, cout, 1, dropout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.res(self.fuse(torch.cat([self.up(x), skip], dim=1)))

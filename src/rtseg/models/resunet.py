@@ -1,0 +1,71 @@
+"""The seed's 3D residual U-Nets: ResUnet_3D (3 downsamplings) and Deeper_ResUnet_3D (4)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rtseg.models.blocks import InputBlock, ResidualBlock, UpBlock
+from rtseg.models.registry import register_model
+
+
+def _check_args(in_channels: int, n_classes: int, base_filters: int, depth: int, dropout: float) -> None:
+    for name, v in (("in_channels", in_channels), ("n_classes", n_classes), ("base_filters", base_filters), ("depth", depth)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2 (background + organs), got {n_classes}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+
+class ResUNet3D(nn.Module):
+    """Residual U-Net; returns logits (N, n_classes, D, H, W).
+
+    Inputs whose spatial size is not a multiple of ``2**depth`` are zero-padded
+    and the logits cropped back, so any size works.
+    """
+
+    def __init__(self, in_channels: int = 1, n_classes: int = 6, base_filters: int = 64, depth: int = 3, dropout: float = 0.2) -> None:
+        super().__init__()
+        _check_args(in_channels, n_classes, base_filters, depth, dropout)
+        self.depth = depth
+        widths = [base_filters * 2**i for i in range(depth + 1)]
+        self.inc = InputBlock(in_channels, widths[0], dropout)
+        self.down = nn.ModuleList(ResidualBlock(widths[i], widths[i + 1], 2, dropout) for i in range(depth))
+        self.up = nn.ModuleList(UpBlock(widths[i + 1], dropout) for i in reversed(range(depth)))
+        self.head = nn.Conv3d(widths[0], n_classes, kernel_size=1)
+
+    @property
+    def stride(self) -> int:
+        return 2**self.depth
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoder output before the 1x1x1 head (for heads that refine it, e.g. ARPM-net)."""
+        skips = [self.inc(x)]
+        for block in self.down:
+            skips.append(block(skips[-1]))
+        h = skips.pop()
+        for block in self.up:
+            h = block(h, skips.pop())
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[2:]
+        pad = [(-s) % self.stride for s in size]
+        if any(pad):
+            x = F.pad(x, [0, pad[2], 0, pad[1], 0, pad[0]])
+        out = self.head(self.features(x))
+        if any(pad):
+            out = out[:, :, : size[0], : size[1], : size[2]]
+        return out
+
+
+@register_model("ResUnet_3D")
+def resunet_3d(in_channels: int = 1, n_classes: int = 6, base_filters: int = 64, dropout: float = 0.2) -> ResUNet3D:
+    return ResUNet3D(in_channels, n_classes, base_filters, depth=3, dropout=dropout)
+
+
+@register_model("Deeper_ResUnet_3D")
+def deeper_resunet_3d(in_channels: int = 1, n_classes: int = 6, base_filters: int = 64, dropout: float = 0.2) -> ResUNet3D:
+    return ResUNet3D(in_channels, n_classes, base_filters, depth=4, dropout=dropout)
