@@ -57,7 +57,11 @@ class DatasetConfig(_Section):
     PATCH_SIZE: Optional[tuple[int, int, int]] = None
     FG_OVERSAMPLE: float = Field(0.33, ge=0.0, le=1.0)
     AUGMENT: bool = True
+    AUGMENT_MIRROR: bool = Field(False, description="random anterior-posterior / inferior-superior mirroring (pairs with --tta)")
     SPACING: Optional[tuple[float, float, float]] = None
+    SPLITS: Optional[str] = Field(
+        None, description="JSON {split: [case ids]} selecting cases from a flat NIfTI folder PATH"
+    )
     PARTIAL_LABELS: Optional[str] = Field(
         None, description="JSON mapping case id -> contoured class names/indices; other classes are unknown"
     )

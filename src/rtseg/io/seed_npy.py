@@ -1,8 +1,11 @@
 """The seed's dataset layout: PATH/<split>/CT/*.npy, SEG/*.npy, optional SEG_onehot/*.npy.
 
-Volumes are (D, H, W) arrays with no geometry; we attach a unit-spacing affine
-(or a given spacing) with array axis 0 as the slice axis. Files are paired by
-patient id (file stem), not by listing order as the seed did.
+Volumes are (D, H, W) arrays with no geometry. We attach an affine that reads
+them as (z, y, x): axis 0 = inferior->superior slices, axis 1 = posterior->anterior
+rows, axis 2 = +x of RAS+. So a RAS+ array
+(x, y, z) is stored here as ``array.transpose(2, 1, 0)`` and canonical reorientation
+restores it. Unit spacing unless given. Files are paired by patient id (file stem),
+not by listing order as the seed did.
 """
 from __future__ import annotations
 
@@ -13,13 +16,16 @@ import numpy as np
 
 from rtseg.errors import DataError
 from rtseg.io.atomic import atomic_path
-from rtseg.io.volume import Volume, affine_from_spacing
+from rtseg.io.volume import Volume
 
 CT_DIR, SEG_DIR, ONEHOT_DIR = "CT", "SEG", "SEG_onehot"
 
 
 def seed_affine(spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
-    return affine_from_spacing(spacing)
+    """(D, H, W) -> world (z, y, x); ``spacing`` is per array axis (D, H, W)."""
+    aff = np.zeros((4, 4))
+    aff[2, 0], aff[1, 1], aff[0, 2], aff[3, 3] = spacing[0], spacing[1], spacing[2], 1.0
+    return aff
 
 
 def read_npy(path: str | os.PathLike[str], spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Volume:

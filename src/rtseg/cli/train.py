@@ -1,0 +1,57 @@
+"""``rtseg train`` / ``val`` / ``test``: the seed's modes."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rtseg.cli.common import add_config_args, config_from_args, config_name
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML config",
+                       description="Train per a YAML config (the seed's format). Writes runs/<config-name>/<timestamp>/ with "
+                       "checkpoints (best.pt by mean Dice, last.pt), train.log, config.yaml, TensorBoard scalars and metrics.json.")
+    add_config_args(p)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from RUN_DIR/checkpoints/last.pt at its saved iteration")
+    p.add_argument("--run-dir", metavar="DIR", help="write the run here instead of runs/<config-name>/<timestamp>")
+    p.set_defaults(func=run_train)
+    for mode, split_key in (("val", "VAL_SPLIT"), ("test", "TEST_SPLIT")):
+        q = sub.add_parser(mode, help=f"evaluate a checkpoint on DATASET.{split_key}",
+                           description=f"Predict every case of DATASET.{split_key} with a checkpoint (on the original grid) and "
+                           "report the seed's metrics (overall acc, mean acc, freq-weighted IoU, per-class and mean Dice) plus "
+                           "distance metrics per case.")
+        add_config_args(q)
+        q.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint written by rtseg train (best.pt or last.pt)")
+        q.add_argument("--out", metavar="DIR", help="where to write <split>_metrics.json (default: the checkpoint's run dir)")
+        q.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1) (default 0.5)")
+        q.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (anterior-posterior, inferior-superior)")
+        q.set_defaults(func=run_eval, split_key=split_key)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from rtseg.training.trainer import fit
+
+    cfg = config_from_args(args)
+    summary = fit(cfg, config_name(args.config), resume=args.resume, run_dir=Path(args.run_dir) if args.run_dir else None)
+    final = summary.get("final") or {}
+    if final:
+        from rtseg.inference.evaluate_split import format_metrics_table
+
+        print(format_metrics_table(final))
+    print(f"best mean Dice {summary['best_mean_dice']:.4f}; run directory: {summary['run_dir']}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from rtseg.inference.evaluate_split import evaluate_split, format_metrics_table
+    from rtseg.training.device import select_device
+
+    cfg = config_from_args(args)
+    split = getattr(cfg.DATASET, args.split_key)
+    ckpt = Path(args.checkpoint)
+    out = Path(args.out) if args.out else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
+    result = evaluate_split(cfg, ckpt, split, out, select_device(cfg.CUDA), args.overlap, args.tta)
+    print(format_metrics_table(result))
+    print(f"metrics written to {out / (split + '_metrics.json')}")
+    return 0

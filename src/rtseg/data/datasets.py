@@ -1,0 +1,191 @@
+"""Find the cases of a split in any supported layout and load them as Volumes.
+
+Layouts: the seed's (``PATH/<split>/CT|SEG/*.npy``), NIfTI split folders
+(``PATH/<split>/<id>_ct.nii.gz`` + ``<id>_labels.nii.gz``) and the Medical
+Segmentation Decathlon (``PATH/imagesTr``, ``PATH/labelsTr``, ``dataset.json``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from rtseg.errors import DataError
+from rtseg.io.nifti import read_nifti
+from rtseg.io.seed_npy import CT_DIR, SEG_DIR, read_npy, seed_case_ids
+from rtseg.io.volume import Volume
+
+CT_SUFFIX, LABEL_SUFFIX = "_ct.nii.gz", "_labels.nii.gz"
+
+
+@dataclass(frozen=True)
+class CaseRef:
+    case_id: str
+    image: Path
+    label: Optional[Path]
+    layout: str
+
+
+def _read_splits(path: Path, split: str) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"DATASET.SPLITS {path}: file not found")
+    try:
+        table = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg})") from None
+    if split not in table:
+        raise DataError(f"{path}: no split {split!r}; found {sorted(table)}")
+    return [str(c) for c in table[split]]
+
+
+def _nifti_split(root: Path, split: str, splits_file: Optional[Path] = None) -> list[CaseRef]:
+    if splits_file is not None:
+        refs = []
+        for cid in _read_splits(splits_file, split):
+            ct, lab = root / f"{cid}{CT_SUFFIX}", root / f"{cid}{LABEL_SUFFIX}"
+            if not ct.exists() or not lab.exists():
+                raise DataError(f"{splits_file}: case {cid} listed in split {split!r} but {ct.name if not ct.exists() else lab.name} is missing in {root}")
+            refs.append(CaseRef(cid, ct, lab, "nifti"))
+        return refs
+    d = root / split
+    if not d.is_dir():
+        raise DataError(f"{d}: split folder not found (NIfTI layout is PATH/<split>/<id>_ct.nii.gz + <id>_labels.nii.gz)")
+    cts = {p.name[: -len(CT_SUFFIX)]: p for p in d.glob(f"*{CT_SUFFIX}")}
+    labs = {p.name[: -len(LABEL_SUFFIX)]: p for p in d.glob(f"*{LABEL_SUFFIX}")}
+    if not cts:
+        raise DataError(f"{d}: no *{CT_SUFFIX} files found")
+    only_ct, only_lab = sorted(set(cts) - set(labs)), sorted(set(labs) - set(cts))
+    if only_lab:
+        raise DataError(f"{d}: labels without CT: {', '.join(only_lab[:5])}")
+    if only_ct:
+        raise DataError(f"{d}: CT without labels: {', '.join(only_ct[:5])} (expected <id>{LABEL_SUFFIX} beside each <id>{CT_SUFFIX})")
+    return [CaseRef(cid, cts[cid], labs[cid], "nifti") for cid in sorted(cts)]
+
+
+def _seed_split(root: Path, split: str) -> list[CaseRef]:
+    d = root / split
+    if not d.is_dir():
+        raise DataError(f"{d}: split folder not found (seed layout is PATH/<split>/CT/*.npy and PATH/<split>/SEG/*.npy)")
+    return [CaseRef(cid, d / CT_DIR / f"{cid}.npy", d / SEG_DIR / f"{cid}.npy", "seed") for cid in seed_case_ids(d)]
+
+
+def msd_split_ids(ids: list[str], split: str, root: Path, train: str, val: str) -> list[str]:
+    """MSD has no validation split: use ``splits.json`` ({split: [ids]}) if present, else a fixed 80/20 split."""
+    spl = root / "splits.json"
+    if spl.exists():
+        try:
+            table = json.loads(spl.read_text())
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{spl}: not valid JSON ({exc.msg})") from None
+        if split not in table:
+            raise DataError(f"{spl}: no split {split!r}; found {sorted(table)}")
+        return sorted(table[split])
+    order = sorted(ids)
+    perm = np.random.default_rng(12345).permutation(len(order))
+    n_val = max(1, len(order) // 5)
+    val_ids = sorted(order[i] for i in perm[:n_val])
+    if split == val:
+        return val_ids
+    if split == train:
+        return sorted(set(order) - set(val_ids))
+    raise DataError(f"{root}: MSD layout has splits {train!r} and {val!r} only (add splits.json for more)")
+
+
+def _msd_split(root: Path, split: str, train: str, val: str) -> list[CaseRef]:
+    dj = root / "dataset.json"
+    if not dj.is_file():
+        raise DataError(f"{root}: dataset.json not found (Decathlon layout is imagesTr/, labelsTr/, dataset.json)")
+    try:
+        meta = json.loads(dj.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{dj}: not valid JSON ({exc.msg})") from None
+    refs = {}
+    for entry in meta.get("training", []):
+        img, lab = root / entry["image"], root / entry["label"]
+        cid = Path(entry["image"]).name.replace(".nii.gz", "").replace(".nii", "")
+        if not img.exists() or not lab.exists():
+            raise DataError(f"{dj}: case {cid}: file listed but missing ({img.name if not img.exists() else lab.name})")
+        refs[cid] = CaseRef(cid, img, lab, "msd")
+    if not refs:
+        raise DataError(f"{dj}: no entries under 'training'")
+    return [refs[c] for c in msd_split_ids(list(refs), split, root, train, val)]
+
+
+def list_cases(
+    name: str, path: str | Path, split: str, train_split: str = "train", val_split: str = "val", splits_file: str | Path | None = None
+) -> list[CaseRef]:
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"DATASET.PATH {root}: folder not found")
+    if name == "prostateCT_vol":
+        return _seed_split(root, split)
+    if name == "nifti":
+        return _nifti_split(root, split, Path(splits_file) if splits_file else None)
+    if name == "msd":
+        return _msd_split(root, split, train_split, val_split)
+    raise DataError(f"DATASET.NAME {name!r}: expected prostateCT_vol, nifti or msd")
+
+
+def load_case(ref: CaseRef, n_classes: int) -> tuple[Volume, Volume]:
+    """Image and label volumes on the same grid; label values checked against N_CLASSES."""
+    if ref.layout == "seed":
+        img, lab = read_npy(ref.image), read_npy(ref.label)  # type: ignore[arg-type]
+    else:
+        img = read_nifti(ref.image)
+        lab = read_nifti(ref.label)  # type: ignore[arg-type]
+    if img.shape != lab.shape:
+        raise DataError(f"{ref.label}: label shape {lab.shape} does not match image shape {img.shape} ({ref.image.name})")
+    if ref.layout != "seed" and not np.allclose(img.affine, lab.affine, atol=1e-3):
+        raise DataError(f"{ref.label}: label affine differs from the image's ({ref.image.name}); they must share one grid")
+    labels = np.asarray(lab.array)
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(np.mod(labels, 1) == 0):
+            raise DataError(f"{ref.label}: label values must be integers, found {labels.dtype} with fractions")
+    labels = labels.astype(np.int64)
+    bad = np.unique(labels[(labels < 0) | ((labels >= n_classes) & (labels != 250))])
+    if bad.size:
+        raise DataError(f"{ref.label}: label values {bad[:5].tolist()} outside 0..{n_classes - 1} (N_CLASSES={n_classes}; 250 = ignore)")
+    return img, lab.with_array(labels.astype(np.uint8))
+
+
+def load_partial_labels(path: str | Path, case_ids: list[str], class_names: list[str]) -> dict[str, list[int]]:
+    """Per-case contoured classes from JSON: {case_id: [names or indices]} or OpenKBP's train.json form.
+
+    Background is always known. Cases not listed are treated as fully labelled.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"DATASET.PARTIAL_LABELS {p}: file not found")
+    try:
+        table = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{p}: not valid JSON ({exc.msg})") from None
+    if isinstance(table, dict) and "cases" in table and isinstance(table["cases"], (dict, list)):
+        table = table["cases"]
+    if isinstance(table, list):  # [{"id": ..., "organs"/"labels"/"classes": [...]}, ...]
+        flat = {}
+        for e in table:
+            cid = e.get("id") or e.get("case") or e.get("case_id")
+            organs = e.get("organs", e.get("classes", e.get("labels")))
+            if cid is None or organs is None:
+                raise DataError(f"{p}: list entries need 'id' and 'organs' keys, found {sorted(e)}")
+            flat[str(cid)] = organs
+        table = flat
+    lookup = {n.lower(): i for i, n in enumerate(class_names)}
+    out: dict[str, list[int]] = {}
+    for cid in case_ids:
+        if cid not in table:
+            continue
+        known = {0}
+        for item in table[cid]:
+            if isinstance(item, int) and 0 <= item < len(class_names):
+                known.add(item)
+            elif isinstance(item, str) and item.lower() in lookup:
+                known.add(lookup[item.lower()])
+            else:
+                raise DataError(f"{p}: case {cid}: unknown class {item!r}; valid: {class_names}")
+        out[cid] = sorted(known)
+    return out

@@ -1,0 +1,86 @@
+"""From the DATASET section to prepared training/validation cases and the preprocessing spec."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from rtseg.config.schema import Config
+from rtseg.data.cases import PreparedCase, prepare_cases
+from rtseg.data.datasets import CaseRef, list_cases, load_case, load_partial_labels
+from rtseg.data.normalization import Normalization, dataset_statistics
+from rtseg.data.preprocess import Preprocessing
+from rtseg.errors import ConfigError
+
+log = logging.getLogger("rtseg")
+
+
+@dataclass
+class TrainingData:
+    train: list[PreparedCase]
+    val: list[PreparedCase]
+    preprocessing: Preprocessing
+    patch_size: tuple[int, int, int]
+    class_voxels: np.ndarray  # voxel count per class over the training set (for loss weights)
+
+
+def split_refs(cfg: Config, split: str) -> list[CaseRef]:
+    d = cfg.DATASET
+    return list_cases(d.NAME, d.PATH, split, d.TRAIN_SPLIT, d.VAL_SPLIT, d.SPLITS)
+
+
+def build_preprocessing(cfg: Config, train_refs: list[CaseRef], plan: Optional[dict] = None) -> Preprocessing:
+    d = cfg.DATASET
+    mode = d.NORMALIZE
+    window = tuple(d.HU_WINDOW)
+    mean = std = None
+    if plan is not None and plan.get("normalization"):
+        pn = plan["normalization"]
+        if mode == "zscore_dataset" and pn.get("mean") is not None:
+            mean, std, window = pn["mean"], pn["std"], tuple(pn["window"])
+    if mode == "zscore_dataset" and mean is None:
+        imgs, labs = [], []
+        for ref in train_refs:
+            img, lab = load_case(ref, d.N_CLASSES)
+            imgs.append(img.array)
+            labs.append(lab.array)
+        mean, std, window = dataset_statistics(imgs, labs, window)  # type: ignore[arg-type]
+    spacing = d.SPACING
+    if spacing is None and plan is not None and plan.get("target_spacing"):
+        spacing = tuple(plan["target_spacing"])
+    return Preprocessing(Normalization(mode, window, mean, std), spacing)  # type: ignore[arg-type]
+
+
+def auto_patch_size(cases: list[PreparedCase], stride: int, cap: int = 128) -> tuple[int, int, int]:
+    """Largest stride multiple that fits the smallest training volume per axis, at most ``cap``."""
+    mins = np.min([c.image.shape for c in cases], axis=0)
+    return tuple(int(max(stride, min(cap, (m // stride) * stride))) for m in mins)  # type: ignore[return-value]
+
+
+def prepare_training_data(cfg: Config, stride: int, plan: Optional[dict] = None, need_val: bool = True) -> TrainingData:
+    d = cfg.DATASET
+    train_refs = split_refs(cfg, d.TRAIN_SPLIT)
+    val_refs = split_refs(cfg, d.VAL_SPLIT) if need_val else []
+    names = d.class_names()
+    known = None
+    if d.PARTIAL_LABELS:
+        known = load_partial_labels(d.PARTIAL_LABELS, [r.case_id for r in train_refs + val_refs], names)
+    spec = build_preprocessing(cfg, train_refs, plan)
+    train = prepare_cases(train_refs, spec, d.N_CLASSES, known, d.ABSENT_IS_UNKNOWN, desc="train cases")
+    val = prepare_cases(val_refs, spec, d.N_CLASSES, known, d.ABSENT_IS_UNKNOWN, desc="val cases")
+    patch = d.PATCH_SIZE
+    if patch is None and plan is not None and plan.get("patch_size"):
+        patch = tuple(plan["patch_size"])
+    if patch is None:
+        patch = auto_patch_size(train, stride)
+    if any(p % stride for p in patch):
+        raise ConfigError(f"DATASET.PATCH_SIZE {list(patch)}: each size must be a multiple of the model's total stride {stride}")
+    counts = np.zeros(d.N_CLASSES, dtype=np.int64)
+    for c in train:
+        lab = c.label[c.label < d.N_CLASSES]
+        counts += np.bincount(lab.ravel(), minlength=d.N_CLASSES)[: d.N_CLASSES]
+    log.info(f"data: {len(train)} training and {len(val)} validation cases, patch {list(patch)}, spacing "
+             f"{list(spec.target_spacing) if spec.target_spacing else 'as stored'}, normalization {spec.normalization.mode}")
+    return TrainingData(train, val, spec, tuple(patch), counts)  # type: ignore[arg-type]
