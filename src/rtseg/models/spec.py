@@ -18,7 +18,7 @@ def model_spec(name: str, in_channels: int, n_classes: int, base_filters: int, d
 
 def build_model(spec: dict[str, Any]) -> nn.Module:
     model = create_model(spec["name"], **spec["kwargs"])
-    if spec.get("mrf"):
+    if spec.get("mrf") and not hasattr(model, "mrf"):  # ARPM_net already ends in an MRF
         from rtseg.models.mrf import with_mrf
 
         model = with_mrf(model, spec["kwargs"]["n_classes"], iterations=int(spec.get("mrf_iterations", 5)))

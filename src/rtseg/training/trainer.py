@@ -212,7 +212,7 @@ def _fit(cfg: Config, run_dir: Path, dist_info: DistInfo, start_iter: int, resum
             logits = ddp_model(x)
         loss = criterion(logits.float(), y, known)
         if adv is not None:
-            loss = loss + adv.generator_loss(x, logits, it)
+            loss = loss + adv.generator_loss(x, logits, it, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
