@@ -20,7 +20,7 @@ class Reorientation:
         return np.ascontiguousarray(nio.apply_orientation(array, self.ornt))
 
     def undo(self, array: np.ndarray) -> np.ndarray:
-        inv = nio.ornt_inv(self.ornt)
+        inv = nio.ornt_transform(nio.axcodes2ornt("RAS"), self.ornt)
         out = np.ascontiguousarray(nio.apply_orientation(array, inv))
         assert out.shape[:3] == self.in_shape
         return out

@@ -123,6 +123,9 @@ def _fit(cfg: Config, run_dir: Path, dist_info: DistInfo, start_iter: int, resum
         raise ConfigError(f"MODEL.NAME / arguments: {exc}") from None
     if mcfg.CHANNEL_IN != 1:
         raise ConfigError(f"MODEL.CHANNEL_IN: {mcfg.CHANNEL_IN} channels requested but datasets here hold one CT channel; use 1")
+    # everything that can reject the config runs before any data is read
+    optimizer = build_optimizer(model.parameters(), tcfg.OPTIM)
+    scheduler = build_scheduler(optimizer, tcfg.LR_SCHEDULER)
     stride = model_stride(model)
     data = prepare_training_data(cfg, stride, plan)
     if not data.val:
@@ -131,9 +134,7 @@ def _fit(cfg: Config, run_dir: Path, dist_info: DistInfo, start_iter: int, resum
         unwrap(model).load_state_dict(resume_state["model"])
     elif mcfg.INIT_MODEL:
         load_init_weights(model, mcfg.INIT_MODEL)
-    model = model.to(device).to(memory_format=mfmt)
-    optimizer = build_optimizer(model.parameters(), tcfg.OPTIM)
-    scheduler = build_scheduler(optimizer, tcfg.LR_SCHEDULER)
+    model.to(device).to(memory_format=mfmt)  # in place: the optimizer keeps the same parameters
     weights = frequency_weights(torch.from_numpy(data.class_voxels)) if tcfg.LOSS_FUNC.name in ("dice_ce_weighted", "focal") else None
     criterion = SegmentationLoss(tcfg.LOSS_FUNC, weights).to(device)
     adv = None

@@ -1,0 +1,356 @@
+"""Whole-dataset conversions: DICOM (CT + RTSTRUCT) / PNG slices / seed .npy <-> NIfTI pairs.
+
+The NIfTI dataset layout is flat: ``<case>_ct.nii.gz`` + ``<case>_labels.nii.gz``.
+Every conversion goes patient by patient: a bad patient is reported (by case
+name, i.e. folder or file name, never DICOM patient attributes) and skipped,
+the others go on. A ``conversion_report.json`` in the output folder lists what
+was converted, what failed and why, and per-case notes (e.g. unmapped ROIs).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+from pydicom.uid import RTStructureSetStorage
+from tqdm import tqdm
+
+from rtseg.errors import ConfigError, DataError, RtsegError
+from rtseg.io.atomic import atomic_path
+from rtseg.io.dicom_series import LPS_TO_RAS, list_dicom_series, read_dicom_series, scan_dicom_folder
+from rtseg.io.nifti import read_nifti, write_nifti
+from rtseg.io.png_slices import DEFAULT_COLOR_TOLERANCE, natural_key, png_case_to_volumes
+from rtseg.io.rtstruct_read import RoiMappingReport, match_roi_names, read_rtstruct, rtstruct_to_labels
+from rtseg.io.seed_npy import CT_DIR, SEG_DIR, read_npy, write_seed_case
+from rtseg.io.volume import Volume
+
+log = logging.getLogger(__name__)
+
+CT_SUFFIX, LABELS_SUFFIX = "_ct.nii.gz", "_labels.nii.gz"
+REPORT_NAME = "conversion_report.json"
+_KEEP_DTYPES = (np.dtype(np.int16), np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+
+
+@dataclass
+class ConversionReport:
+    converted: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (case, reason)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        total = len(self.converted) + len(self.failed)
+        return f"converted {len(self.converted)} of {total} cases" + (f", {len(self.failed)} failed" if self.failed else "")
+
+    def write_json(self, path: str | os.PathLike[str]) -> Path:
+        target = Path(path)
+        with atomic_path(target) as tmp:
+            tmp.write_text(json.dumps(asdict(self), indent=2))
+        return target
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
+
+
+def _need_dir(folder: str | os.PathLike[str]) -> Path:
+    d = Path(folder)
+    if not d.is_dir():
+        raise DataError(f"{d}: input folder not found")
+    return d
+
+
+def _run_cases(
+    cases: Sequence[tuple[str, Callable[[], str | None]]], out_dir: Path, desc: str, progress: bool
+) -> ConversionReport:
+    """Run one conversion per case; failures are recorded, the rest go on."""
+    report = ConversionReport()
+    for name, job in tqdm(cases, desc=desc, unit="case", disable=None if progress else True):
+        try:
+            note = job()
+        except RtsegError as exc:
+            report.failed.append((name, str(exc)))
+            log.debug("%s: skipped: %s", name, exc)
+            continue
+        except Exception as exc:  # one malformed patient must not stop a batch
+            msg = f"unexpected {type(exc).__name__}: {exc}"
+            report.failed.append((name, msg))
+            log.debug("%s: skipped: %s", name, msg)
+            continue
+        report.converted.append(name)
+        if note:
+            report.notes[name] = note
+    report.write_json(out_dir / REPORT_NAME)
+    return report
+
+
+def _write_pair(out_dir: Path, case: str, ct: Volume, labels: Volume) -> None:
+    ct_dtype = ct.array.dtype if ct.array.dtype in _KEEP_DTYPES else np.float32
+    write_nifti(ct, out_dir / f"{case}{CT_SUFFIX}", dtype=ct_dtype)
+    write_nifti(labels, out_dir / f"{case}{LABELS_SUFFIX}", dtype=np.uint8)
+
+
+# ---------------------------------------------------------------- DICOM --
+
+def find_rtstruct_files(folder: str | os.PathLike[str]) -> list[Path]:
+    return [p for p, ds in scan_dicom_folder(folder)
+            if str(ds.get("Modality", "")) == "RTSTRUCT" or str(ds.get("SOPClassUID", "")) == RTStructureSetStorage]
+
+
+def dicom_case_to_volumes(
+    case_dir: str | os.PathLike[str], class_names: Sequence[str], aliases: Mapping[str, Sequence[str]] | None = None
+) -> tuple[Volume, Volume, RoiMappingReport]:
+    """One patient folder (CT series + RTSTRUCT) -> (CT, labels, ROI report).
+
+    With several CT series, the one the RTSTRUCT refers to is used; with
+    several RTSTRUCTs, the one referring to the CT series.
+    """
+    d = Path(case_dir)
+    rs_files = find_rtstruct_files(d)
+    if not rs_files:
+        raise DataError(f"{d}: no RTSTRUCT file found next to the CT series")
+    structs = [read_rtstruct(p) for p in rs_files]
+    series = list_dicom_series(d)
+    uid = None
+    if len(series) > 1:
+        refs = {s for rs in structs for s in rs.referenced_series_uids}
+        hits = [s.uid for s in series if s.uid in refs]
+        if len(hits) == 1:
+            uid = hits[0]
+    ct = read_dicom_series(d, uid)
+    if len(structs) > 1:
+        ct_uid = ct.meta["dicom"]["series_instance_uid"]
+        ct_frame = ct.meta["dicom"]["frame_of_reference_uid"]
+        mine = [rs for rs in structs if ct_uid in rs.referenced_series_uids] or [
+            rs for rs in structs if ct_frame in rs.frame_of_reference_uids
+        ]
+        if len(mine) != 1:
+            names = ", ".join(p.name for p in rs_files)
+            raise DataError(f"{d}: {len(rs_files)} RTSTRUCT files ({names}); cannot tell which one to use, keep one per patient")
+        structs = mine
+    labels, report = rtstruct_to_labels(structs[0], ct, class_names, aliases)
+    return ct, labels, report
+
+
+def convert_dicom_dataset(
+    input_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    class_names: Sequence[str],
+    aliases: Mapping[str, Sequence[str]] | None = None,
+    progress: bool = True,
+) -> ConversionReport:
+    """``input_dir/<case>/`` (CT series + RTSTRUCT) -> ``out_dir/<case>_ct.nii.gz`` + ``<case>_labels.nii.gz``."""
+    src, out = _need_dir(input_dir), Path(out_dir)
+    match_roi_names([], class_names, aliases)  # a bad alias table fails once, before any work
+    cases = _subdirs(src)
+    if not cases:
+        raise DataError(f"{src}: no patient folders found (expected one sub-folder per patient with a CT series and an RTSTRUCT)")
+
+    def job(case: Path) -> Callable[[], str | None]:
+        def run() -> str | None:
+            ct, labels, rep = dicom_case_to_volumes(case, class_names, aliases)
+            _write_pair(out, case.name, ct, labels)
+            return rep.summary()
+        return run
+
+    return _run_cases([(c.name, job(c)) for c in cases], out, "dicom-dataset", progress)
+
+
+# ------------------------------------------------------------------ PNG --
+
+def parse_color_map(text: str) -> list[tuple[int, int, int]]:
+    """Colours from a JSON list (``[[r,g,b], ...]``), a JSON file, or an rtseg/seed YAML config (DATASET.COLOR_MAP)."""
+    p = Path(text)
+    if p.suffix.lower() in (".yml", ".yaml"):
+        from rtseg.config.loader import load_config
+
+        return [tuple(int(v) for v in c) for c in load_config(p).DATASET.colors()]  # type: ignore[misc]
+    if p.suffix.lower() == ".json" or (p.is_file() and not text.lstrip().startswith("[")):
+        if not p.is_file():
+            raise ConfigError(f"{p}: colour map file not found")
+        text, where = p.read_text(), str(p)
+    else:
+        where = "--color-map"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: not valid JSON ({exc.msg}); expected [[r,g,b], ...] or a config .yml") from None
+    if isinstance(data, dict):
+        data = data.get("COLOR_MAP", data.get("DATASET", {}).get("COLOR_MAP") if isinstance(data.get("DATASET"), dict) else None)
+    ok = isinstance(data, list) and data and all(
+        isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in data
+    )
+    if not ok:
+        raise ConfigError(f"{where}: expected a list of [r,g,b] colours with values 0..255, one per organ in label order")
+    return [tuple(c) for c in data]  # type: ignore[misc]
+
+
+def convert_png_dataset(
+    input_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    colors: Sequence[Sequence[int]],
+    *,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    size: tuple[int, int] | None = None,
+    n_slices: int | None = None,
+    tolerance: float = DEFAULT_COLOR_TOLERANCE,
+    progress: bool = True,
+) -> ConversionReport:
+    """``input_dir/<case>/CT/*.png`` + ``MASK/*.png`` -> NIfTI pairs (see :func:`png_case_to_volumes`)."""
+    src, out = _need_dir(input_dir), Path(out_dir)
+    cases = _subdirs(src)
+    if not cases:
+        raise DataError(f"{src}: no patient folders found (expected <case>/CT/*.png and <case>/MASK/*.png)")
+
+    def job(case: Path) -> Callable[[], str | None]:
+        def run() -> str | None:
+            img, lab, rep = png_case_to_volumes(case, colors, spacing=spacing, size=size, n_slices=n_slices, tolerance=tolerance)
+            _write_pair(out, case.name, img, lab)
+            if rep.unmatched_pixels:
+                return f"{rep.unmatched_pixels} mask pixels matched no colour within {tolerance:g} and were set to background"
+            return None
+        return run
+
+    return _run_cases([(c.name, job(c)) for c in cases], out, "png-dataset", progress)
+
+
+# ----------------------------------------------------------------- seed --
+
+def to_lps_canonical(volume: Volume) -> Volume:
+    """Permute/flip axes so axis 0 runs to patient left, 1 to posterior, 2 to superior (no resampling)."""
+    tr = ornt_transform(io_orientation(volume.affine), axcodes2ornt(("L", "P", "S")))
+    arr = apply_orientation(volume.array, tr)
+    aff = volume.affine @ inv_ornt_aff(tr, volume.array.shape)
+    return Volume(np.ascontiguousarray(arr), aff, dict(volume.meta))
+
+
+def nifti_case_ids(folder: Path) -> tuple[list[str], list[str]]:
+    """(case ids with a CT file, ids that only have a labels file)."""
+    cts = {p.name[: -len(CT_SUFFIX)] for p in folder.glob(f"*{CT_SUFFIX}")}
+    labs = {p.name[: -len(LABELS_SUFFIX)] for p in folder.glob(f"*{LABELS_SUFFIX}")}
+    return sorted(cts, key=natural_key), sorted(labs - cts, key=natural_key)
+
+
+def _splits(src: Path, is_split: Callable[[Path], bool], what: str) -> list[tuple[str, Path]]:
+    if is_split(src):
+        return [("", src)]
+    found = [(d.name, d) for d in _subdirs(src) if is_split(d)]
+    if not found:
+        raise DataError(f"{src}: no {what} found, neither here nor in its sub-folders (one per split)")
+    return found
+
+
+def _labels_as_uint8(arr: np.ndarray, where: str) -> np.ndarray:
+    if not np.issubdtype(arr.dtype, np.integer) and not np.array_equal(arr, np.round(arr)):
+        raise DataError(f"{where}: labels hold non-integer values; expected class indices")
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise DataError(f"{where}: label values {int(arr.min())}..{int(arr.max())}; expected 0..255")
+    return arr.astype(np.uint8)
+
+
+def _fail(exc: RtsegError) -> Callable[[], str | None]:
+    def run() -> str | None:
+        raise exc
+    return run
+
+
+def _nifti_case_to_seed(d: Path, cid: str, target: Path, n_classes: int | None, onehot: bool) -> str | None:
+    lab_path = d / f"{cid}{LABELS_SUFFIX}"
+    if not lab_path.is_file():
+        raise DataError(f"{d / (cid + CT_SUFFIX)}: no matching {cid}{LABELS_SUFFIX}")
+    ct, lab = read_nifti(d / f"{cid}{CT_SUFFIX}"), read_nifti(lab_path)
+    if not lab.same_grid(ct):
+        raise DataError(f"{lab_path}: labels (shape {lab.shape}) are not on the CT grid (shape {ct.shape})")
+    ct, lab = to_lps_canonical(ct), to_lps_canonical(lab)
+    seg = _labels_as_uint8(lab.array, str(lab_path))
+    if n_classes is not None and seg.size and int(seg.max()) >= n_classes:
+        raise DataError(f"{lab_path}: label {int(seg.max())} found, but only {n_classes} classes")
+    ct_arr = ct.array if ct.array.dtype in _KEEP_DTYPES else ct.array.astype(np.float32)
+    write_seed_case(target, cid, ct_arr.transpose(2, 1, 0), seg.transpose(2, 1, 0), n_classes if onehot else None)
+    return None
+
+
+def convert_nifti_to_seed(
+    input_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    n_classes: int | None = None,
+    onehot: bool = True,
+    progress: bool = True,
+) -> ConversionReport:
+    """NIfTI pairs -> the seed's ``CT/``, ``SEG/`` (and ``SEG_onehot/``) .npy layout.
+
+    A folder of pairs becomes one split folder; a folder of split sub-folders
+    (train/, val/, ...) becomes the same splits. Volumes are put in LPS axis
+    order and stored as (D, H, W) = (slice, row, column); the geometry is
+    lost (the seed layout has none). ``n_classes`` (for the one-hot files)
+    defaults to the largest label in the dataset + 1.
+    """
+    src, out = _need_dir(input_dir), Path(out_dir)
+    splits = _splits(src, lambda d: any(d.glob(f"*{CT_SUFFIX}")), f"*{CT_SUFFIX} files")
+    if onehot and n_classes is None:
+        n_classes = 2
+        for _, d in splits:
+            for lab in d.glob(f"*{LABELS_SUFFIX}"):
+                try:
+                    n_classes = max(n_classes, int(read_nifti(lab).array.max()) + 1)
+                except (RtsegError, ValueError):
+                    pass  # reported when that case is converted
+    cases: list[tuple[str, Callable[[], str | None]]] = []
+    for split, d in splits:
+        ids, orphans = nifti_case_ids(d)
+        target = out / split if split else out
+        prefix = f"{split}/" if split else ""
+        cases += [(prefix + cid, partial(_nifti_case_to_seed, d, cid, target, n_classes, onehot)) for cid in ids]
+        cases += [(prefix + cid, _fail(DataError(f"{d / (cid + LABELS_SUFFIX)}: no matching {cid}{CT_SUFFIX}")))
+                  for cid in orphans]
+    return _run_cases(cases, out, "nifti-to-seed", progress)
+
+
+def _seed_case_to_nifti(d: Path, cid: str, target: Path, affine: np.ndarray) -> str | None:
+    ct_path, seg_path = d / CT_DIR / f"{cid}.npy", d / SEG_DIR / f"{cid}.npy"
+    if not ct_path.is_file():
+        raise DataError(f"{seg_path}: no matching {CT_DIR}/{cid}.npy")
+    if not seg_path.is_file():
+        raise DataError(f"{ct_path}: no matching {SEG_DIR}/{cid}.npy")
+    ct, seg = read_npy(ct_path).array, read_npy(seg_path).array
+    if ct.shape != seg.shape:
+        raise DataError(f"{seg_path}: shape {seg.shape} differs from its CT {ct.shape}")
+    ct_arr = ct if ct.dtype in _KEEP_DTYPES else ct.astype(np.float32)
+    ct_vol = Volume(np.ascontiguousarray(ct_arr.transpose(2, 1, 0)), affine)
+    lab_vol = Volume(np.ascontiguousarray(_labels_as_uint8(seg, str(seg_path)).transpose(2, 1, 0)), affine)
+    _write_pair(target, cid, ct_vol, lab_vol)
+    return None
+
+
+def convert_seed_to_nifti(
+    input_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    progress: bool = True,
+) -> ConversionReport:
+    """The seed's .npy layout -> NIfTI pairs (inverse of :func:`convert_nifti_to_seed`).
+
+    ``spacing`` is (x, y, z) = (column, row, slice) size in mm; the seed files
+    have none. Axes are taken as LPS, as :func:`convert_nifti_to_seed` writes
+    them; the origin is 0. A split folder (with CT/ and SEG/) gives a flat
+    output; a folder of splits gives one output sub-folder per split.
+    """
+    src, out = _need_dir(input_dir), Path(out_dir)
+    splits = _splits(src, lambda d: (d / CT_DIR).is_dir(), f"{CT_DIR}/ folder of .npy volumes")
+    affine = LPS_TO_RAS @ np.diag([float(spacing[0]), float(spacing[1]), float(spacing[2]), 1.0])
+    cases: list[tuple[str, Callable[[], str | None]]] = []
+    for split, d in splits:
+        ids = {p.stem for p in (d / CT_DIR).glob("*.npy")} | {p.stem for p in (d / SEG_DIR).glob("*.npy")}
+        target = out / split if split else out
+        prefix = f"{split}/" if split else ""
+        cases += [(prefix + cid, partial(_seed_case_to_nifti, d, cid, target, affine)) for cid in sorted(ids, key=natural_key)]
+    return _run_cases(cases, out, "seed-to-nifti", progress)

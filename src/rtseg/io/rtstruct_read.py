@@ -1,0 +1,313 @@
+"""RTSTRUCT parsing and rasterisation of its contours onto a CT grid.
+
+Contours are polygons in patient coordinates (LPS mm), one per slice plane;
+they are mapped to voxel indices through the CT's affine and filled with
+scikit-image. Contours on the same slice are XOR-ed, which is how planning
+systems encode holes (a contour nested in another cuts it out).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import RTStructureSetStorage
+from skimage.draw import polygon as fill_polygon
+
+from rtseg.errors import ConfigError, DataError
+from rtseg.io.dicom_series import LPS_TO_RAS
+from rtseg.io.volume import Volume
+
+log = logging.getLogger(__name__)
+
+# Synonym groups: an ROI whose normalised name is in the group of a class's
+# normalised name is that class. Matching is exact after normalisation, so
+# "Rectum_PRV" or "CTV_Prostate" never match by accident.
+DEFAULT_ROI_SYNONYMS: tuple[tuple[str, ...], ...] = (
+    # pelvis (the seed's classes)
+    ("prostate", "prostate gland", "prostata", "prost", "prostate_o"),
+    ("bladder", "urinary bladder", "bladder_o", "blad", "urinarybladder", "vessie", "harnblase"),
+    ("rectum", "rectum_o", "rect", "rectal", "rektum"),
+    (
+        "femoral_head_left", "femoral head left", "left femoral head", "lt femoral head", "l femoral head",
+        "femoral_head_l", "femoralhead_l", "femoral head lt", "femur_head_l", "femurhead_l", "femur head left",
+        "femur_l", "femur left", "left femur", "lt femur", "femur_lt", "fem_head_l", "femoral_head_lt",
+        "head of femur left", "femur_head_left", "femoral_hd_l",
+    ),
+    (
+        "femoral_head_right", "femoral head right", "right femoral head", "rt femoral head", "r femoral head",
+        "femoral_head_r", "femoralhead_r", "femoral head rt", "femur_head_r", "femurhead_r", "femur head right",
+        "femur_r", "femur right", "right femur", "rt femur", "femur_rt", "fem_head_r", "femoral_head_rt",
+        "head of femur right", "femur_head_right", "femoral_hd_r",
+    ),
+    # head and neck (OpenKBP's classes)
+    ("brainstem", "brain stem", "brain_stem"),
+    ("spinal_cord", "spinalcord", "spinal cord", "cord", "spinal canal"),
+    ("parotid_right", "rightparotid", "right parotid", "parotid_r", "rt parotid", "r parotid", "parotid right", "parotid_rt"),
+    ("parotid_left", "leftparotid", "left parotid", "parotid_l", "lt parotid", "l parotid", "parotid left", "parotid_lt"),
+    ("esophagus", "oesophagus", "esoph"),
+    ("larynx",),
+    ("mandible", "mandible_bone", "jaw", "mandibula"),
+)
+
+_SEP = re.compile(r"[\s_\-]+")
+
+
+def normalize_roi_name(name: str) -> str:
+    """Case-, space-, underscore- and hyphen-insensitive form of an ROI or class name."""
+    return _SEP.sub("", name.strip().lower())
+
+
+@dataclass(frozen=True)
+class Contour:
+    points: np.ndarray  # (N, 3) patient coordinates, LPS mm
+    geometric_type: str
+    image_uids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Roi:
+    number: int
+    name: str
+    color: tuple[int, int, int] | None
+    frame_of_reference_uid: str
+    interpreted_type: str
+    contours: tuple[Contour, ...]
+
+
+@dataclass(frozen=True)
+class RtStruct:
+    """What an RT Structure Set says, without any patient information."""
+
+    path: Path
+    sop_instance_uid: str
+    label: str
+    frame_of_reference_uids: tuple[str, ...]
+    referenced_study_uid: str
+    referenced_series_uids: tuple[str, ...]
+    referenced_sop_instance_uids: tuple[str, ...]
+    rois: tuple[Roi, ...]
+
+    @property
+    def roi_names(self) -> list[str]:
+        return [r.name for r in self.rois]
+
+    def roi(self, name: str) -> Roi:
+        for r in self.rois:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+
+@dataclass
+class RoiMappingReport:
+    """How ROI names were mapped to classes, and what could not be used."""
+
+    mapped: dict[str, str] = field(default_factory=dict)  # ROI name -> class name
+    unmapped: list[str] = field(default_factory=list)
+    missing_classes: list[str] = field(default_factory=list)  # organ classes no ROI mapped to
+    empty_classes: list[str] = field(default_factory=list)  # mapped but no voxel filled
+    skipped_contours: int = 0  # open, point, non-planar or off-grid contours
+    overlap_voxels: int = 0  # voxels claimed by two classes (the higher label wins)
+
+    def summary(self) -> str:
+        parts = [f"{len(self.mapped)} ROIs mapped"]
+        if self.unmapped:
+            parts.append(f"not mapped: {', '.join(self.unmapped)}")
+        if self.missing_classes:
+            parts.append(f"classes without ROI: {', '.join(self.missing_classes)}")
+        if self.empty_classes:
+            parts.append(f"classes with empty contours: {', '.join(self.empty_classes)}")
+        if self.skipped_contours:
+            parts.append(f"{self.skipped_contours} contours skipped (open, off-grid or not in a slice plane)")
+        if self.overlap_voxels:
+            parts.append(f"{self.overlap_voxels} voxels in two classes (higher label kept)")
+        return "; ".join(parts)
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    return str(ds.get(keyword, "") or "")
+
+
+def _parse_contour(item: Dataset, where: str) -> Contour | None:
+    data = item.get("ContourData")
+    if not data:
+        return None
+    pts = np.asarray([float(v) for v in data], dtype=np.float64)
+    if pts.size % 3:
+        raise DataError(f"{where}: ContourData has {pts.size} values, not a multiple of 3")
+    uids = tuple(_text(c, "ReferencedSOPInstanceUID") for c in item.get("ContourImageSequence", []))
+    return Contour(pts.reshape(-1, 3), _text(item, "ContourGeometricType").upper(), uids)
+
+
+def read_rtstruct(path: str | os.PathLike[str]) -> RtStruct:
+    """Parse an RT Structure Set: ROIs, colours, contours and referenced UIDs (no CT needed)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: RTSTRUCT file not found")
+    try:
+        ds = pydicom.dcmread(p)
+    except Exception as exc:
+        raise DataError(f"{p}: not a readable DICOM file ({type(exc).__name__})") from None
+    if _text(ds, "SOPClassUID") != RTStructureSetStorage and _text(ds, "Modality") != "RTSTRUCT":
+        raise DataError(f"{p}: not an RT Structure Set (modality {_text(ds, 'Modality') or 'missing'}, expected RTSTRUCT)")
+
+    frames: list[str] = []
+    study = ""
+    series: list[str] = []
+    sops: list[str] = []
+    for fr in ds.get("ReferencedFrameOfReferenceSequence", []):
+        frames.append(_text(fr, "FrameOfReferenceUID"))
+        for st in fr.get("RTReferencedStudySequence", []):
+            study = study or _text(st, "ReferencedSOPInstanceUID")
+            for se in st.get("RTReferencedSeriesSequence", []):
+                series.append(_text(se, "SeriesInstanceUID"))
+                sops.extend(_text(c, "ReferencedSOPInstanceUID") for c in se.get("ContourImageSequence", []))
+
+    contours_by_number: dict[int, tuple[tuple[int, int, int] | None, tuple[Contour, ...]]] = {}
+    for rc in ds.get("ROIContourSequence", []):
+        num = int(rc.get("ReferencedROINumber", -1))
+        color_val = rc.get("ROIDisplayColor")
+        color = tuple(int(c) for c in color_val) if color_val is not None and len(color_val) == 3 else None
+        cs = [_parse_contour(c, f"{p}: ROI number {num}") for c in rc.get("ContourSequence", [])]
+        contours_by_number[num] = (color, tuple(c for c in cs if c is not None))  # type: ignore[assignment]
+
+    interpreted = {
+        int(o.get("ReferencedROINumber", -1)): _text(o, "RTROIInterpretedType")
+        for o in ds.get("RTROIObservationsSequence", [])
+    }
+    rois = []
+    for item in ds.get("StructureSetROISequence", []):
+        num = int(item.get("ROINumber", -1))
+        color, contours = contours_by_number.get(num, (None, ()))
+        rois.append(Roi(num, _text(item, "ROIName"), color, _text(item, "ReferencedFrameOfReferenceUID"),
+                        interpreted.get(num, ""), contours))
+    return RtStruct(p, _text(ds, "SOPInstanceUID"), _text(ds, "StructureSetLabel"), tuple(frames), study,
+                    tuple(series), tuple(sops), tuple(rois))
+
+
+def match_roi_names(
+    roi_names: Sequence[str],
+    class_names: Sequence[str],
+    aliases: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, str]:
+    """Map ROI names to class names (background, class 0, is never matched).
+
+    A class accepts its own name, the default synonym group its name belongs
+    to, and ``aliases[class]``; all compared after :func:`normalize_roi_name`.
+    """
+    aliases = dict(aliases or {})
+    unknown = sorted(set(aliases) - set(class_names))
+    if unknown:
+        raise ConfigError(f"ROI aliases given for unknown classes {unknown}; classes are {list(class_names)}")
+    accept: dict[str, str] = {}
+    for cname in class_names[1:]:
+        key = normalize_roi_name(cname)
+        names = {key}
+        for group in DEFAULT_ROI_SYNONYMS:
+            normed = {normalize_roi_name(g) for g in group}
+            if key in normed:
+                names |= normed
+        names |= {normalize_roi_name(a) for a in aliases.get(cname, ())}
+        for n in names:
+            other = accept.get(n)
+            if other is not None and other != cname:
+                raise ConfigError(f"ROI name {n!r} would match both classes {other!r} and {cname!r}; fix the aliases")
+            accept[n] = cname
+    return {r: accept[normalize_roi_name(r)] for r in roi_names if normalize_roi_name(r) in accept}
+
+
+def _check_reference(rs: RtStruct, series: Volume, rois: Sequence[Roi]) -> None:
+    dicom = series.meta.get("dicom") or {}
+    ct_frame = str(dicom.get("frame_of_reference_uid", "") or "")
+    ct_series = str(dicom.get("series_instance_uid", "") or "")
+    if not dicom:
+        log.warning("%s: the CT has no DICOM metadata; cannot check that the RTSTRUCT refers to it", rs.path.name)
+        return
+    if ct_frame:
+        frames = {f for f in rs.frame_of_reference_uids if f}
+        frames |= {r.frame_of_reference_uid for r in rois if r.frame_of_reference_uid}
+        if (frames and ct_frame not in frames) or any(
+            r.frame_of_reference_uid and r.frame_of_reference_uid != ct_frame for r in rois
+        ):
+            raise DataError(
+                f"{rs.path}: RTSTRUCT is in Frame of Reference {', '.join(sorted(frames))}, the CT series in {ct_frame}; "
+                "it was drawn on another scan"
+            )
+    refs = {s for s in rs.referenced_series_uids if s}
+    if ct_series and refs and ct_series not in refs:
+        raise DataError(
+            f"{rs.path}: RTSTRUCT refers to CT series {', '.join(sorted(refs))}, not to the given series {ct_series}"
+        )
+
+
+def rasterize_roi(roi: Roi, series: Volume) -> tuple[np.ndarray, int]:
+    """Filled mask of one ROI on the series grid (contours on a slice XOR-ed) and the number of unusable contours."""
+    inv = np.linalg.inv(LPS_TO_RAS @ series.affine)
+    nx, ny, nz = series.shape
+    mask = np.zeros(series.shape, dtype=bool)
+    skipped = 0
+    for c in roi.contours:
+        if c.geometric_type not in ("CLOSED_PLANAR", "") or len(c.points) < 3:
+            skipped += 1
+            continue
+        vox = c.points @ inv[:3, :3].T + inv[:3, 3]
+        k_mean = float(vox[:, 2].mean())
+        k = int(round(k_mean))
+        if np.ptp(vox[:, 2]) > 0.5 or abs(k_mean - k) > 0.5 or not 0 <= k < nz:
+            skipped += 1
+            continue
+        rr, cc = fill_polygon(vox[:, 0], vox[:, 1], shape=(nx, ny))
+        sl = np.zeros((nx, ny), dtype=bool)
+        sl[rr, cc] = True
+        mask[:, :, k] ^= sl
+    return mask, skipped
+
+
+def rtstruct_to_labels(
+    rtstruct_path: str | os.PathLike[str] | RtStruct,
+    series: Volume,
+    class_names: Sequence[str],
+    aliases: Mapping[str, Sequence[str]] | None = None,
+) -> tuple[Volume, RoiMappingReport]:
+    """Label volume (class index per voxel, uint8) on the CT grid, and a report of the ROI mapping.
+
+    ``class_names[0]`` is background. Several ROIs mapped to one class are
+    united; where classes overlap the higher label wins (counted in the report).
+    """
+    rs = rtstruct_path if isinstance(rtstruct_path, RtStruct) else read_rtstruct(rtstruct_path)
+    if len(class_names) < 2:
+        raise ConfigError(f"need background plus at least one class, got {list(class_names)}")
+    mapping = match_roi_names(rs.roi_names, class_names, aliases)
+    used = [r for r in rs.rois if r.name in mapping]
+    _check_reference(rs, series, used)
+
+    report = RoiMappingReport(mapped=dict(mapping), unmapped=[r.name for r in rs.rois if r.name not in mapping])
+    dtype = np.uint8 if len(class_names) <= 256 else np.uint16
+    labels = np.zeros(series.shape, dtype=dtype)
+    for idx, cname in enumerate(class_names):
+        if idx == 0:
+            continue
+        rois = [r for r in used if mapping[r.name] == cname]
+        if not rois:
+            report.missing_classes.append(cname)
+            continue
+        mask = np.zeros(series.shape, dtype=bool)
+        for r in rois:
+            m, skipped = rasterize_roi(r, series)
+            mask |= m
+            report.skipped_contours += skipped
+        if not mask.any():
+            report.empty_classes.append(cname)
+            continue
+        report.overlap_voxels += int(np.count_nonzero(labels[mask]))
+        labels[mask] = idx
+    meta = {k: v for k, v in series.meta.items() if k != "dicom"}
+    meta["rtstruct"] = {"path": str(rs.path), "sop_instance_uid": rs.sop_instance_uid}
+    return Volume(labels, series.affine.copy(), meta), report

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SEED_CONFIGS = SHARED / "seed" / "configs"
+DATA = SHARED / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture
+def seed_configs() -> list[Path]:
+    if not SEED_CONFIGS.is_dir():
+        pytest.skip(f"seed configs not found at {SEED_CONFIGS} (../shared is absent)")
+    return sorted(SEED_CONFIGS.glob("*.yml"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"real data not found at {DATA} (../shared/data is absent)")
+    return DATA
