@@ -13,6 +13,11 @@ from rtseg.errors import RtsegError
 # One module per subcommand; each defines ``register(subparsers)`` and sets ``func``.
 COMMAND_MODULES: tuple[str, ...] = (
     "rtseg.cli.train",
+    "rtseg.cli.evaluate",
+    "rtseg.cli.phantoms",
+    "rtseg.cli.visualize",
+    "rtseg.cli.convert",
+    "rtseg.cli.plan",
 )
 
 

@@ -62,6 +62,9 @@ class DatasetConfig(_Section):
     SPLITS: Optional[str] = Field(
         None, description="JSON {split: [case ids]} selecting cases from a flat NIfTI folder PATH"
     )
+    PLAN: Optional[str] = Field(
+        None, description="'auto' plans from the training split at train start; or a plan.json from rtseg plan"
+    )
     PARTIAL_LABELS: Optional[str] = Field(
         None, description="JSON mapping case id -> contoured class names/indices; other classes are unknown"
     )
@@ -184,6 +187,7 @@ class TrainingConfig(_Section):
     SYNC_BN: bool = False
     VAL_OVERLAP: float = Field(0.5, ge=0.0, lt=1.0)
     RUNS_DIR: str = "runs"
+    MEMORY_BUDGET_GIB: float = Field(4.0, gt=0.0, description="training-step memory the plan's patch size must fit")
     MAX_MINUTES: Optional[float] = Field(None, gt=0.0, description="stop training after this wall-clock budget")
 
 

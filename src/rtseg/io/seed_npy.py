@@ -1,11 +1,11 @@
 """The seed's dataset layout: PATH/<split>/CT/*.npy, SEG/*.npy, optional SEG_onehot/*.npy.
 
-Volumes are (D, H, W) arrays with no geometry. We attach an affine that reads
-them as (z, y, x): axis 0 = inferior->superior slices, axis 1 = posterior->anterior
-rows, axis 2 = +x of RAS+. So a RAS+ array
-(x, y, z) is stored here as ``array.transpose(2, 1, 0)`` and canonical reorientation
-restores it. Unit spacing unless given. Files are paired by patient id (file stem),
-not by listing order as the seed did.
+Volumes are (D, H, W) arrays with no geometry. We read them the way the seed's
+PNG slices were drawn (radiological display): D = slices (inferior -> superior),
+H = image rows (anterior -> posterior), W = image columns (patient right -> left),
+i.e. LPS axis order, unit spacing unless given. ``to_seed_array`` writes any
+Volume that way. Files are paired by patient id (file stem), not by listing
+order as the seed did.
 """
 from __future__ import annotations
 
@@ -22,10 +22,18 @@ CT_DIR, SEG_DIR, ONEHOT_DIR = "CT", "SEG", "SEG_onehot"
 
 
 def seed_affine(spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
-    """(D, H, W) -> world (z, y, x); ``spacing`` is per array axis (D, H, W)."""
+    """RAS+ affine of a (D, H, W) seed array; ``spacing`` is per array axis (D, H, W)."""
     aff = np.zeros((4, 4))
-    aff[2, 0], aff[1, 1], aff[0, 2], aff[3, 3] = spacing[0], spacing[1], spacing[2], 1.0
+    aff[2, 0], aff[1, 1], aff[0, 2], aff[3, 3] = spacing[0], -spacing[1], -spacing[2], 1.0
     return aff
+
+
+def to_seed_array(volume: Volume) -> np.ndarray:
+    """Reorient to LPS axis order and transpose to (D, H, W), the inverse of ``seed_affine``."""
+    import nibabel.orientations as nio
+
+    ornt = nio.ornt_transform(nio.io_orientation(volume.affine), nio.axcodes2ornt("LPS"))
+    return np.ascontiguousarray(nio.apply_orientation(volume.array, ornt).transpose(2, 1, 0))
 
 
 def read_npy(path: str | os.PathLike[str], spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Volume:

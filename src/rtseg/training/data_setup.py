@@ -38,8 +38,12 @@ def build_preprocessing(cfg: Config, train_refs: list[CaseRef], plan: Optional[d
     mean = std = None
     if plan is not None and plan.get("normalization"):
         pn = plan["normalization"]
+        if "NORMALIZE" not in d.model_fields_set:  # the config's explicit choice wins over the plan
+            mode = pn["mode"]
         if mode == "zscore_dataset" and pn.get("mean") is not None:
-            mean, std, window = pn["mean"], pn["std"], tuple(pn["window"])
+            mean, std = pn["mean"], pn["std"]
+            if "HU_WINDOW" not in d.model_fields_set:
+                window = tuple(pn["window"])
     if mode == "zscore_dataset" and mean is None:
         imgs, labs = [], []
         for ref in train_refs:
@@ -59,7 +63,19 @@ def auto_patch_size(cases: list[PreparedCase], stride: int, cap: int = 128) -> t
     return tuple(int(max(stride, min(cap, (m // stride) * stride))) for m in mins)  # type: ignore[return-value]
 
 
-def prepare_training_data(cfg: Config, stride: int, plan: Optional[dict] = None, need_val: bool = True) -> TrainingData:
+def plan_for(cfg: Config, stride: int) -> dict:
+    """Compute a plan from the training split with the config's model/memory settings."""
+    from rtseg.data.plan import make_plan
+
+    d = cfg.DATASET
+    return make_plan(split_refs(cfg, d.TRAIN_SPLIT), d.N_CLASSES, d.class_names(), stride=stride,
+                     memory_budget_gib=cfg.TRAINING.MEMORY_BUDGET_GIB, base_filters=cfg.MODEL.BASE_FILTERS,
+                     batch_size=cfg.TRAINING.BATCH_SIZE, bf16=cfg.CUDA and cfg.TRAINING.AMP)
+
+
+def prepare_training_data(cfg: Config, stride: int, plan: Optional[dict] = None, need_val: bool = True,
+                          fixed: Optional[tuple[Preprocessing, tuple[int, int, int]]] = None) -> TrainingData:
+    """``fixed`` (preprocessing, patch) comes from a checkpoint when resuming, so nothing drifts."""
     d = cfg.DATASET
     train_refs = split_refs(cfg, d.TRAIN_SPLIT)
     val_refs = split_refs(cfg, d.VAL_SPLIT) if need_val else []
@@ -67,10 +83,10 @@ def prepare_training_data(cfg: Config, stride: int, plan: Optional[dict] = None,
     known = None
     if d.PARTIAL_LABELS:
         known = load_partial_labels(d.PARTIAL_LABELS, [r.case_id for r in train_refs + val_refs], names)
-    spec = build_preprocessing(cfg, train_refs, plan)
+    spec = fixed[0] if fixed else build_preprocessing(cfg, train_refs, plan)
     train = prepare_cases(train_refs, spec, d.N_CLASSES, known, d.ABSENT_IS_UNKNOWN, desc="train cases")
     val = prepare_cases(val_refs, spec, d.N_CLASSES, known, d.ABSENT_IS_UNKNOWN, desc="val cases")
-    patch = d.PATCH_SIZE
+    patch = fixed[1] if fixed else d.PATCH_SIZE
     if patch is None and plan is not None and plan.get("patch_size"):
         patch = tuple(plan["patch_size"])
     if patch is None:

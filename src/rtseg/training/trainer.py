@@ -25,9 +25,12 @@ from rtseg.io.atomic import atomic_path
 from rtseg.io.checkpoint import load_checkpoint
 from rtseg.models.spec import build_model, model_spec, model_stride
 from rtseg.training.checkpoint import inference_metadata, load_init_weights, unwrap, write_training_checkpoint
-from rtseg.training.data_setup import prepare_training_data
+from rtseg.data.plan import load_plan, save_plan
+from rtseg.data.preprocess import Preprocessing
+from rtseg.training.data_setup import plan_for, prepare_training_data
 from rtseg.training.device import autocast, gpu_memory_report, memory_format, select_device
-from rtseg.training.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown, wrap_ddp
+from rtseg.training.distributed import (DistInfo, all_reduce_sum, any_rank, average_gradients_on_step, barrier,
+                                        broadcast_module, broadcast_object, init_distributed, shutdown, sync_buffers, wrap_ddp)
 from rtseg.training.losses import SegmentationLoss, frequency_weights
 from rtseg.training.optim import build_optimizer, build_scheduler
 from rtseg.training.validate import validate
@@ -88,10 +91,7 @@ def fit(cfg: Config, config_name: str = "config", resume: Optional[str | Path] =
         plan = resume_state.get("plan") or plan
     if run_dir is None:
         run_dir = new_run_dir(cfg, config_name)
-    if dist_info.enabled:  # all ranks must agree on the run dir chosen by rank 0
-        obj = [str(run_dir)]
-        torch.distributed.broadcast_object_list(obj, src=0)
-        run_dir = Path(obj[0])
+    run_dir = Path(broadcast_object(str(run_dir), dist_info))  # all ranks use the run dir rank 0 chose
     if dist_info.is_main:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         with atomic_path(run_dir / "config.yaml") as tmp:
@@ -127,7 +127,17 @@ def _fit(cfg: Config, run_dir: Path, dist_info: DistInfo, start_iter: int, resum
     optimizer = build_optimizer(model.parameters(), tcfg.OPTIM)
     scheduler = build_scheduler(optimizer, tcfg.LR_SCHEDULER)
     stride = model_stride(model)
-    data = prepare_training_data(cfg, stride, plan)
+    fixed = None
+    if resume_state is not None:
+        fixed = (Preprocessing.from_dict(resume_state["preprocessing"]), tuple(resume_state["patch_size"]))
+    elif plan is None and dcfg.PLAN:
+        if dcfg.PLAN == "auto":
+            plan = plan_for(cfg, stride)
+            if dist_info.is_main:
+                save_plan(plan, run_dir / "plan.json")
+        else:
+            plan = load_plan(dcfg.PLAN)
+    data = prepare_training_data(cfg, stride, plan, fixed=fixed)
     if not data.val:
         raise DataError(f"DATASET.VAL_SPLIT {dcfg.VAL_SPLIT!r}: no validation cases")
     if resume_state is not None:
@@ -156,7 +166,12 @@ def _fit(cfg: Config, run_dir: Path, dist_info: DistInfo, start_iter: int, resum
         log.info(f"resuming at iteration {start_iter}")
     if tcfg.COMPILE:
         model = torch.compile(model)  # type: ignore[assignment]
-    ddp_model = wrap_ddp(model, dist_info, device, tcfg.SYNC_BN and device.type == "cuda")
+    ddp_model = wrap_ddp(model, dist_info, device, tcfg.SYNC_BN)
+    if dist_info.enabled:
+        torch.manual_seed(tcfg.SEED + dist_info.rank)  # after DDP's broadcast: dropout masks differ per rank
+        if adv is not None:  # the discriminator trains outside DDP: same start, averaged gradients
+            broadcast_module(adv.discriminator, dist_info)
+            average_gradients_on_step(adv.optimizer, dist_info)
     meta = inference_metadata(spec, names, colors, data.preprocessing.to_dict(), data.patch_size, plan)
     cfg_dict = cfg.model_dump(mode="json")
 
@@ -182,7 +197,8 @@ def _fit(cfg: Config, run_dir: Path, dist_info: DistInfo, start_iter: int, resum
 
     def run_validation(iteration: int) -> None:
         nonlocal best, last_metrics
-        cases = data.val[dist_info.rank :: dist_info.world_size]
+        cases = data.val[dist_info.rank :: dist_info.world_size]  # may be empty: the all_reduce below still runs
+        sync_buffers(unwrap(ddp_model), dist_info)  # every rank validates rank 0's BatchNorm statistics (the checkpoint's)
         cm = validate(unwrap(ddp_model), cases, data.patch_size, dcfg.N_CLASSES, device, tcfg.VAL_OVERLAP, tcfg.AMP, memory_format=mfmt)
         all_reduce_sum(cm.matrix, dist_info)
         metrics = cm.compute(names)
@@ -225,7 +241,7 @@ def _fit(cfg: Config, run_dir: Path, dist_info: DistInfo, start_iter: int, resum
         it += 1
         bar.update(1)
         if it % tcfg.PRINT_INTERVAL == 0 or it == total:
-            mean_loss = float(running) / n_running  # one host sync per print interval
+            mean_loss = float(all_reduce_sum(running, dist_info)) / (n_running * dist_info.world_size)  # one sync per print
             running.zero_()
             n_running = 0
             lr = optimizer.param_groups[0]["lr"]
@@ -243,7 +259,7 @@ def _fit(cfg: Config, run_dir: Path, dist_info: DistInfo, start_iter: int, resum
                 if writer is not None:
                     writer.add_scalar("train/loss", mean_loss, it)
                     writer.add_scalar("train/lr", lr, it)
-        out_of_time = deadline is not None and time.monotonic() > deadline
+        out_of_time = deadline is not None and any_rank(time.monotonic() > deadline, dist_info, device)  # unanimous stop
         if it % tcfg.VAL_INTERVAL == 0 or it == total or out_of_time:
             run_validation(it)
             if dist_info.is_main:
