@@ -15,10 +15,10 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 test: setup
-	$(PY) -m pytest -n 2 -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 -q
 
 test-fast: setup
-	$(PY) -m pytest -n 2 -q -m "not slow"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 -q -m "not slow"
 
 demo: setup
 	$(VENV)/bin/rtseg demo --out demo_output

@@ -4,6 +4,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# pytest-xdist runs one worker per core: more torch threads per worker oversubscribe the
+# CPU and slow 3D convolutions down by 10x or more.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -10,13 +10,13 @@ from rtseg.io.seed_npy import write_seed_case
 from rtseg.io.volume import Volume, affine_from_spacing
 
 
-def blob_case(rng: np.random.Generator, shape=(32, 32, 32), n_classes: int = 6) -> tuple[np.ndarray, np.ndarray]:
+def blob_case(rng: np.random.Generator, shape=(32, 32, 32), n_classes: int = 6, radius=(3.0, 5.0)) -> tuple[np.ndarray, np.ndarray]:
     """Each organ a sphere with its own mean HU, randomly placed; noise on top."""
     img = rng.normal(0.0, 20.0, size=shape).astype(np.float32) - 100.0
     lab = np.zeros(shape, dtype=np.uint8)
     grid = np.indices(shape).astype(np.float32)
     for c in range(1, n_classes):
-        r = rng.uniform(3.0, 5.0)
+        r = rng.uniform(*radius)
         centre = [rng.uniform(r + 1, s - r - 1) for s in shape]
         d2 = sum((g - c0) ** 2 for g, c0 in zip(grid, centre))
         m = d2 <= r * r
@@ -25,11 +25,11 @@ def blob_case(rng: np.random.Generator, shape=(32, 32, 32), n_classes: int = 6) 
     return img, lab
 
 
-def make_seed_dataset(root: Path, n_train: int = 4, n_val: int = 2, n_test: int = 2, shape=(32, 32, 32), n_classes: int = 6, seed: int = 0) -> Path:
+def make_seed_dataset(root: Path, n_train: int = 4, n_val: int = 2, n_test: int = 2, shape=(32, 32, 32), n_classes: int = 6, seed: int = 0, radius=(3.0, 5.0)) -> Path:
     rng = np.random.default_rng(seed)
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         for i in range(n):
-            img, lab = blob_case(rng, shape, n_classes)
+            img, lab = blob_case(rng, shape, n_classes, radius)
             write_seed_case(root / split, f"p{split}{i:02d}", img, lab, n_classes)
     return root
 

@@ -47,7 +47,7 @@ def test_each_seed_config_trains_and_validates(seed_configs, seed_dataset, tmp_p
 LEARN = """
 CUDA: false
 MODEL: {{NAME: ResUnet_3D, BASE_FILTERS: 8, DROPOUT: 0.0}}
-DATASET: {{NAME: prostateCT_vol, PATH: {path}, N_CLASSES: 6, NORMALIZE: ct_window, HU_WINDOW: [-200, 900], PATCH_SIZE: [24, 24, 24]}}
+DATASET: {{NAME: prostateCT_vol, PATH: {path}, N_CLASSES: 3, NORMALIZE: ct_window, HU_WINDOW: [-200, 500], PATCH_SIZE: [24, 24, 24], AUGMENT: false}}
 TRAINING:
   ITER_MAX: {iters}
   BATCH_SIZE: 2
@@ -59,23 +59,23 @@ TRAINING:
 
 
 def test_learns_and_resumes(tmp_path, capsys):
-    data = make_seed_dataset(tmp_path / "data", n_train=4, n_val=2, n_test=1, shape=(32, 32, 32))
+    data = make_seed_dataset(tmp_path / "data", n_train=4, n_val=2, n_test=1, shape=(32, 32, 32), n_classes=3, radius=(5, 8))
     cfg = tmp_path / "learn.yml"
-    cfg.write_text(LEARN.format(path=data, iters=80, val=80))
+    cfg.write_text(LEARN.format(path=data, iters=30, val=30))
     run = tmp_path / "run"
     assert main(["train", "-c", str(cfg), "--run-dir", str(run)]) == 0, capsys.readouterr().err
     summary = json.loads((run / "metrics.json").read_text())
-    assert summary["iterations"] == 80
+    assert summary["iterations"] == 30
     first = summary["best_mean_dice"]
-    # resume continues from iteration 80 to 160 in the same run dir
-    cfg.write_text(LEARN.format(path=data, iters=160, val=40))
+    # resume continues from iteration 30 to 60 in the same run dir
+    cfg.write_text(LEARN.format(path=data, iters=60, val=15))
     assert main(["train", "-c", str(cfg), "--resume", str(run)]) == 0, capsys.readouterr().err
     ck = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert ck["iteration"] == 160
+    assert ck["iteration"] == 60
     log = (run / "train.log").read_text()
-    assert "resuming at iteration 80" in log and "[val 120]" in log and "[val 40]" not in log
+    assert "resuming at iteration 30" in log and "[val 45]" in log and "[val 15]" not in log
     best = load_checkpoint(run / "checkpoints" / "best.pt")["best_metric"]
-    assert best >= 0.75, f"mean Dice {best:.3f} after 160 iterations (first part: {first:.3f})"
+    assert best >= 0.85, f"mean Dice {best:.3f} after 60 iterations (first part: {first:.3f})"
 
 
 def test_bad_data_is_one_line_error(tmp_path, seed_configs, capsys):
