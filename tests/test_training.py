@@ -16,7 +16,7 @@ TINY = ["TRAINING.BATCH_SIZE=1", "TRAINING.WORKERS=0", "MODEL.BASE_FILTERS=2", "
 
 @pytest.fixture(scope="module")
 def seed_dataset(tmp_path_factory) -> Path:
-    return make_seed_dataset(tmp_path_factory.mktemp("seedds"), n_train=2, n_val=1, n_test=1, shape=(16, 16, 16))
+    return make_seed_dataset(tmp_path_factory.mktemp("seedds"), n_train=2, n_val=1, n_test=1, shape=(32, 16, 16))
 
 
 def test_each_seed_config_trains_and_validates(seed_configs, seed_dataset, tmp_path, capsys):

@@ -34,6 +34,10 @@ def run_train(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     summary = fit(cfg, config_name(args.config), resume=args.resume, run_dir=Path(args.run_dir) if args.run_dir else None)
+    from rtseg.training.distributed import is_main_process
+
+    if not is_main_process():
+        return 0
     final = summary.get("final") or {}
     if final:
         from rtseg.inference.evaluate_split import format_metrics_table

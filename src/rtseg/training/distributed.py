@@ -59,16 +59,17 @@ def _env_int(name: str, default: int | None = None) -> int:
 
 
 def init_distributed(parallel: bool, want_cuda: bool) -> DistInfo:
-    """PARALLEL under torchrun -> DDP; PARALLEL without torchrun -> explain how to launch.
+    """PARALLEL under torchrun -> DDP; PARALLEL without torchrun -> one process, with a message on how to launch.
 
     Launched by torchrun with several processes, DDP is used whatever PARALLEL says: N
     independent runs racing for the same GPU and run directory is never what was meant.
     """
     if not launched_by_torchrun():
         if parallel:
-            raise ConfigError(
-                "PARALLEL: true needs a distributed launch: torchrun --nproc_per_node=N -m rtseg train -c CFG "
-                "(or set PARALLEL: false / --set PARALLEL=false for one process)"
+            # The seed's configs say PARALLEL: True; they must keep working as they are.
+            log.warning(
+                "PARALLEL: true but not launched by torchrun: training in one process. For several GPUs or nodes "
+                "launch with: torchrun --nproc_per_node=N -m rtseg train -c CFG (see docs/DISTRIBUTED.md)"
             )
         return DistInfo()
     world = _env_int("WORLD_SIZE")

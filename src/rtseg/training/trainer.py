@@ -140,6 +140,10 @@ def _fit(cfg: Config, run_dir: Path, dist_info: DistInfo, start_iter: int, resum
     data = prepare_training_data(cfg, stride, plan, fixed=fixed)
     if not data.val:
         raise DataError(f"DATASET.VAL_SPLIT {dcfg.VAL_SPLIT!r}: no validation cases")
+    if tcfg.BATCH_SIZE * int(np.prod([p // stride for p in data.patch_size])) < 2:
+        raise ConfigError(f"DATASET.PATCH_SIZE {list(data.patch_size)} with TRAINING.BATCH_SIZE {tcfg.BATCH_SIZE}: the {mcfg.NAME} "
+                          f"bottleneck would hold one value per channel (BatchNorm needs more); use patches >= {2 * stride} "
+                          "along one axis or a batch of 2")
     if resume_state is not None:
         unwrap(model).load_state_dict(resume_state["model"])
     elif mcfg.INIT_MODEL:
@@ -274,6 +278,7 @@ def _fit(cfg: Config, run_dir: Path, dist_info: DistInfo, start_iter: int, resum
         if it >= total:
             break
     bar.close()
+    best = broadcast_object(best, dist_info)  # only rank 0 tracks the best checkpoint
     summary = {"run_dir": str(run_dir), "iterations": it, "best_mean_dice": best, "final": last_metrics,
                "seconds": time.monotonic() - t0, "stopped_early": stopped_early}
     if dist_info.is_main:
