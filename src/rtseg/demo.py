@@ -1,7 +1,6 @@
 """``rtseg demo``: synthetic pelvic CTs -> train ResUnet_3D -> evaluate -> figures, on any machine."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from rtseg.config.schema import PELVIS_CLASS_NAMES, SEED_COLOR_MAP
 from rtseg.data.datasets import list_cases, load_case
 from rtseg.evaluation.confusion import ConfusionMatrix
 from rtseg.evaluation.surface import case_metrics
-from rtseg.io.atomic import atomic_path
+from rtseg.io.jsonfile import write_json
 from rtseg.io.nifti import write_nifti
 from rtseg.inference.predictor import Predictor, load_model
 from rtseg.training.device import select_device
@@ -132,8 +131,7 @@ def run_demo(out: Path, cases: int = 24, minutes: float = 3.5, seed: int = 0, ba
         "seed_metrics": seed_m,
         "run_dir": str(out / "run"),
     }
-    with atomic_path(out / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+    write_json(result, out / "metrics.json")
     curves = out / "run" / "training_curves.png"
     if curves.exists():
         (fig_dir / "training_curves.png").write_bytes(curves.read_bytes())

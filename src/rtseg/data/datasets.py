@@ -6,7 +6,6 @@ Segmentation Decathlon (``PATH/imagesTr``, ``PATH/labelsTr``, ``dataset.json``).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -14,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from rtseg.errors import DataError
+from rtseg.io.jsonfile import read_json
 from rtseg.io.nifti import read_nifti
 from rtseg.io.seed_npy import CT_DIR, SEG_DIR, read_npy, seed_case_ids
 from rtseg.io.volume import Volume
@@ -30,12 +30,7 @@ class CaseRef:
 
 
 def _read_splits(path: Path, split: str) -> list[str]:
-    if not path.is_file():
-        raise DataError(f"DATASET.SPLITS {path}: file not found")
-    try:
-        table = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg})") from None
+    table = read_json(path, "DATASET.SPLITS")
     if split not in table:
         raise DataError(f"{path}: no split {split!r}; found {sorted(table)}")
     return [str(c) for c in table[split]]
@@ -76,10 +71,7 @@ def msd_split_ids(ids: list[str], split: str, root: Path, train: str, val: str) 
     """MSD has no validation split: use ``splits.json`` ({split: [ids]}) if present, else a fixed 80/20 split."""
     spl = root / "splits.json"
     if spl.exists():
-        try:
-            table = json.loads(spl.read_text())
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{spl}: not valid JSON ({exc.msg})") from None
+        table = read_json(spl, "splits file")
         if split not in table:
             raise DataError(f"{spl}: no split {split!r}; found {sorted(table)}")
         return sorted(table[split])
@@ -98,10 +90,7 @@ def _msd_split(root: Path, split: str, train: str, val: str) -> list[CaseRef]:
     dj = root / "dataset.json"
     if not dj.is_file():
         raise DataError(f"{root}: dataset.json not found (Decathlon layout is imagesTr/, labelsTr/, dataset.json)")
-    try:
-        meta = json.loads(dj.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{dj}: not valid JSON ({exc.msg})") from None
+    meta = read_json(dj, "Decathlon dataset.json")
     refs = {}
     for entry in meta.get("training", []):
         img, lab = root / entry["image"], root / entry["label"]
@@ -157,12 +146,7 @@ def load_partial_labels(path: str | Path, case_ids: list[str], class_names: list
     Background is always known. Cases not listed are treated as fully labelled.
     """
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"DATASET.PARTIAL_LABELS {p}: file not found")
-    try:
-        table = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{p}: not valid JSON ({exc.msg})") from None
+    table = read_json(p, "DATASET.PARTIAL_LABELS")
     if isinstance(table, dict) and "cases" in table and isinstance(table["cases"], (dict, list)):
         table = table["cases"]
     if isinstance(table, list):  # [{"id": ..., "organs"/"labels"/"classes": [...]}, ...]

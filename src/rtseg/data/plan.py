@@ -5,7 +5,6 @@ be recomputed, diffed and saved inside checkpoints.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,7 +16,7 @@ from rtseg.data.normalization import dataset_statistics
 from rtseg.data.orientation import to_canonical
 from rtseg.data.resample import target_shape
 from rtseg.errors import DataError
-from rtseg.io.atomic import atomic_path
+from rtseg.io.jsonfile import read_json, write_json
 
 PLAN_VERSION = 1
 # Activation memory per voxel per base filter in a training step of the residual U-Nets
@@ -88,20 +87,14 @@ def make_plan(refs: Sequence[CaseRef], n_classes: int, class_names: Sequence[str
 
 
 def save_plan(plan: dict[str, Any], path: str | Path) -> Path:
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        tmp.write_text(json.dumps(plan, indent=2))
-    return target
+    return write_json(plan, path)
 
 
 def load_plan(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"DATASET.PLAN {p}: plan file not found (create it with: rtseg plan -c CFG --out {p})")
-    try:
-        plan = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{p}: not valid JSON ({exc.msg})") from None
+    plan = read_json(p, "DATASET.PLAN")
     for key in ("target_spacing", "patch_size", "normalization"):
         if key not in plan:
             raise DataError(f"{p}: not an rtseg plan (missing {key!r})")

@@ -1,7 +1,6 @@
 """``rtseg val`` / ``rtseg test``: predict a split with a checkpoint on the original grids and score it."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from rtseg.config.schema import Config
 from rtseg.data.datasets import list_cases, load_case, load_partial_labels
 from rtseg.evaluation.confusion import ConfusionMatrix
 from rtseg.io.atomic import atomic_path
+from rtseg.io.jsonfile import write_json
 from rtseg.inference.predictor import Predictor, load_model
 
 log = logging.getLogger("rtseg")
@@ -53,8 +53,7 @@ def evaluate_split(cfg: Config, checkpoint: str | Path, split: str, out_dir: Pat
     metrics = cm.compute(names)
     result: dict[str, Any] = {"split": split, "checkpoint": str(checkpoint), "n_cases": len(refs), **metrics}
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / f"{split}_metrics.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+    write_json(result, out_dir / f"{split}_metrics.json")
     if rows:
         import csv
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rtseg.models.blocks import InputBlock, ResidualBlock, UpBlock
+from rtseg.models.blocks import InputBlock, ResidualBlock, UpBlock, run_padded
 from rtseg.models.mrf import MeanFieldMRF
 from rtseg.models.registry import register_model
 
@@ -118,14 +118,7 @@ class ARPMNet(nn.Module):
         return h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[2:]
-        pad = [(-s) % self.stride for s in size]
-        if any(pad):
-            x = F.pad(x, [0, pad[2], 0, pad[1], 0, pad[0]])
-        out = self.head(self.features(x))
-        if any(pad):
-            out = out[:, :, : size[0], : size[1], : size[2]]
-        return self.mrf(out)
+        return self.mrf(run_padded(x, self.stride, lambda t: self.head(self.features(t))))
 
 
 @register_model("ARPM_net")

@@ -1,8 +1,11 @@
 """Building blocks of the seed's residual U-Nets (pre-activation residual units)."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv3d:
@@ -59,3 +62,13 @@ class UpBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.res(self.fuse(torch.cat([self.up(x), skip], dim=1)))
+
+
+def run_padded(x: torch.Tensor, stride: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Zero-pad the spatial size to a multiple of ``stride``, apply ``fn``, crop the output back."""
+    size = x.shape[2:]
+    pad = [(-s) % stride for s in size]
+    if not any(pad):
+        return fn(x)
+    out = fn(F.pad(x, [0, pad[2], 0, pad[1], 0, pad[0]]))
+    return out[:, :, : size[0], : size[1], : size[2]]

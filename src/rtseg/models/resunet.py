@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from rtseg.models.blocks import InputBlock, ResidualBlock, UpBlock
+from rtseg.models.blocks import InputBlock, ResidualBlock, UpBlock, run_padded
 from rtseg.models.registry import register_model
 
 
@@ -51,14 +50,7 @@ class ResUNet3D(nn.Module):
         return h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[2:]
-        pad = [(-s) % self.stride for s in size]
-        if any(pad):
-            x = F.pad(x, [0, pad[2], 0, pad[1], 0, pad[0]])
-        out = self.head(self.features(x))
-        if any(pad):
-            out = out[:, :, : size[0], : size[1], : size[2]]
-        return out
+        return run_padded(x, self.stride, lambda t: self.head(self.features(t)))
 
 
 @register_model("ResUnet_3D")

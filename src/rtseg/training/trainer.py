@@ -1,7 +1,6 @@
 """The training entry point: load config, build, fit. Iteration-based, as in the seed."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -23,6 +22,7 @@ from rtseg.data.sampling import PatchDataset
 from rtseg.errors import ConfigError, DataError
 from rtseg.io.atomic import atomic_path
 from rtseg.io.checkpoint import load_checkpoint
+from rtseg.io.jsonfile import write_json
 from rtseg.models.spec import build_model, model_spec, model_stride
 from rtseg.training.checkpoint import inference_metadata, load_init_weights, unwrap, write_training_checkpoint
 from rtseg.data.plan import load_plan, save_plan
@@ -36,11 +36,6 @@ from rtseg.training.optim import build_optimizer, build_scheduler
 from rtseg.training.validate import validate
 
 log = logging.getLogger("rtseg")
-
-
-def write_json(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=float))
 
 
 def new_run_dir(cfg: Config, config_name: str) -> Path:
