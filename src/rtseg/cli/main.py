@@ -17,7 +17,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rtseg.cli.phantoms",
     "rtseg.cli.visualize",
     "rtseg.cli.convert",
+    "rtseg.cli.predict",
+    "rtseg.cli.export",
     "rtseg.cli.plan",
+    "rtseg.cli.demo",
 )
 
 

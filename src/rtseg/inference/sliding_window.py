@@ -1,9 +1,12 @@
 """Sliding-window inference with Gaussian blending, accumulated in place on the device.
 
-Differences from MONAI's ``sliding_window_inference`` that matter for speed:
-the importance map and window grid are computed once per shape, windows are
-batched, and (optionally) windows that hold only air are skipped and
-predicted as background without running the network.
+The window grid is MONAI's (``dense_patch_slices``: step ``int(roi * (1 - overlap))``,
+last window flush with the end), so results can be checked against
+``monai.inferers.sliding_window_inference``. What differs, for speed: the
+importance map is built once per ROI, the window list is planned on the host
+before the first window runs (no device-to-host sync between windows), logits
+are blended in place (``addcmul_``, no per-window temporaries), and windows
+that hold only voxels known to be background (``skip_mask``) are not run.
 """
 from __future__ import annotations
 
@@ -14,6 +17,11 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+BACKGROUND_LOGIT = 10.0
+"""Logit given to class 0 (others 0) where no window ran: background wins any argmax."""
+
+Window = tuple[slice, slice, slice]
 
 
 def window_starts(size: int, roi: int, overlap: float) -> list[int]:
@@ -27,19 +35,31 @@ def window_starts(size: int, roi: int, overlap: float) -> list[int]:
     return starts
 
 
+def plan_windows(shape: Sequence[int], roi: Sequence[int], overlap: float,
+                 skip_mask: Optional[np.ndarray | torch.Tensor] = None) -> list[Window]:
+    """Window slices over ``shape`` (each >= ``roi``), without those entirely inside ``skip_mask``."""
+    grids = [window_starts(int(s), int(r), overlap) for s, r in zip(shape, roi)]
+    wins: list[Window] = [
+        tuple(slice(a, a + int(r)) for a, r in zip(st, roi))  # type: ignore[misc]
+        for st in itertools.product(*grids)
+    ]
+    if skip_mask is None:
+        return wins
+    mask = skip_mask.cpu().numpy() if isinstance(skip_mask, torch.Tensor) else np.asarray(skip_mask)
+    return [w for w in wins if not bool(mask[w].all())]
+
+
 @functools.lru_cache(maxsize=8)
 def gaussian_importance(roi: tuple[int, int, int], sigma_scale: float = 0.125) -> torch.Tensor:
-    """nnU-Net/MONAI-style Gaussian importance map (sigma = roi * sigma_scale), minimum clipped above 0."""
-    axes = []
+    """Gaussian importance map (sigma = roi * sigma_scale), as MONAI's ``compute_importance_map``:
+    peak ~1 at the centre, weights clamped below at 1e-3 so window corners still count."""
+    g: torch.Tensor | None = None
     for r in roi:
-        c = (r - 1) / 2.0
-        sig = r * sigma_scale
-        x = torch.arange(r, dtype=torch.float64)
-        axes.append(torch.exp(-0.5 * ((x - c) / sig) ** 2))
-    g = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
-    g = g / g.max()
-    g = torch.clamp(g, min=float(g[g > 0].min()))
-    return g.float()
+        x = torch.arange(-(r - 1) / 2.0, (r - 1) / 2.0 + 1, dtype=torch.float)
+        x = torch.exp(x**2 / (-2 * (r * sigma_scale) ** 2))
+        g = x if g is None else g.unsqueeze(-1) * x
+    assert g is not None
+    return torch.clamp(g, min=max(float(g.min()), 1e-3))
 
 
 def sliding_window_predict(
@@ -50,60 +70,63 @@ def sliding_window_predict(
     overlap: float = 0.5,
     batch_size: int = 2,
     mode: str = "gaussian",
-    skip_mask: Optional[torch.Tensor] = None,
+    skip_mask: Optional[torch.Tensor | np.ndarray] = None,
     out_dtype: torch.dtype = torch.float32,
     progress: Optional[Callable[[int], None]] = None,
 ) -> torch.Tensor:
     """Blend window logits over ``image`` (1, C, D, H, W) -> logits (1, n_classes, D, H, W).
 
     ``skip_mask`` (D, H, W) bool marks voxels known to be background (e.g. air):
-    a window containing none of the complement is not run; its voxels get a
-    background logit. The image is padded (replicate) if smaller than ``roi``.
+    a window containing none of the complement is not run; voxels no window
+    covers get a background logit. The image is padded (replicate) if smaller than ``roi``.
     """
     if image.ndim != 5 or image.shape[0] != 1:
         raise ValueError(f"image must be (1, C, D, H, W), got {tuple(image.shape)}")
+    if mode not in ("gaussian", "constant"):
+        raise ValueError(f"blending mode must be 'gaussian' or 'constant', got {mode!r}")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     spatial = tuple(int(s) for s in image.shape[2:])
     roi_t = tuple(int(r) for r in roi)
     pad = [max(0, r - s) for r, s in zip(roi_t, spatial)]
+    if skip_mask is not None:
+        skip_mask = skip_mask.cpu().numpy() if isinstance(skip_mask, torch.Tensor) else np.asarray(skip_mask, bool)
+        if tuple(skip_mask.shape) != spatial:
+            raise ValueError(f"skip_mask shape {tuple(skip_mask.shape)} differs from image shape {spatial}")
     if any(pad):
         image = F.pad(image, [0, pad[2], 0, pad[1], 0, pad[0]], mode="replicate")
         if skip_mask is not None:
-            skip_mask = F.pad(skip_mask[None, None].float(), [0, pad[2], 0, pad[1], 0, pad[0]], value=1.0)[0, 0] > 0.5
+            skip_mask = np.pad(skip_mask, [(0, p) for p in pad], constant_values=True)
     full = tuple(int(s) for s in image.shape[2:])
     device = image.device
-    weight = gaussian_importance(roi_t).to(device) if mode == "gaussian" else torch.ones(roi_t, device=device)
-    starts = list(itertools.product(*(window_starts(s, r, overlap) for s, r in zip(full, roi_t))))
-    if skip_mask is not None:
-        keep = []
-        for st in starts:
-            sl = tuple(slice(a, a + r) for a, r in zip(st, roi_t))
-            if not bool(skip_mask[sl].all()):
-                keep.append(st)
-        starts = keep
-    out = torch.zeros((1, n_classes) + full, dtype=out_dtype, device=device)
+    windows = plan_windows(full, roi_t, overlap, skip_mask)
+    weight = gaussian_importance(roi_t) if mode == "gaussian" else torch.ones(roi_t)
+    w = weight.to(device=device, dtype=out_dtype)
+    out = torch.zeros((n_classes,) + full, dtype=out_dtype, device=device)
     norm = torch.zeros(full, dtype=out_dtype, device=device)
-    w = weight.to(out_dtype)
-    for i in range(0, len(starts), batch_size):
-        chunk = starts[i : i + batch_size]
-        slices = [tuple(slice(a, a + r) for a, r in zip(st, roi_t)) for st in chunk]
-        batch = torch.cat([image[(slice(None), slice(None)) + sl] for sl in slices], dim=0)
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i : i + batch_size]
+        batch = torch.cat([image[(slice(None), slice(None)) + sl] for sl in chunk], dim=0)
         logits = predictor(batch)
-        for j, sl in enumerate(slices):
-            out[(0, slice(None)) + sl] += logits[j].to(out_dtype) * w
-            norm[sl] += w
+        for j, sl in enumerate(chunk):
+            out[(slice(None),) + sl].addcmul_(logits[j].to(out_dtype), w)
+            norm[sl].add_(w)
         if progress is not None:
             progress(len(chunk))
-    covered = norm > 0
-    out /= torch.where(covered, norm, torch.ones_like(norm))
-    if not bool(covered.all()):
-        # never-run voxels (only air): background wins
-        bg = torch.zeros(n_classes, dtype=out_dtype, device=device)
-        bg[0] = 10.0
-        out[0][:, ~covered] = bg[:, None]
+    if len(windows) == count_windows(full, roi_t, overlap):
+        out.div_(norm)
+    else:
+        covered = norm > 0
+        out.div_(torch.where(covered, norm, torch.ones_like(norm)))
+        if not bool(covered.all()):
+            # never-run voxels (only background): background wins
+            bg = torch.zeros(n_classes, dtype=out_dtype, device=device)
+            bg[0] = BACKGROUND_LOGIT
+            out[:, ~covered] = bg[:, None]
     if any(pad):
-        out = out[:, :, : spatial[0], : spatial[1], : spatial[2]]
-    return out
+        out = out[:, : spatial[0], : spatial[1], : spatial[2]]
+    return out[None]
 
 
 def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
-    return int(np.prod([len(window_starts(max(s, r), r, overlap)) for s, r in zip(shape, roi)]))
+    return int(np.prod([len(window_starts(max(int(s), int(r)), int(r), overlap)) for s, r in zip(shape, roi)]))

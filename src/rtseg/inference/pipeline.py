@@ -1,0 +1,219 @@
+"""``rtseg predict``: checkpoint + CT (NIfTI file, DICOM series folder, or a folder of those) -> contours.
+
+Per case: read, predict on the input grid, optionally clean up, then write
+``<case>_pred.nii.gz`` (same shape and affine as the input; for DICOM the
+series' grid), ``<case>_rtstruct.dcm`` (DICOM input only, against the input
+series) and ``<case>_overlay.png``. A failing case is recorded in
+``summary.csv`` with its error, its partial outputs are removed, and the
+others go on. Cases are named by file or folder name, never by patient name/ID.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rtseg.data.orientation import to_canonical
+from rtseg.errors import ConfigError, DataError, RtsegError
+from rtseg.inference.postprocess import postprocess
+from rtseg.inference.predictor import LoadedModel, Predictor, load_model, plan_summary
+from rtseg.io.atomic import atomic_path
+from rtseg.io.nifti import is_nifti, read_nifti, write_nifti
+from rtseg.io.volume import Volume
+
+log = logging.getLogger("rtseg")
+
+FORMATS = ("nifti", "rtstruct", "png")
+NIFTI_CASE_SUFFIXES = ("_ct", "_image", "_img", "_0000")
+SUMMARY_NAME = "summary.csv"
+
+
+@dataclass(frozen=True)
+class CaseInput:
+    name: str
+    path: Path
+    kind: Literal["nifti", "dicom"]
+
+
+@dataclass
+class CaseResult:
+    case: str
+    status: Literal["ok", "failed"]
+    seconds: float
+    error: str = ""
+    outputs: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class PredictReport:
+    results: list[CaseResult]
+    summary_csv: Path
+
+    @property
+    def failed(self) -> list[CaseResult]:
+        return [r for r in self.results if r.status != "ok"]
+
+
+def nifti_case_name(path: Path) -> str:
+    """``case001_ct.nii.gz`` -> ``case001`` so ``case001_pred.nii.gz`` pairs with ``case001_labels.nii.gz``."""
+    stem = path.name.removesuffix(".gz").removesuffix(".nii")
+    for suf in NIFTI_CASE_SUFFIXES:
+        if stem.endswith(suf) and len(stem) > len(suf):
+            return stem[: -len(suf)]
+    return stem
+
+
+def find_cases(input_path: str | Path, exclude: Optional[Path] = None) -> list[CaseInput]:
+    """One NIfTI file; a DICOM series folder (files only, none NIfTI); or a folder of NIfTI files and/or
+    series sub-folders, other files ignored (hidden entries and ``exclude``, e.g. the output folder, skipped)."""
+    p = Path(input_path)
+    if not p.exists():
+        raise DataError(f"{p}: input not found")
+    if p.is_file():
+        if is_nifti(p):
+            return [CaseInput(nifti_case_name(p), p, "nifti")]
+        raise DataError(f"{p}: expected a NIfTI file (.nii, .nii.gz), a DICOM series folder or a folder of those")
+    entries = [e for e in sorted(p.iterdir()) if not e.name.startswith(".")]
+    if exclude is not None:
+        entries = [e for e in entries if e.resolve() != exclude.resolve()]
+    files = [e for e in entries if e.is_file()]
+    dirs = [e for e in entries if e.is_dir()]
+    niftis = [e for e in files if is_nifti(e)]
+    if files and not niftis and not dirs:
+        return [CaseInput(p.resolve().name, p, "dicom")]
+    cases = [CaseInput(nifti_case_name(e), e, "nifti") for e in niftis]
+    cases += [CaseInput(e.name, e, "dicom") for e in dirs]
+    if not cases:
+        raise DataError(f"{p}: no NIfTI files or DICOM series folders found")
+    seen: dict[str, int] = {}
+    unique = []
+    for c in cases:
+        n = seen.get(c.name, 0)
+        seen[c.name] = n + 1
+        unique.append(c if n == 0 else CaseInput(f"{c.name}_{n + 1}", c.path, c.kind))
+    return unique
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA GPU is available (use --device cpu or auto)")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r}: expected auto, cpu or cuda[:N]") from None
+
+
+def read_case(case: CaseInput) -> Volume:
+    if case.kind == "nifti":
+        return read_nifti(case.path)
+    from rtseg.io.dicom_series import read_dicom_series
+
+    return read_dicom_series(case.path)
+
+
+def save_overlay(volume: Volume, labels: np.ndarray, colors: Sequence[tuple[int, int, int]], path: Path) -> Path:
+    """Axial montage, CT | prediction, in radiological view."""
+    from rtseg.evaluation.figures import save_montage
+
+    can, tr = to_canonical(volume)
+    pred = tr.apply(labels)
+    zoom = 1 if max(can.shape[:2]) >= 256 else 2
+    return save_montage(can.array, pred, None, path, colors, n_slices=4, spacing=can.spacing, zoom=zoom, titles=False)
+
+
+def predict_case(predictor: Predictor, case: CaseInput, output_dir: Path, formats: Sequence[str],
+                 largest_component: bool = False, fill_holes: bool = False) -> list[Path]:
+    """Outputs of one case; on failure none of them is left behind."""
+    m: LoadedModel = predictor.m
+    volume = read_case(case)
+    labels = predictor.predict_labels(volume)
+    log.debug("case %s: %s", case.name, plan_summary(predictor.stats))
+    labels = postprocess(labels, largest_component=largest_component, fill=fill_holes)
+    written: list[Path] = []
+    try:
+        if "nifti" in formats:
+            written.append(write_nifti(volume.with_array(labels), output_dir / f"{case.name}_pred.nii.gz", dtype=np.uint8))
+        if "rtstruct" in formats:
+            if case.kind == "dicom":
+                from rtseg.io.rtstruct import write_rtstruct
+
+                written.append(write_rtstruct(labels, volume, m.class_names, m.colors, output_dir / f"{case.name}_rtstruct.dcm"))
+            else:
+                log.info("case %s: no RTSTRUCT (it needs a DICOM series as input)", case.name)
+        if "png" in formats:
+            written.append(save_overlay(volume, labels, m.colors, output_dir / f"{case.name}_overlay.png"))
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def write_summary(results: Sequence[CaseResult], path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["case", "status", "seconds", "error"])
+            for r in results:
+                w.writerow([r.case, r.status, f"{r.seconds:.2f}", r.error])
+    return path
+
+
+def predict_path(
+    checkpoint: str | Path,
+    input: str | Path,
+    output_dir: str | Path,
+    formats: Sequence[str] = ("nifti",),
+    device: str = "auto",
+    overlap: float = 0.5,
+    tta: bool = False,
+    largest_component: bool = False,
+    fill_holes: bool = False,
+    compile: bool = False,
+    batch_size: int = 2,
+) -> PredictReport:
+    """Predict every case under ``input``; the caller exits non-zero if ``report.failed``."""
+    fmts = tuple(dict.fromkeys(formats))
+    bad = [f for f in fmts if f not in FORMATS]
+    if bad or not fmts:
+        raise ConfigError(f"output format(s) {bad or '(none)'}: expected one or more of {', '.join(FORMATS)}")
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: output must be a folder, found a file")
+    cases = find_cases(input, exclude=out)
+    if "rtstruct" in fmts and all(c.kind == "nifti" for c in cases):
+        log.warning("RTSTRUCT output needs DICOM series input; the NIfTI input gets no RTSTRUCT")
+    dev = resolve_device(device)
+    loaded = load_model(checkpoint, dev)
+    predictor = Predictor(loaded, dev, overlap=overlap, tta=tta, batch_size=batch_size, compile=compile,
+                          progress=len(cases) == 1)
+    out.mkdir(parents=True, exist_ok=True)
+    log.info("predicting %d case(s) on %s with %s", len(cases), dev, Path(checkpoint).name)
+    results: list[CaseResult] = []
+    for case in tqdm(cases, desc="predict", unit="case", disable=None):
+        t0 = time.perf_counter()
+        try:
+            outputs = predict_case(predictor, case, out, fmts, largest_component, fill_holes)
+        except RtsegError as exc:
+            results.append(CaseResult(case.name, "failed", time.perf_counter() - t0, str(exc)))
+            log.error("case %s failed: %s", case.name, exc)
+        except Exception as exc:  # one bad case must not stop a batch; the traceback goes to debug logs
+            msg = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            results.append(CaseResult(case.name, "failed", time.perf_counter() - t0, msg))
+            log.error("case %s failed: %s", case.name, msg)
+            log.debug("case %s traceback", case.name, exc_info=True)
+        else:
+            dt = time.perf_counter() - t0
+            results.append(CaseResult(case.name, "ok", dt, "", outputs))
+            log.info("case %s: %.1f s, %s", case.name, dt, ", ".join(p.name for p in outputs) or "no output")
+    summary = write_summary(results, out / SUMMARY_NAME)
+    return PredictReport(results, summary)
