@@ -14,6 +14,7 @@ from rtseg.config.schema import SEED_COLOR_MAP
 from rtseg.errors import ConfigError
 from rtseg.io.dataset_convert import parse_color_map
 from rtseg.io.dicom_series import read_dicom_series, write_dicom_series
+from dicom_checks import assert_dciodvfy_clean
 from rtseg.io.rtstruct import rtstruct_to_labels, write_rtstruct
 from rtseg.io.volume import Volume
 
@@ -44,6 +45,7 @@ def _patient(folder: Path, seed: int, rtstruct: bool = True) -> np.ndarray:
     labels[0:20, 15, 0:5] = 6  # a couch: in the RTSTRUCT, mapped to no default class
     if rtstruct:
         write_rtstruct(labels, series, CLASSES, COLORS, folder / "RS.dcm", names=ROI_NAMES)
+        assert_dciodvfy_clean(folder / "RS.dcm")
     labels[labels == 6] = 0
     return labels
 
@@ -97,6 +99,7 @@ def test_single_conversions_roundtrip(dicom_root, tmp_path: Path, capsys) -> Non
     np.testing.assert_array_equal(np.asarray(nib.load(lab_out).dataobj), expected["case_01"])
     assert main(["convert", "nifti-to-rtstruct", "--series", str(case), "--labels", str(lab_out), "--out", str(rs_out),
                  "--names", "Prost", "Blase", "Rektum", "FHL", "FHR"]) == 0
+    assert_dciodvfy_clean(rs_out)
     back, report = rtstruct_to_labels(rs_out, read_dicom_series(case), ["background", "prostate", "bladder", "rectum"],
                                       aliases={"bladder": ["Blase"]})
     assert report.mapped == {"Blase": "bladder", "Rektum": "rectum"}

@@ -335,6 +335,9 @@ def test_dicom_series_gives_nifti_on_the_series_grid_and_rtstruct(ckpt: Path, tm
     np.testing.assert_allclose(pred.affine, series.affine, atol=1e-4)
     rt_path = tmp_path / "out" / "dicom-ct-series_rtstruct.dcm"
     assert rt_path.is_file()
+    from dicom_checks import assert_dciodvfy_clean
+
+    assert_dciodvfy_clean(rt_path)
     import pydicom
 
     ds = pydicom.dcmread(rt_path)

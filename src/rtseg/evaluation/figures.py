@@ -260,8 +260,12 @@ def save_montage(
     spacing: Sequence[float] | None = None,
     zoom: int = 3,
     titles: bool = True,
+    panel_names: Sequence[str] = PANEL_NAMES,
 ) -> Path:
-    """PNG grid: one row per slice, columns CT | ground truth | prediction (no prediction column if None)."""
+    """PNG grid: one row per slice, columns CT | ground truth | prediction (no prediction column if None).
+
+    ``panel_names`` titles the columns, e.g. ("CT", "Prediction") when ``labels`` is a prediction.
+    """
     from PIL import Image
 
     ct, labels = np.asarray(ct), np.asarray(labels)
@@ -285,7 +289,7 @@ def save_montage(
     im = Image.fromarray(np.ascontiguousarray(grid))
     if titles:
         pw = grid.shape[1] // n_panels
-        for i, name in enumerate(PANEL_NAMES[:n_panels]):
+        for i, name in enumerate(list(panel_names)[:n_panels]):
             _draw_text(im, (2 + i * pw, 1), name, (255, 255, 255))
         row_h = rows[0][1].shape[0]
         for r, (k, _) in enumerate(rows):

@@ -127,7 +127,8 @@ def save_overlay(volume: Volume, labels: np.ndarray, colors: Sequence[tuple[int,
     can, tr = to_canonical(volume)
     pred = tr.apply(labels)
     zoom = 1 if max(can.shape[:2]) >= 256 else 2
-    return save_montage(can.array, pred, None, path, colors, n_slices=4, spacing=can.spacing, zoom=zoom, titles=False)
+    return save_montage(can.array, pred, None, path, colors, n_slices=4, spacing=can.spacing, zoom=zoom,
+                        panel_names=("CT", "Prediction"))
 
 
 def predict_case(predictor: Predictor, case: CaseInput, output_dir: Path, formats: Sequence[str],
