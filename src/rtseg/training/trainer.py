@@ -153,7 +153,7 @@ def _fit(cfg: Config, run_dir: Path, dist_info: DistInfo, start_iter: int, resum
 
         disc = Discriminator3D(in_channels=dcfg.N_CLASSES, base_filters=cfg.ADVERSARIAL.D_BASE_FILTERS).to(device)
         adv = AdversarialStep(disc, cfg.ADVERSARIAL, dcfg.N_CLASSES, tcfg.LOSS_FUNC.ignore_index)
-    history: dict[str, list[Any]] = {"train_loss": [], "val_mean_dice": [], "val_loss": [], "lr": []}
+    history: dict[str, list[Any]] = {"train_loss": [], "val_mean_dice": [], "lr": []}
     best = -math.inf
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -185,6 +185,9 @@ def _fit(cfg: Config, run_dir: Path, dist_info: DistInfo, start_iter: int, resum
                            seed=tcfg.SEED, augment=build_augmentation(dcfg.AUGMENT_MIRROR) if dcfg.AUGMENT else None)
     loader = _Loader(dataset, tcfg.BATCH_SIZE, tcfg.WORKERS, start_iter, dist_info, tcfg.SEED)
     partial = any(not c.known.all() for c in data.train)
+    if partial and adv is not None:
+        raise ConfigError("MODEL.ADV with partial labels: the discriminator would learn that uncontoured organs look like "
+                          "background in the 'real' inputs; train without ADV or with fully labelled cases")
     deadline = time.monotonic() + tcfg.MAX_MINUTES * 60 if tcfg.MAX_MINUTES else None
     running = torch.zeros((), device=device)
     n_running = 0
