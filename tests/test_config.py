@@ -80,3 +80,10 @@ def test_bad_override_and_missing_file(tmp_path):
     bad.write_text("MODEL: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_shipped_configs_load():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for path in sorted(root.glob("*.yml")):
+        cfg = load_config(path)
+        assert len(cfg.DATASET.class_names()) == cfg.DATASET.N_CLASSES
