@@ -133,7 +133,7 @@ def _launch(cfg_data: dict[str, Any], out_dir: Path, jump_rank: int, timeout: fl
         for p in ctx.processes:
             if p.is_alive():
                 p.terminate()
-    return [torch.load(out_dir / f"rank{r}.pt") for r in range(2)]
+    return [torch.load(out_dir / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
 def _assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: str) -> None:
