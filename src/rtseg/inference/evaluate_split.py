@@ -11,7 +11,9 @@ from tqdm import tqdm
 
 from rtseg.config.schema import Config
 from rtseg.data.datasets import list_cases, load_case, load_partial_labels
+from rtseg.errors import ConfigError
 from rtseg.evaluation.confusion import ConfusionMatrix
+from rtseg.evaluation.surface import case_metrics
 from rtseg.io.atomic import atomic_path
 from rtseg.io.jsonfile import write_json
 from rtseg.inference.predictor import Predictor, load_model
@@ -24,8 +26,6 @@ def evaluate_split(cfg: Config, checkpoint: str | Path, split: str, out_dir: Pat
     d = cfg.DATASET
     loaded = load_model(checkpoint, device)
     if loaded.n_classes != d.N_CLASSES:
-        from rtseg.errors import ConfigError
-
         raise ConfigError(f"DATASET.N_CLASSES is {d.N_CLASSES} but checkpoint {checkpoint} predicts {loaded.n_classes} classes")
     names = loaded.class_names
     refs = list_cases(d.NAME, d.PATH, split, d.TRAIN_SPLIT, d.VAL_SPLIT, d.SPLITS)
@@ -33,10 +33,6 @@ def evaluate_split(cfg: Config, checkpoint: str | Path, split: str, out_dir: Pat
     predictor = Predictor(loaded, device, overlap=overlap, tta=tta, amp=cfg.TRAINING.AMP)
     cm = ConfusionMatrix(len(names), device)
     rows: list[dict[str, Any]] = []
-    try:
-        from rtseg.evaluation.surface import case_metrics
-    except ImportError:  # pragma: no cover - distance metrics module not installed
-        case_metrics = None
     for ref in tqdm(refs, desc=f"{split}", unit="case"):
         img, lab = load_case(ref, d.N_CLASSES)
         pred = predictor.predict(img)
@@ -47,9 +43,8 @@ def evaluate_split(cfg: Config, checkpoint: str | Path, split: str, out_dir: Pat
             kmask[known[ref.case_id]] = True
             present = set(known[ref.case_id])
         cm.update(torch.from_numpy(pred.array.astype(np.int64)), torch.from_numpy(lab.array.astype(np.int64)), kmask)
-        if case_metrics is not None:
-            for row in case_metrics(pred.array, lab.array, img.spacing, names, classes_present=present):
-                rows.append({"case": ref.case_id, **row})
+        for row in case_metrics(pred.array, lab.array, img.spacing, names, classes_present=present):
+            rows.append({"case": ref.case_id, **row})
     metrics = cm.compute(names)
     result: dict[str, Any] = {"split": split, "checkpoint": str(checkpoint), "n_cases": len(refs), **metrics}
     out_dir.mkdir(parents=True, exist_ok=True)
