@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from rtseg.cli.common import add_config_args, config_from_args, config_name

@@ -360,6 +360,21 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def new_dicom_dataset(sop_class_uid: str) -> Dataset:
+    """An empty dataset with file meta, a new SOP Instance UID and the SOP Class set (explicit VR little endian)."""
+    sop = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = sop
+    return ds
+
+
 def write_dicom_series(
     volume: Volume,
     folder: str | os.PathLike[str],
@@ -406,18 +421,9 @@ def write_dicom_series(
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     paths: list[Path] = []
     for k in range(arr.shape[2]):
-        sop = generate_uid()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = sop
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds = Dataset()
-        ds.file_meta = meta
+        ds = new_dicom_dataset(CTImageStorage)
         ds.SpecificCharacterSet = "ISO_IR 100"
         ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = sop
         ds.StudyDate, ds.StudyTime = date, time
         ds.AccessionNumber = ""
         ds.Modality = modality

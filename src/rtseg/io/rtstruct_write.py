@@ -16,15 +16,15 @@ from typing import Sequence
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, RTStructureSetStorage, generate_uid
+from pydicom.uid import RTStructureSetStorage, generate_uid
 from skimage.measure import approximate_polygon, find_contours
 
 from rtseg import __version__
 from rtseg.errors import DataError
 from rtseg.io.atomic import atomic_path
-from rtseg.io.dicom_series import LPS_TO_RAS
+from rtseg.io.dicom_series import LPS_TO_RAS, new_dicom_dataset
 from rtseg.io.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -186,20 +186,11 @@ def write_rtstruct(
     if not ss_rois:
         log.warning("%s: label volume is empty; the RTSTRUCT holds no ROI", src)
 
-    sop = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RTStructureSetStorage
-    meta.MediaStorageSOPInstanceUID = sop
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
+    ds = new_dicom_dataset(RTStructureSetStorage)
     for kw, value in (dicom.get("patient_study") or {}).items():
         setattr(ds, kw, value)
     if "SpecificCharacterSet" not in ds:
         ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = RTStructureSetStorage
-    ds.SOPInstanceUID = sop
     ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
     ds.StudyInstanceUID = dicom["study_instance_uid"]
     for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -70,7 +69,7 @@ class _Loader:
 def fit(cfg: Config, config_name: str = "config", resume: Optional[str | Path] = None, run_dir: Optional[Path] = None,
         plan: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Train per ``cfg``; returns a summary with the run dir, best mean Dice and final metrics."""
-    tcfg, dcfg, mcfg = cfg.TRAINING, cfg.DATASET, cfg.MODEL
+    dcfg, mcfg = cfg.DATASET, cfg.MODEL
     dist_info = init_distributed(cfg.PARALLEL, cfg.CUDA)
     start_iter, resume_state = 0, None
     if resume is not None:
