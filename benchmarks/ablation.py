@@ -21,7 +21,7 @@ from rtseg.data.datasets import list_cases, load_case, load_partial_labels
 from rtseg.demo import DEMO_SHAPE, DEMO_SPACING, demo_config
 from rtseg.evaluation.surface import case_metrics
 from rtseg.inference.predictor import Predictor, load_model
-from rtseg.training.device import select_device
+from rtseg.device import select_device
 from rtseg.training.trainer import fit
 
 VARIANTS = {

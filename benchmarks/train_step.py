@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from rtseg.models import create_model
-from rtseg.training.device import autocast, memory_format
+from rtseg.device import autocast, memory_format
 
 
 def peak_mem_gib(device: torch.device) -> float:

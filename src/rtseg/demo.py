@@ -18,7 +18,7 @@ from rtseg.evaluation.surface import case_metrics
 from rtseg.io.jsonfile import write_json
 from rtseg.io.nifti import write_nifti
 from rtseg.inference.predictor import Predictor, load_model
-from rtseg.training.device import select_device
+from rtseg.device import select_device
 from rtseg.training.trainer import fit
 
 log = logging.getLogger("rtseg")

@@ -48,7 +48,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from rtseg.inference.evaluate_split import evaluate_split, format_metrics_table
-    from rtseg.training.device import select_device
+    from rtseg.device import select_device
 
     cfg = config_from_args(args)
     split = getattr(cfg.DATASET, args.split_key)

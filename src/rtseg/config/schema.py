@@ -9,22 +9,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-PELVIS_CLASS_NAMES: tuple[str, ...] = (
-    "background",
-    "prostate",
-    "bladder",
-    "rectum",
-    "femoral_head_left",
-    "femoral_head_right",
-)
-SEED_COLOR_MAP: tuple[tuple[int, int, int], ...] = (
-    (229, 255, 204),
-    (0, 255, 255),
-    (204, 0, 102),
-    (255, 0, 0),
-    (0, 255, 0),
-)
-IGNORE_INDEX = 250
+from rtseg.labels import IGNORE_INDEX, PELVIS_CLASS_NAMES, SEED_COLOR_MAP, default_class_names, default_colors
 
 NormalizeName = Literal["none", "l2", "ct_window", "zscore", "zscore_dataset"]
 
@@ -125,20 +110,11 @@ class DatasetConfig(_Section):
 
     def class_names(self) -> list[str]:
         """Explicit names, else the seed's pelvic names for 6 classes, else class_<i>."""
-        if self.CLASS_NAMES is not None:
-            return list(self.CLASS_NAMES)
-        if self.N_CLASSES == len(PELVIS_CLASS_NAMES):
-            return list(PELVIS_CLASS_NAMES)
-        return ["background"] + [f"class_{i}" for i in range(1, self.N_CLASSES)]
+        return default_class_names(self.N_CLASSES, self.CLASS_NAMES)
 
     def colors(self) -> list[tuple[int, int, int]]:
         """RGB per organ (label 1..N-1)."""
-        if self.COLOR_MAP is not None:
-            return [tuple(c) for c in self.COLOR_MAP]  # type: ignore[misc]
-        base = list(SEED_COLOR_MAP)
-        extra = [(255, 255, 0), (255, 128, 0), (128, 0, 255), (0, 128, 255), (255, 0, 255)]
-        pool = base + extra
-        return [pool[i % len(pool)] for i in range(self.N_CLASSES - 1)]
+        return default_colors(self.N_CLASSES, self.COLOR_MAP)
 
 
 class OptimConfig(_Section):

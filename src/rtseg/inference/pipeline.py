@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from rtseg.data.orientation import to_canonical
+from rtseg.device import resolve_device
 from rtseg.errors import ConfigError, DataError, RtsegError
 from rtseg.inference.postprocess import postprocess
 from rtseg.inference.predictor import LoadedModel, Predictor, load_model, plan_summary
@@ -99,17 +100,6 @@ def find_cases(input_path: str | Path, exclude: Optional[Path] = None) -> list[C
         seen[c.name] = n + 1
         unique.append(c if n == 0 else CaseInput(f"{c.name}_{n + 1}", c.path, c.kind))
     return unique
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA GPU is available (use --device cpu or auto)")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device!r}: expected auto, cpu or cuda[:N]") from None
 
 
 def read_case(case: CaseInput) -> Volume:

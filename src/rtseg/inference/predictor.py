@@ -27,15 +27,14 @@ from rtseg.data.orientation import to_canonical
 from rtseg.data.preprocess import GridInfo, Preprocessing, to_network_grid
 from rtseg.data.resample import resize_array
 from rtseg.errors import ConfigError, DataError
+from rtseg.inference.bundle import load_bundle
 from rtseg.inference.sliding_window import count_windows, sliding_window_predict
-from rtseg.io.checkpoint import load_checkpoint
 from rtseg.io.volume import Volume
-from rtseg.models.spec import build_model, model_stride
+from rtseg.models.spec import model_stride
 
 log = logging.getLogger("rtseg")
 
 Box = tuple[slice, slice, slice]
-REQUIRED_KEYS = ("model", "model_spec", "class_names", "colors", "preprocessing", "patch_size")
 
 
 @dataclass
@@ -70,28 +69,10 @@ class LoadedModel:
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
-    data = load_checkpoint(path)
-    missing = [k for k in REQUIRED_KEYS if k not in data]
-    if missing:
-        raise DataError(f"{path}: checkpoint lacks {', '.join(missing)}; expected a checkpoint written by 'rtseg train'")
-    try:
-        model = build_model(data["model_spec"])
-        model.load_state_dict(data["model"])
-    except (ValueError, RuntimeError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot rebuild the model from its checkpoint ({first})") from None
-    model.to(device).eval()
-    return LoadedModel(
-        model,
-        list(data["class_names"]),
-        [tuple(c) for c in data["colors"]],  # type: ignore[misc]
-        Preprocessing.from_dict(data["preprocessing"]),
-        tuple(int(p) for p in data["patch_size"]),  # type: ignore[arg-type]
-        data["model_spec"],
-        int(data.get("iteration", 0)),
-        data.get("plan"),
-        str(path),
-    )
+    bundle, weights, _ = load_bundle(path)
+    model = bundle.build(weights, str(path)).to(device)
+    return LoadedModel(model, list(bundle.class_names), list(bundle.colors), bundle.preprocessing, bundle.patch_size,
+                       bundle.model_spec, bundle.iteration, bundle.plan, str(path))
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

@@ -8,6 +8,8 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
+from rtseg.data.preprocess import Preprocessing
+from rtseg.inference.bundle import InferenceBundle
 from rtseg.io.checkpoint import extract_state_dict, load_checkpoint, save_checkpoint
 
 log = logging.getLogger("rtseg")
@@ -32,14 +34,12 @@ def inference_metadata(
     patch_size: tuple[int, int, int],
     plan: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
-    return {
-        "model_spec": model_spec,
-        "class_names": list(class_names),
-        "colors": [list(c) for c in colors],
-        "preprocessing": preprocessing,
-        "patch_size": list(patch_size),
-        "plan": plan,
-    }
+    """The checkpoint's inference contract (owned by ``rtseg.inference.bundle``)."""
+    bundle = InferenceBundle(model_spec, tuple(class_names), tuple(colors), Preprocessing.from_dict(preprocessing),
+                             tuple(patch_size), plan)
+    meta = bundle.to_dict()
+    del meta["iteration"]  # the training checkpoint records the iteration itself
+    return meta
 
 
 def write_training_checkpoint(

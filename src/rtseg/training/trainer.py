@@ -27,7 +27,7 @@ from rtseg.training.checkpoint import inference_metadata, load_init_weights, unw
 from rtseg.data.plan import load_plan, save_plan
 from rtseg.data.preprocess import Preprocessing
 from rtseg.training.data_setup import plan_for, prepare_training_data
-from rtseg.training.device import autocast, gpu_memory_report, memory_format, select_device
+from rtseg.device import autocast, gpu_memory_report, memory_format, select_device
 from rtseg.training.distributed import (DistInfo, all_reduce_sum, any_rank, average_gradients_on_step, barrier,
                                         broadcast_module, broadcast_object, init_distributed, shutdown, sync_buffers, wrap_ddp)
 from rtseg.training.losses import SegmentationLoss, frequency_weights

@@ -9,7 +9,7 @@ import torch.nn as nn
 from rtseg.data.cases import PreparedCase
 from rtseg.evaluation.confusion import ConfusionMatrix
 from rtseg.inference.sliding_window import sliding_window_predict
-from rtseg.training.device import autocast
+from rtseg.device import autocast
 
 
 @torch.no_grad()

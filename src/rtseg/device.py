@@ -7,6 +7,8 @@ from typing import ContextManager
 
 import torch
 
+from rtseg.errors import ConfigError
+
 log = logging.getLogger("rtseg")
 
 
@@ -16,6 +18,17 @@ def select_device(want_cuda: bool, local_rank: int | None = None) -> torch.devic
     if want_cuda:
         log.info("CUDA requested but no GPU is available: running on CPU")
     return torch.device("cpu")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA GPU is available (use --device cpu or auto)")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r}: expected auto, cpu or cuda[:N]") from None
 
 
 def autocast(device: torch.device, enabled: bool) -> ContextManager[object]:

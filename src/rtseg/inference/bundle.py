@@ -1,0 +1,103 @@
+"""The checkpoint contract: what travels with the weights so inference needs no training code.
+
+``InferenceBundle`` is the one owner of the keys a checkpoint must hold for prediction
+(timm's pretrained-config idea, nnU-Net's plans-with-the-model idea). Training writes it,
+inference, export, serving and the benchmarks read it; nothing else names those keys.
+``from_dict`` reads every format written so far (format 1 had no ``bundle_version``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+
+from rtseg.data.preprocess import Preprocessing
+from rtseg.errors import DataError
+from rtseg.io.checkpoint import load_checkpoint, save_checkpoint
+from rtseg.labels import RGB
+from rtseg.models.spec import build_model
+
+BUNDLE_VERSION = 2
+REQUIRED_KEYS = ("model_spec", "class_names", "colors", "preprocessing", "patch_size")
+
+
+@dataclass(frozen=True)
+class InferenceBundle:
+    """Model architecture, label meaning and the forward mapping to the network grid."""
+
+    model_spec: dict[str, Any]
+    class_names: tuple[str, ...]
+    colors: tuple[RGB, ...]
+    preprocessing: Preprocessing
+    patch_size: tuple[int, int, int]
+    plan: Optional[dict[str, Any]] = None
+    iteration: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)  # JSON-ready additions (e.g. QA statistics)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready metadata, as saved next to the weights and embedded by exporters."""
+        return {
+            "bundle_version": BUNDLE_VERSION,
+            "model_spec": self.model_spec,
+            "class_names": list(self.class_names),
+            "colors": [list(c) for c in self.colors],
+            "preprocessing": self.preprocessing.to_dict(),
+            "patch_size": list(self.patch_size),
+            "plan": self.plan,
+            "iteration": int(self.iteration),
+            "extras": dict(self.extras),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "checkpoint") -> "InferenceBundle":
+        missing = [k for k in REQUIRED_KEYS if k not in data]
+        if missing:
+            raise DataError(f"{source}: checkpoint lacks {', '.join(missing)}; expected a checkpoint written by 'rtseg train'")
+        version = int(data.get("bundle_version", 1))
+        if version > BUNDLE_VERSION:
+            raise DataError(f"{source}: bundle format {version} is newer than this rtseg reads ({BUNDLE_VERSION}); upgrade rtseg")
+        try:
+            return cls(
+                model_spec=dict(data["model_spec"]),
+                class_names=tuple(str(n) for n in data["class_names"]),
+                colors=tuple((int(c[0]), int(c[1]), int(c[2])) for c in data["colors"]),
+                preprocessing=Preprocessing.from_dict(data["preprocessing"]),
+                patch_size=tuple(int(p) for p in data["patch_size"]),  # type: ignore[arg-type]
+                plan=data.get("plan"),
+                iteration=int(data.get("iteration", 0)),
+                extras=dict(data.get("extras") or {}),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise DataError(f"{source}: malformed inference metadata ({type(exc).__name__}: {exc})") from None
+
+    def build(self, weights: Optional[dict[str, torch.Tensor]] = None, source: str = "checkpoint") -> nn.Module:
+        """The network in eval mode, with ``weights`` loaded strictly when given."""
+        try:
+            model = build_model(self.model_spec)
+            if weights is not None:
+                model.load_state_dict(weights)
+        except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"{source}: cannot rebuild the model from its checkpoint ({first})") from None
+        return model.eval()
+
+
+def save_bundle(path: str | os.PathLike[str], bundle: InferenceBundle, weights: dict[str, torch.Tensor],
+                training_state: Optional[dict[str, Any]] = None) -> None:
+    """Weights + bundle (+ the training state a resume needs), written atomically."""
+    save_checkpoint({"model": weights, **bundle.to_dict(), **(training_state or {})}, path)
+
+
+def load_bundle(path: str | os.PathLike[str]) -> tuple[InferenceBundle, dict[str, torch.Tensor], dict[str, Any]]:
+    """(bundle, weights, the whole payload) from an rtseg checkpoint, loaded with weights_only=True."""
+    data = load_checkpoint(path)
+    if not isinstance(data.get("model"), dict):
+        raise DataError(f"{path}: checkpoint lacks model weights; expected a checkpoint written by 'rtseg train'")
+    return InferenceBundle.from_dict(data, str(path)), data["model"], data
