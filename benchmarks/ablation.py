@@ -18,7 +18,7 @@ import numpy as np
 
 from rtseg.config import load_config
 from rtseg.data.datasets import list_cases, load_case, load_partial_labels
-from rtseg.demo import DEMO_SHAPE, DEMO_SPACING, demo_config
+from rtseg.apps.demo import DEMO_SHAPE, DEMO_SPACING, demo_config
 from rtseg.evaluation.surface import case_metrics
 from rtseg.inference.predictor import Predictor, load_model
 from rtseg.device import select_device

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtseg.demo import format_demo_table, run_demo
+    from rtseg.apps.demo import format_demo_table, run_demo
 
     result = run_demo(Path(args.out), args.cases, args.minutes, args.seed, args.base_filters, cuda=not args.cpu)
     print(format_demo_table(result))
