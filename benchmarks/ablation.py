@@ -34,7 +34,7 @@ VARIANTS = {
 
 def base_config(args: argparse.Namespace, work: Path) -> Any:
     if args.data == "phantoms":
-        from rtseg.phantoms import write_phantom_dataset
+        from rtseg.synthetic import write_phantom_dataset
 
         data = work / "data"
         if not (data / "test").is_dir():
