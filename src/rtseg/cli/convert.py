@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rtseg.config.schema import PELVIS_CLASS_NAMES, DatasetConfig
+from rtseg.labels import PELVIS_CLASS_NAMES, default_colors, parse_colors
 from rtseg.errors import ConfigError, RtsegError
 from rtseg.io.dataset_convert import (
     ConversionReport,
@@ -13,7 +13,6 @@ from rtseg.io.dataset_convert import (
     convert_nifti_to_seed,
     convert_png_dataset,
     convert_seed_to_nifti,
-    parse_color_map,
 )
 from rtseg.io.dicom_series import read_dicom_series
 from rtseg.io.nifti import is_nifti, read_nifti, write_nifti
@@ -77,7 +76,7 @@ def _rtstruct_to_nifti(args: argparse.Namespace) -> int:
 
 def _nifti_to_rtstruct(args: argparse.Namespace) -> int:
     names = _class_names(args.names)
-    colors = parse_color_map(args.colors) if args.colors else DatasetConfig(PATH="", N_CLASSES=len(names)).colors()
+    colors = parse_colors(args.colors) if args.colors else default_colors(len(names))
     if len(colors) != len(names) - 1:
         raise ConfigError(f"--colors: {len(colors)} colours for {len(names) - 1} ROI names {names[1:]}")
     ct = read_dicom_series(args.series, args.series_uid)
@@ -93,7 +92,7 @@ def _dicom_dataset(args: argparse.Namespace) -> int:
 
 
 def _png_dataset(args: argparse.Namespace) -> int:
-    colors = parse_color_map(args.color_map) if args.color_map else DatasetConfig(PATH="", N_CLASSES=6).colors()
+    colors = parse_colors(args.color_map, "--color-map") if args.color_map else default_colors(len(PELVIS_CLASS_NAMES))
     size = None
     if args.size is not None:
         if len(args.size) not in (1, 2) or min(args.size) < 1:

@@ -274,7 +274,7 @@ def evaluate_folders(
         out = Path(out_dir)
         written: list[Path] = []
         if plots:
-            from rtseg.evaluation.plots import write_box_plots
+            from rtseg.figures.boxplots import write_box_plots
 
             written = write_box_plots(rows, out, tolerance_mm=tolerance_mm)
         write_long_csv(rows, out / CSV_NAME)

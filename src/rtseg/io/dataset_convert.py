@@ -167,33 +167,6 @@ def convert_dicom_dataset(
 
 # ------------------------------------------------------------------ PNG --
 
-def parse_color_map(text: str) -> list[tuple[int, int, int]]:
-    """Colours from a JSON list (``[[r,g,b], ...]``), a JSON file, or an rtseg/seed YAML config (DATASET.COLOR_MAP)."""
-    p = Path(text)
-    if p.suffix.lower() in (".yml", ".yaml"):
-        from rtseg.config.loader import load_config
-
-        return [tuple(int(v) for v in c) for c in load_config(p).DATASET.colors()]  # type: ignore[misc]
-    if p.suffix.lower() == ".json" or (p.is_file() and not text.lstrip().startswith("[")):
-        if not p.is_file():
-            raise ConfigError(f"{p}: colour map file not found")
-        text, where = p.read_text(), str(p)
-    else:
-        where = "--color-map"
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{where}: not valid JSON ({exc.msg}); expected [[r,g,b], ...] or a config .yml") from None
-    if isinstance(data, dict):
-        data = data.get("COLOR_MAP", data.get("DATASET", {}).get("COLOR_MAP") if isinstance(data.get("DATASET"), dict) else None)
-    ok = isinstance(data, list) and data and all(
-        isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in data
-    )
-    if not ok:
-        raise ConfigError(f"{where}: expected a list of [r,g,b] colours with values 0..255, one per organ in label order")
-    return [tuple(c) for c in data]  # type: ignore[misc]
-
-
 def convert_png_dataset(
     input_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
