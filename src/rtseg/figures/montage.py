@@ -8,20 +8,8 @@ from typing import Sequence
 import numpy as np
 
 from rtseg.errors import ConfigError
-from rtseg.figures.overlay import (
-    DEFAULT_WINDOW,
-    HEADER_PX,
-    PANEL_NAMES,
-    RGB,
-    draw_text,
-    labelled_slices,
-    overlay,
-    pixel_repeats,
-    prepare_inputs,
-    upsample,
-    view_slice,
-    window_to_unit,
-)
+from rtseg.figures.overlay import (DEFAULT_WINDOW, HEADER_PX, PANEL_NAMES, RGB, draw_text, labelled_slices, overlay,
+                                   pixel_repeats, prepare_inputs, upsample, view_slice, window_to_unit)
 from rtseg.io.atomic import atomic_path
 
 
