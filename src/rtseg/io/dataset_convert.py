@@ -21,7 +21,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 from pydicom.uid import RTStructureSetStorage
 from tqdm import tqdm
 
-from rtseg.errors import ConfigError, DataError, RtsegError
+from rtseg.errors import DataError, RtsegError
 from rtseg.io.atomic import atomic_path
 from rtseg.io.dicom_series import LPS_TO_RAS, list_dicom_series, read_dicom_series, scan_dicom_folder
 from rtseg.io.nifti import read_nifti, write_nifti
