@@ -18,7 +18,7 @@ import numpy as np
 
 from rtseg.config import load_config
 from rtseg.data.datasets import list_cases, load_case, load_partial_labels
-from rtseg.demo import DEMO_SHAPE, DEMO_SPACING, demo_config
+from rtseg.apps.demo import DEMO_SHAPE, DEMO_SPACING, demo_config
 from rtseg.evaluation.surface import case_metrics
 from rtseg.inference.predictor import Predictor, load_model
 from rtseg.device import select_device
@@ -34,7 +34,7 @@ VARIANTS = {
 
 def base_config(args: argparse.Namespace, work: Path) -> Any:
     if args.data == "phantoms":
-        from rtseg.phantoms import write_phantom_dataset
+        from rtseg.synthetic import write_phantom_dataset
 
         data = work / "data"
         if not (data / "test").is_dir():

@@ -17,50 +17,12 @@ import warnings
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from rtseg.evaluation.surface import case_metrics
+from rtseg.synthetic.ellipsoids import METRICS_SPACING as SPACING
+from rtseg.synthetic.ellipsoids import perturbed_segmentation as make_case
 
-SPACING = (0.98, 0.98, 3.0)
 NAMES = ("background", "prostate", "bladder", "rectum", "femoral_head_left", "femoral_head_right")
-# (centre offset from the volume centre in mm, semi-axes in mm), roughly a male pelvis.
-ORGANS = (
-    ((0.0, 10.0, -10.0), (22.0, 18.0, 20.0)),  # prostate
-    ((0.0, -10.0, 35.0), (45.0, 38.0, 32.0)),  # bladder
-    ((0.0, 45.0, 0.0), (18.0, 16.0, 60.0)),  # rectum
-    ((90.0, 0.0, 0.0), (25.0, 25.0, 25.0)),  # femoral head left
-    ((-90.0, 0.0, 0.0), (25.0, 25.0, 25.0)),  # femoral head right
-)
-
-
-def _paint(labels: np.ndarray, label: int, centre_mm: np.ndarray, radii_mm: np.ndarray, noise: float, rng: np.random.Generator) -> None:
-    """Ellipsoid with smooth boundary noise, computed on its bounding box only."""
-    sp = np.asarray(SPACING)
-    centre = centre_mm / sp
-    half = np.ceil(radii_mm * 1.3 / sp).astype(int) + 2
-    lo = np.maximum(np.floor(centre - half).astype(int), 0)
-    hi = np.minimum(np.ceil(centre + half).astype(int), labels.shape)
-    grids = np.meshgrid(*[(np.arange(lo[a], hi[a]) - centre[a]) * sp[a] / radii_mm[a] for a in range(3)], indexing="ij")
-    f = sum(g**2 for g in grids)
-    if noise:
-        field = ndimage.gaussian_filter(rng.standard_normal(f.shape), sigma=4.0)
-        f = f + noise * field / (np.abs(field).max() + 1e-12)
-    box = labels[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-    box[f <= 1.0] = label
-
-
-def make_case(shape: tuple[int, int, int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    middle = np.asarray(shape) * np.asarray(SPACING) / 2.0
-    gt = np.zeros(shape, np.uint8)
-    pred = np.zeros(shape, np.uint8)
-    for label, (offset, radii) in enumerate(ORGANS, start=1):
-        centre = middle + np.asarray(offset)
-        _paint(gt, label, centre, np.asarray(radii), noise=0.0, rng=rng)
-        shift = rng.uniform(-3.0, 3.0, 3)
-        scale = rng.uniform(0.9, 1.1, 3)
-        _paint(pred, label, centre + shift, np.asarray(radii) * scale, noise=0.3, rng=rng)
-    return pred, gt
 
 
 def ours(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:

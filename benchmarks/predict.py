@@ -38,54 +38,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SPACING = (0.98, 0.98, 2.5)
+# The phantom (constants are used by build_checkpoint to place its density thresholds).
+from rtseg.synthetic.ellipsoids import AIR_HU, FAT_HU, SOFT_HU  # noqa: F401
+from rtseg.synthetic.ellipsoids import CT_ORGANS as ORGANS
+from rtseg.synthetic.ellipsoids import CT_SPACING as SPACING
+from rtseg.synthetic.ellipsoids import ellipsoid_ct as make_ct
+
 NAMES = ["background", "prostate", "bladder", "rectum", "femoral_head_left", "femoral_head_right"]
 COLORS = [(0, 255, 255), (204, 0, 102), (255, 0, 0), (0, 255, 0), (229, 255, 204)]
-# label, centre offset from the volume centre (mm, RAS: +x is the patient's left), semi-axes (mm), HU.
-# Organ densities are distinct (contrast-filled bladder, gas/stool in the rectum, and, synthetic licence,
-# the two femoral heads differ) so that a density-based network can tell every organ apart.
-ORGANS = (
-    (2, (0.0, 10.0, 30.0), (45.0, 38.0, 32.0), 160.0),  # bladder
-    (1, (0.0, 15.0, -25.0), (22.0, 18.0, 20.0), 100.0),  # prostate
-    (3, (0.0, -35.0, -10.0), (18.0, 16.0, 70.0), -400.0),  # rectum
-    (4, (90.0, 5.0, -15.0), (25.0, 25.0, 25.0), 600.0),  # femoral head left
-    (5, (-90.0, 5.0, -15.0), (25.0, 25.0, 25.0), 1000.0),  # femoral head right
-)
-BODY_SEMI_AXES_MM = (185.0, 135.0)  # 370 x 270 mm: the body's bounding box is ~40 % of a 502 mm field
-FAT_HU, SOFT_HU, AIR_HU = -100.0, 40.0, -1000.0
 CONTEXT_HU = 10.0  # std of the context-dependent shift the deep path adds to the density (see build_checkpoint)
 
 
 def rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def _ellipsoid(shape, centre_vox, radii_vox):
-    lo = np.maximum(np.floor(centre_vox - radii_vox - 1).astype(int), 0)
-    hi = np.minimum(np.ceil(centre_vox + radii_vox + 2).astype(int), shape)
-    g = np.meshgrid(*[(np.arange(lo[a], hi[a]) - centre_vox[a]) / radii_vox[a] for a in range(3)], indexing="ij")
-    return tuple(slice(a, b) for a, b in zip(lo, hi)), (g[0] ** 2 + g[1] ** 2 + g[2] ** 2) <= 1.0
-
-
-def make_ct(shape: tuple[int, int, int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """int16 HU volume and its labels (RAS axes, spacing SPACING)."""
-    rng = np.random.default_rng(seed)
-    sp = np.asarray(SPACING)
-    centre = (np.asarray(shape) - 1) / 2.0
-    x = (np.arange(shape[0]) - centre[0]) * sp[0]
-    y = (np.arange(shape[1]) - centre[1]) * sp[1]
-    r2 = (x[:, None] / BODY_SEMI_AXES_MM[0]) ** 2 + (y[None, :] / BODY_SEMI_AXES_MM[1]) ** 2
-    ct = np.full(shape, AIR_HU, np.int16)
-    ct[r2 <= 1.0] = FAT_HU  # fat rim
-    ct[r2 <= 0.8] = SOFT_HU
-    lab = np.zeros(shape, np.uint8)
-    for label, off, radii, hu in ORGANS:
-        sl, m = _ellipsoid(shape, centre + np.asarray(off) / sp, np.asarray(radii) / sp)
-        ct[sl][m] = hu
-        lab[sl][m] = label
-    ct += rng.normal(0.0, 4.0, size=shape[:2])[:, :, None].astype(np.int16)  # cheap texture
-    ct += rng.integers(-8, 9, size=shape, dtype=np.int16)
-    return ct, lab
 
 
 def _identity_bn(bn: torch.nn.BatchNorm3d, bias: torch.Tensor | float = 0.0) -> None:

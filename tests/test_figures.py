@@ -10,16 +10,16 @@ from PIL import Image
 from rtseg.cli.main import main
 from rtseg.config.schema import SEED_COLOR_MAP
 from rtseg.errors import ConfigError, DataError
-from rtseg.evaluation.figures import (
+from rtseg.figures import (
     HEADER_PX,
     montage_slices,
-    parse_colors,
     plot_training_curves,
     save_gif,
     save_montage,
     save_volume_figure,
     view_slice,
 )
+from rtseg.labels import parse_colors
 from rtseg.io.nifti import write_nifti
 from rtseg.io.volume import Volume, affine_from_spacing
 

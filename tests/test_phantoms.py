@@ -12,7 +12,7 @@ from rtseg.config.schema import PELVIS_CLASS_NAMES
 from rtseg.errors import ConfigError, DataError
 from rtseg.io.nifti import read_nifti
 from rtseg.io.seed_npy import read_npy, seed_case_ids
-from rtseg.phantoms import (
+from rtseg.synthetic import (
     BLADDER,
     FEMUR_L,
     FEMUR_R,
@@ -186,3 +186,68 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["phantoms", "--out", str(tmp_path / "b"), "--cases", "2", "--spacing", "4", "-1", "5"])
     assert rc == 2 and "spacing" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+# Checksums of the arrays the generators produced before they were split into rtseg.synthetic
+# (commit 4f484a3, rtseg/phantoms.py, tests/synth.py, benchmarks/metrics.py, benchmarks/predict.py):
+# a refactoring must leave every patient, voxel for voxel, as it was.
+PATIENT_DIGESTS = [
+    (0, (64, 64, 32), (4.0, 4.0, 5.0), "1015d5be4da716c2"),
+    (1, (64, 64, 32), (4.0, 4.0, 5.0), "491607fca3372ba1"),
+    (7, (40, 36, 20), (6.0, 7.0, 8.0), "97f9a263b08df75f"),
+    (12, (24, 24, 12), (10.0, 10.0, 12.0), "086c75ffa6a9a6bb"),
+    (123, (48, 56, 28), (5.0, 4.5, 6.0), "493cb632773a0b99"),
+]
+
+
+@pytest.mark.parametrize("seed, shape, spacing, digest", PATIENT_DIGESTS)
+def test_patients_identical_to_before_the_split(seed: int, shape: tuple, spacing: tuple, digest: str) -> None:
+    ct, lab = generate_patient(seed, shape, spacing)
+    assert _digest(ct.array, lab.array, ct.affine, lab.affine) == digest
+
+
+def test_test_and_benchmark_generators_identical_to_before_the_split() -> None:
+    from rtseg.synthetic.blobs import blob_case
+    from rtseg.synthetic.ellipsoids import ellipsoid_ct, perturbed_segmentation
+
+    for seed, shape, n, radius, digest in [
+        (0, (32, 32, 32), 6, (3.0, 5.0), "b867880863a86bae"),
+        (3, (32, 32, 32), 3, (5, 8), "c83a94bde4be876b"),
+        (5, (32, 16, 16), 6, (3.0, 5.0), "9153225c681c00f3"),
+    ]:
+        assert _digest(*blob_case(np.random.default_rng(seed), shape, n, radius)) == digest
+    assert _digest(*perturbed_segmentation((256, 192, 48), 0)) == "f737e5bdc66b4815"
+    assert _digest(*perturbed_segmentation((240, 200, 40), 2)) == "a435263771d184de"
+    assert _digest(*ellipsoid_ct((96, 96, 40), 0)) == "6a1bead269e64b7c"
+    assert _digest(*ellipsoid_ct((200, 180, 30), 2)) == "c81d7ed5e92f3e46"
+
+
+def test_layout_old_spelling_and_bad_layout(tmp_path: Path) -> None:
+    from rtseg.synthetic import write_phantom_dataset as write
+
+    write(tmp_path / "a", splits={"train": 1}, layout="legacy_npy", shape=(32, 32, 16), spacing=(8, 8, 10))
+    write(tmp_path / "b", splits={"train": 1}, layout="seed", shape=(32, 32, 16), spacing=(8, 8, 10))
+    for d in ("a", "b"):
+        assert json.loads((tmp_path / d / "phantoms.json").read_text())["layout"] == "legacy_npy"
+    assert np.array_equal(np.load(tmp_path / "a/train/CT/phantom_000.npy"), np.load(tmp_path / "b/train/CT/phantom_000.npy"))
+    with pytest.raises(ConfigError, match="layout"):
+        write(tmp_path / "c", splits={"train": 1}, layout="png")
+
+
+def test_old_import_path_is_the_same_generator() -> None:
+    import rtseg.phantoms
+    import rtseg.synthetic
+
+    assert rtseg.phantoms.generate_patient is rtseg.synthetic.generate_patient
+    assert rtseg.phantoms.write_phantom_dataset is rtseg.synthetic.write_phantom_dataset

@@ -1,37 +1,33 @@
-"""``rtseg convert``: DICOM CT / RTSTRUCT / PNG slices / seed .npy <-> NIfTI."""
+"""``rtseg convert``: DICOM CT / RTSTRUCT / PNG slices / legacy_npy (the original code base's .npy layout) <-> NIfTI."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from rtseg.config.schema import PELVIS_CLASS_NAMES, DatasetConfig
+from rtseg.cli.common import add_command, add_dir_args, add_spacing_arg, organ_class_names
 from rtseg.errors import ConfigError, RtsegError
 from rtseg.io.dataset_convert import (
     ConversionReport,
     convert_dicom_dataset,
-    convert_nifti_to_seed,
+    convert_legacy_npy_to_nifti,
+    convert_nifti_to_legacy_npy,
     convert_png_dataset,
-    convert_seed_to_nifti,
-    parse_color_map,
 )
 from rtseg.io.dicom_series import read_dicom_series
 from rtseg.io.nifti import is_nifti, read_nifti, write_nifti
-from rtseg.io.png_slices import DEFAULT_COLOR_TOLERANCE
+from rtseg.io.png_slices import DEFAULT_COLOR_TOLERANCE, PngReading
 from rtseg.io.rtstruct import rtstruct_to_labels, write_rtstruct
+from rtseg.labels import PELVIS_CLASS_NAMES, default_colors, parse_colors
 
 NAME = "convert"
 DEFAULT_ORGANS = list(PELVIS_CLASS_NAMES[1:])
-
-
-def _class_names(organs: list[str]) -> list[str]:
-    """Organ names for labels 1..N -> class names with background first (accepted if already given)."""
-    names = organs[1:] if organs and organs[0].lower() == "background" else organs
-    if not names:
-        raise ConfigError("--classes: give at least one organ name")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"--classes: names must be unique, got {names}")
-    return ["background", *names]
+SERIES_UID_HELP = "SeriesInstanceUID to read when the folder holds several series"
+CLASSES_HELP = "organ names for labels 1, 2, ... (label 0 is background); default: " + " ".join(DEFAULT_ORGANS)
+ALIAS_HELP = ("extra ROI names for a class, e.g. --alias bladder=Blase,UB (repeatable); names are matched "
+              "ignoring case, spaces, '_' and '-', on top of built-in synonyms")
+PAIRS_OUT_HELP = "output folder for the NIfTI pairs"
+PATIENTS_IN_HELP = "folder with one sub-folder per patient"
 
 
 def _aliases(items: list[str] | None) -> dict[str, list[str]]:
@@ -67,7 +63,7 @@ def _dicom_to_nifti(args: argparse.Namespace) -> int:
 
 def _rtstruct_to_nifti(args: argparse.Namespace) -> int:
     out = _nifti_out(args.out)
-    classes = _class_names(args.classes)
+    classes = organ_class_names(args.classes, "--classes")
     ct = read_dicom_series(args.series, args.series_uid)
     labels, report = rtstruct_to_labels(args.rtstruct, ct, classes, _aliases(args.alias))
     write_nifti(labels, out, dtype="uint8")
@@ -76,8 +72,8 @@ def _rtstruct_to_nifti(args: argparse.Namespace) -> int:
 
 
 def _nifti_to_rtstruct(args: argparse.Namespace) -> int:
-    names = _class_names(args.names)
-    colors = parse_color_map(args.colors) if args.colors else DatasetConfig(PATH="", N_CLASSES=len(names)).colors()
+    names = organ_class_names(args.names, "--names")
+    colors = parse_colors(args.colors) if args.colors else default_colors(len(names))
     if len(colors) != len(names) - 1:
         raise ConfigError(f"--colors: {len(colors)} colours for {len(names) - 1} ROI names {names[1:]}")
     ct = read_dicom_series(args.series, args.series_uid)
@@ -88,12 +84,12 @@ def _nifti_to_rtstruct(args: argparse.Namespace) -> int:
 
 
 def _dicom_dataset(args: argparse.Namespace) -> int:
-    report = convert_dicom_dataset(args.input, args.out, _class_names(args.classes), _aliases(args.alias))
+    report = convert_dicom_dataset(args.input, args.out, organ_class_names(args.classes, "--classes"), _aliases(args.alias))
     return _finish(report, args.out)
 
 
 def _png_dataset(args: argparse.Namespace) -> int:
-    colors = parse_color_map(args.color_map) if args.color_map else DatasetConfig(PATH="", N_CLASSES=6).colors()
+    colors = parse_colors(args.color_map, "--color-map") if args.color_map else default_colors(len(PELVIS_CLASS_NAMES))
     size = None
     if args.size is not None:
         if len(args.size) not in (1, 2) or min(args.size) < 1:
@@ -101,61 +97,52 @@ def _png_dataset(args: argparse.Namespace) -> int:
         size = (args.size[0], args.size[-1])
     if args.slices is not None and args.slices < 1:
         raise ConfigError(f"--slices {args.slices}: expected a positive number of slices")
-    report = convert_png_dataset(args.input, args.out, colors, spacing=tuple(args.spacing), size=size,
-                                 n_slices=args.slices, tolerance=args.tolerance)
+    reading = PngReading(colors, spacing=tuple(args.spacing), size=size, n_slices=args.slices, tolerance=args.tolerance)
+    report = convert_png_dataset(args.input, args.out, reading)
     return _finish(report, args.out)
 
 
-def _nifti_to_seed(args: argparse.Namespace) -> int:
+def _nifti_to_legacy_npy(args: argparse.Namespace) -> int:
     if args.n_classes is not None and args.n_classes < 2:
         raise ConfigError(f"--n-classes {args.n_classes}: expected at least 2 (background and one organ)")
-    report = convert_nifti_to_seed(args.input, args.out, n_classes=args.n_classes, onehot=not args.no_onehot)
+    report = convert_nifti_to_legacy_npy(args.input, args.out, n_classes=args.n_classes, onehot=not args.no_onehot)
     return _finish(report, args.out)
 
 
-def _seed_to_nifti(args: argparse.Namespace) -> int:
+def _legacy_npy_to_nifti(args: argparse.Namespace) -> int:
     if min(args.spacing) <= 0:
         raise ConfigError(f"--spacing {args.spacing}: expected positive sizes in mm")
-    return _finish(convert_seed_to_nifti(args.input, args.out, spacing=tuple(args.spacing)), args.out)
+    return _finish(convert_legacy_npy_to_nifti(args.input, args.out, spacing=tuple(args.spacing)), args.out)
 
 
-def _spacing(p: argparse.ArgumentParser, help_text: str) -> None:
-    p.add_argument("--spacing", nargs=3, type=float, default=[1.0, 1.0, 1.0], metavar=("X", "Y", "Z"), help=help_text)
+def _series_uid(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--series-uid", metavar="UID", help=SERIES_UID_HELP)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        NAME,
-        help="convert DICOM CT, RTSTRUCT, PNG slices and the seed's .npy layout to and from NIfTI",
-        description="Convert clinical and legacy data to and from NIfTI. See docs/CLINICAL_IO.md.",
-    )
-    conv = parser.add_subparsers(dest="conversion", metavar="CONVERSION")
-    conv.required = True
+def _roi_classes(p: argparse.ArgumentParser) -> None:
+    """``--classes`` and ``--alias``: which ROI of an RTSTRUCT becomes which label."""
+    p.add_argument("--classes", nargs="+", default=DEFAULT_ORGANS, metavar="NAME", help=CLASSES_HELP)
+    p.add_argument("--alias", action="append", metavar="CLASS=NAMES", help=ALIAS_HELP)
 
-    p = conv.add_parser("dicom-to-nifti", help="a DICOM CT series -> one NIfTI (HU)",
-                        description="Read a DICOM CT series (folder of slices) and write it as NIfTI in Hounsfield units.")
+
+def _register_dicom(conv: argparse._SubParsersAction) -> None:
+    p = add_command(conv, "dicom-to-nifti", _dicom_to_nifti, help="a DICOM CT series -> one NIfTI (HU)",
+                    description="Read a DICOM CT series (folder of slices) and write it as NIfTI in Hounsfield units.")
     p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices")
     p.add_argument("--out", required=True, metavar="CT.nii.gz", help="output NIfTI file")
-    p.add_argument("--series-uid", metavar="UID", help="SeriesInstanceUID to read when the folder holds several series")
-    p.set_defaults(func=_dicom_to_nifti)
+    _series_uid(p)
 
-    classes_help = "organ names for labels 1, 2, ... (label 0 is background); default: " + " ".join(DEFAULT_ORGANS)
-    alias_help = ("extra ROI names for a class, e.g. --alias bladder=Blase,UB (repeatable); names are matched "
-                  "ignoring case, spaces, '_' and '-', on top of built-in synonyms")
-
-    p = conv.add_parser("rtstruct-to-nifti", help="an RTSTRUCT -> label NIfTI on its CT grid",
-                        description="Rasterise the ROIs of an RTSTRUCT onto the CT series it was drawn on.")
+    p = add_command(conv, "rtstruct-to-nifti", _rtstruct_to_nifti, help="an RTSTRUCT -> label NIfTI on its CT grid",
+                    description="Rasterise the ROIs of an RTSTRUCT onto the CT series it was drawn on.")
     p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices the RTSTRUCT refers to")
     p.add_argument("--rtstruct", required=True, metavar="RS.dcm", help="the RT Structure Set file")
     p.add_argument("--out", required=True, metavar="LABELS.nii.gz", help="output label NIfTI (uint8)")
-    p.add_argument("--classes", nargs="+", default=DEFAULT_ORGANS, metavar="NAME", help=classes_help)
-    p.add_argument("--alias", action="append", metavar="CLASS=NAMES", help=alias_help)
-    p.add_argument("--series-uid", metavar="UID", help="SeriesInstanceUID to read when the folder holds several series")
-    p.set_defaults(func=_rtstruct_to_nifti)
+    _roi_classes(p)
+    _series_uid(p)
 
-    p = conv.add_parser("nifti-to-rtstruct", help="a label NIfTI -> RTSTRUCT against its DICOM CT series",
-                        description="Write the labels (e.g. a prediction) as an RTSTRUCT referencing the CT series, "
-                        "one ROI per non-empty label.")
+    p = add_command(conv, "nifti-to-rtstruct", _nifti_to_rtstruct, help="a label NIfTI -> RTSTRUCT against its DICOM CT series",
+                    description="Write the labels (e.g. a prediction) as an RTSTRUCT referencing the CT series, "
+                    "one ROI per non-empty label.")
     p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices the labels are on")
     p.add_argument("--labels", required=True, metavar="LABELS.nii.gz", help="label NIfTI on the CT grid")
     p.add_argument("--out", required=True, metavar="RS.dcm", help="output RTSTRUCT file")
@@ -163,46 +150,53 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ROI names for labels 1, 2, ...; default: " + " ".join(DEFAULT_ORGANS))
     p.add_argument("--colors", metavar="JSON|FILE", help="ROI colours: JSON [[r,g,b],...], a .json file or a config .yml "
                    "(DATASET.COLOR_MAP); default: the seed's colour map")
-    p.add_argument("--series-uid", metavar="UID", help="SeriesInstanceUID to read when the folder holds several series")
-    p.set_defaults(func=_nifti_to_rtstruct)
+    _series_uid(p)
 
-    p = conv.add_parser("dicom-dataset", help="patient folders (CT series + RTSTRUCT) -> NIfTI pairs",
-                        description="Convert INPUT/<case>/ (a CT series and its RTSTRUCT) to OUT/<case>_ct.nii.gz and "
-                        "OUT/<case>_labels.nii.gz. Bad cases are reported and skipped; exit code 1 if any failed.")
-    p.add_argument("--input", required=True, metavar="DIR", help="folder with one sub-folder per patient")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder for the NIfTI pairs")
-    p.add_argument("--classes", nargs="+", default=DEFAULT_ORGANS, metavar="NAME", help=classes_help)
-    p.add_argument("--alias", action="append", metavar="CLASS=NAMES", help=alias_help)
-    p.set_defaults(func=_dicom_dataset)
 
-    p = conv.add_parser("png-dataset", help="the seed's PNG slices + RGB masks -> NIfTI pairs",
-                        description="Convert INPUT/<case>/CT/*.png and INPUT/<case>/MASK/*.png (paired by file name) to "
-                        "NIfTI pairs, resampling image and labels identically.")
-    p.add_argument("--input", required=True, metavar="DIR", help="folder with one sub-folder per patient")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder for the NIfTI pairs")
+def _register_datasets(conv: argparse._SubParsersAction) -> None:
+    p = add_command(conv, "dicom-dataset", _dicom_dataset, help="patient folders (CT series + RTSTRUCT) -> NIfTI pairs",
+                    description="Convert INPUT/<case>/ (a CT series and its RTSTRUCT) to OUT/<case>_ct.nii.gz and "
+                    "OUT/<case>_labels.nii.gz. Bad cases are reported and skipped; exit code 1 if any failed.")
+    add_dir_args(p, PATIENTS_IN_HELP, PAIRS_OUT_HELP)
+    _roi_classes(p)
+
+    p = add_command(conv, "png-dataset", _png_dataset, help="the seed's PNG slices + RGB masks -> NIfTI pairs",
+                    description="Convert INPUT/<case>/CT/*.png and INPUT/<case>/MASK/*.png (paired by file name) to "
+                    "NIfTI pairs, resampling image and labels identically.")
+    add_dir_args(p, PATIENTS_IN_HELP, PAIRS_OUT_HELP)
     p.add_argument("--color-map", metavar="JSON|FILE", help="organ colours in label order: JSON [[r,g,b],...], a .json "
                    "file or a config .yml (DATASET.COLOR_MAP); default: the seed's COLOR_MAP")
     p.add_argument("--tolerance", type=float, default=DEFAULT_COLOR_TOLERANCE,
                    help=f"largest RGB distance to a map colour still counted as it (default {DEFAULT_COLOR_TOLERANCE:g})")
-    _spacing(p, "pixel width, pixel height and slice distance of the PNGs in mm (default 1 1 1)")
+    add_spacing_arg(p, "pixel width, pixel height and slice distance of the PNGs in mm (default 1 1 1)")
     p.add_argument("--size", nargs="+", type=int, metavar="N", help="resample in plane to N x N (or NX NY) voxels, "
                    "e.g. 64 as the seed did from 448")
     p.add_argument("--slices", type=int, metavar="N", help="centre-trim or zero-pad to N slices (the seed used 64)")
-    p.set_defaults(func=_png_dataset)
 
-    p = conv.add_parser("nifti-to-seed", help="NIfTI pairs -> the seed's CT/SEG/SEG_onehot .npy layout",
-                        description="Convert <id>_ct.nii.gz + <id>_labels.nii.gz (in INPUT, or in INPUT/<split>/) to "
-                        "OUT[/<split>]/CT/<id>.npy, SEG/<id>.npy and SEG_onehot/<id>.npy.")
-    p.add_argument("--input", required=True, metavar="DIR", help="folder of NIfTI pairs, or of split folders holding them")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (a split folder, or a folder of splits)")
+    p = add_command(conv, "nifti-to-legacy-npy", _nifti_to_legacy_npy, aliases=["nifti-to-seed"],
+                    help="NIfTI pairs -> legacy_npy, the original code base's CT/SEG/SEG_onehot .npy layout",
+                    description="Convert <id>_ct.nii.gz + <id>_labels.nii.gz (in INPUT, or in INPUT/<split>/) to "
+                    "OUT[/<split>]/CT/<id>.npy, SEG/<id>.npy and SEG_onehot/<id>.npy.")
+    add_dir_args(p, "folder of NIfTI pairs, or of split folders holding them",
+                 "output folder (a split folder, or a folder of splits)")
     p.add_argument("--n-classes", type=int, metavar="N", help="number of classes for SEG_onehot (default: largest label + 1)")
     p.add_argument("--no-onehot", action="store_true", help="do not write SEG_onehot/")
-    p.set_defaults(func=_nifti_to_seed)
 
-    p = conv.add_parser("seed-to-nifti", help="the seed's CT/SEG .npy layout -> NIfTI pairs",
-                        description="Convert INPUT[/<split>]/CT/<id>.npy + SEG/<id>.npy to OUT[/<split>]/<id>_ct.nii.gz "
-                        "+ <id>_labels.nii.gz.")
-    p.add_argument("--input", required=True, metavar="DIR", help="a seed split folder (with CT/ and SEG/), or a folder of splits")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder for the NIfTI pairs")
-    _spacing(p, "voxel size in mm along columns, rows and slices (the .npy files have none; default 1 1 1)")
-    p.set_defaults(func=_seed_to_nifti)
+    p = add_command(conv, "legacy-npy-to-nifti", _legacy_npy_to_nifti, aliases=["seed-to-nifti"],
+                    help="legacy_npy, the original code base's CT/SEG .npy layout -> NIfTI pairs",
+                    description="Convert INPUT[/<split>]/CT/<id>.npy + SEG/<id>.npy to OUT[/<split>]/<id>_ct.nii.gz "
+                    "+ <id>_labels.nii.gz.")
+    add_dir_args(p, "a legacy_npy split folder (with CT/ and SEG/), or a folder of splits", PAIRS_OUT_HELP)
+    add_spacing_arg(p, "voxel size in mm along columns, rows and slices (the .npy files have none; default 1 1 1)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        NAME,
+        help="convert DICOM CT, RTSTRUCT, PNG slices and the legacy_npy layout to and from NIfTI",
+        description="Convert clinical and legacy data to and from NIfTI. See docs/CLINICAL_IO.md.",
+    )
+    conv = parser.add_subparsers(dest="conversion", metavar="CONVERSION")
+    conv.required = True
+    _register_dicom(conv)
+    _register_datasets(conv)

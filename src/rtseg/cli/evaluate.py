@@ -1,23 +1,23 @@
-"""``rtseg evaluate``: compare predicted label files with ground-truth label files."""
+"""``rtseg evaluate``: compare predicted label files with ground-truth label files.
+
+Pair NIfTI label files by case id (file name without .nii[.gz] and a trailing
+_labels/_label/_pred/_seg/_gt/_mask; *_ct/_image/_img/_0000 files are ignored), compute Dice, IoU,
+Hausdorff (max, 95th percentile), ASSD, average Hausdorff distance, surface Dice, relative volume
+difference and volumes per organ, print a table and, with --out, write metrics.csv, summary.json,
+report.md and one box plot per metric. Definitions: docs/METRICS.md.
+"""
 from __future__ import annotations
 
 import argparse
 
-from rtseg.errors import ConfigError
+from rtseg.cli.common import add_command, doc_body, organ_class_names
 
 NAME = "evaluate"
+HELP = "per-organ Dice, Hausdorff and surface metrics of predictions vs ground truth"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        NAME,
-        help="per-organ Dice, Hausdorff and surface metrics of predictions vs ground truth",
-        description="Pair NIfTI label files by case id (file name without .nii[.gz] and a trailing "
-        "_labels/_label/_pred/_seg/_gt/_mask; *_ct/_image/_img/_0000 files are ignored), compute Dice, IoU, "
-        "Hausdorff (max, 95th percentile), ASSD, average Hausdorff distance, surface Dice, relative volume "
-        "difference and volumes per organ, print a table and, with --out, write metrics.csv, summary.json, "
-        "report.md and one box plot per metric. Definitions: docs/METRICS.md.",
-    )
+    parser = add_command(sub, NAME, run, HELP, doc_body(__doc__))
     parser.add_argument("--pred", required=True, metavar="DIR", help="folder of predicted label files (NIfTI)")
     parser.add_argument("--gt", required=True, metavar="DIR", help="folder of ground-truth label files (NIfTI)")
     parser.add_argument(
@@ -38,20 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(partially labelled data such as OpenKBP)",
     )
     parser.add_argument("--no-plots", action="store_true", help="do not draw the box plots")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from rtseg.evaluation.report import evaluate_folders, format_table
 
-    names = None
-    if args.labels:
-        labels = list(args.labels)
-        if labels[0].lower() == "background":
-            labels = labels[1:]
-        if not labels or len(set(labels)) != len(labels):
-            raise ConfigError(f"--labels must name each organ once (labels 1, 2, ...), got {args.labels}")
-        names = ["background", *labels]
+    names = organ_class_names(args.labels, "--labels") if args.labels else None
     summary = evaluate_folders(
         args.pred,
         args.gt,

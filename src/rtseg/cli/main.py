@@ -8,9 +8,9 @@ import sys
 from typing import Sequence
 
 from rtseg import __version__
-from rtseg.errors import RtsegError
+from rtseg.cli.common import run_command
 
-# One module per subcommand; each defines ``register(subparsers)`` and sets ``func``.
+# One module per subcommand; each defines ``register(subparsers)`` (see rtseg.cli.common.add_command).
 COMMAND_MODULES: tuple[str, ...] = (
     "rtseg.cli.train",
     "rtseg.cli.evaluate",
@@ -43,14 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except RtsegError as exc:
-        print(f"rtseg {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"rtseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_command(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

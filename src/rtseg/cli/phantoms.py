@@ -1,9 +1,20 @@
-"""``rtseg phantoms``: write a synthetic pelvic CT dataset (demo, tests, benchmarks)."""
+"""``rtseg phantoms``: write a synthetic pelvic CT dataset (demo, tests, benchmarks).
+
+Generate synthetic pelvic CTs (HU) with labels 0 background, 1 prostate, 2 bladder, 3 rectum, 4 left
+/ 5 right femoral head. Case i is drawn from seed+i, so a dataset is reproducible. Layout 'nifti'
+writes <out>/<split>/<id>_ct.nii.gz and <id>_labels.nii.gz; layout 'legacy_npy' (also spelt 'seed')
+writes the original code base's <split>/CT, SEG, SEG_onehot .npy arrays in (D, H, W) =
+(inferior->superior, anterior->posterior, patient right->left) order, i.e. radiological axial slices
+stacked. NIfTI arrays are RAS+ (axis 0 runs towards the patient's right).
+"""
 from __future__ import annotations
 
 import argparse
 
+from rtseg.cli.common import add_command, add_spacing_arg, doc_body
 from rtseg.errors import ConfigError
+
+HELP = "generate synthetic pelvic CT patients with labels"
 
 
 def _fraction(text: str) -> tuple[str, float]:
@@ -17,34 +28,26 @@ def _fraction(text: str) -> tuple[str, float]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from rtseg.phantoms import DEFAULT_SHAPE, DEFAULT_SPACING, DEFAULT_SPLIT_FRACTIONS
+    from rtseg.io.layouts import LAYOUT_ALIASES
+    from rtseg.synthetic import DEFAULT_SHAPE, DEFAULT_SPACING, DEFAULT_SPLIT_FRACTIONS, PHANTOM_LAYOUTS
 
-    p = sub.add_parser(
-        "phantoms",
-        help="generate synthetic pelvic CT patients with labels",
-        description="Generate synthetic pelvic CTs (HU) with labels 0 background, 1 prostate, 2 bladder, 3 rectum, "
-        "4 left / 5 right femoral head. Case i is drawn from seed+i, so a dataset is reproducible. Layout 'nifti' writes "
-        "<out>/<split>/<id>_ct.nii.gz and <id>_labels.nii.gz; layout 'seed' writes the seed's <split>/CT, SEG, SEG_onehot "
-        ".npy arrays in (D, H, W) = (inferior->superior, anterior->posterior, patient right->left) order, "
-        "i.e. radiological axial slices stacked. NIfTI arrays are RAS+ (axis 0 runs towards the patient's right).",
-    )
+    p = add_command(sub, "phantoms", run, HELP, doc_body(__doc__))
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--cases", required=True, type=int, metavar="N", help="total number of patients over all splits")
-    p.add_argument("--layout", choices=("nifti", "seed"), default="nifti", help="file layout (default nifti)")
+    p.add_argument("--layout", type=lambda s: LAYOUT_ALIASES.get(s, s), choices=PHANTOM_LAYOUTS, default="nifti",
+                   help="file layout: nifti or legacy_npy (the original code base's .npy layout, also spelt seed); default nifti")
     p.add_argument("--seed", type=int, default=0, help="random seed; case i uses seed+i (default 0)")
     p.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("X", "Y", "Z"),
                    help=f"voxels along left->right, posterior->anterior, inferior->superior (default {' '.join(map(str, DEFAULT_SHAPE))})")
-    p.add_argument("--spacing", type=float, nargs=3, default=list(DEFAULT_SPACING), metavar=("X", "Y", "Z"),
-                   help=f"voxel size in mm (default {' '.join(f'{s:g}' for s in DEFAULT_SPACING)})")
+    add_spacing_arg(p, f"voxel size in mm (default {' '.join(f'{s:g}' for s in DEFAULT_SPACING)})", DEFAULT_SPACING)
     default_fr = " ".join(f"{k}={v:g}" for k, v in DEFAULT_SPLIT_FRACTIONS.items())
     p.add_argument("--split-fractions", type=_fraction, nargs="+", metavar="NAME=FRACTION",
                    help=f"split names and their share of the cases (default {default_fr})")
     p.add_argument("--overwrite", action="store_true", help="replace split folders that already hold files")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtseg.phantoms import write_phantom_dataset
+    from rtseg.synthetic import write_phantom_dataset
 
     fractions = None
     if args.split_fractions:

@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rtseg.cli.common import add_checkpoint_arg, add_command
+
 NAME = "predict"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        NAME,
+    p = add_command(
+        sub, NAME, run,
         help="contour CTs (NIfTI files or DICOM series) with a trained checkpoint",
         description="Predict organ labels for one CT or a batch. --input is a NIfTI file, a DICOM series folder, or a "
         "folder of NIfTI files and/or series sub-folders. Per case CASE (file name without _ct/_image/_0000 and "
@@ -18,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(case, status, seconds, error) for all cases. A failing case is reported and the others go on; the exit "
         "status is 1 if any case failed. See docs/PREDICT.md.",
     )
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint written by 'rtseg train' (.pt)")
+    add_checkpoint_arg(p)
     p.add_argument("--input", required=True, metavar="PATH",
                    help="NIfTI file, DICOM series folder, or folder of NIfTI files / DICOM series folders")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder (created if missing)")
@@ -38,7 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sliding windows per network call (default 2)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network (pays off on a GPU for many cases; slow first case)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,24 +1,28 @@
-"""``rtseg visualize``: GIF or PNG montage of CT | ground truth | prediction."""
+"""``rtseg visualize``: GIF or PNG montage of CT | ground truth | prediction.
+
+Show a CT with its ground-truth (and optionally predicted) labels side by side: an animated GIF
+through the slices (--out FILE.gif) or a PNG grid of evenly spaced slices containing organs (--out
+FILE.png). Volumes are shown in RAS orientation (axial: anterior up, patient's right on the left).
+All volumes must be on the same grid.
+"""
 from __future__ import annotations
 
 import argparse
 
+from rtseg.cli.common import add_command, doc_body
+
+HELP = "animated GIF or PNG montage of CT, ground truth and prediction"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "visualize",
-        help="animated GIF or PNG montage of CT, ground truth and prediction",
-        description="Show a CT with its ground-truth (and optionally predicted) labels side by side: an animated GIF "
-        "through the slices (--out FILE.gif) or a PNG grid of evenly spaced slices containing organs (--out FILE.png). "
-        "Volumes are shown in RAS orientation (axial: anterior up, patient's right on the left). All volumes must be "
-        "on the same grid.",
-    )
+    p = add_command(sub, "visualize", run, HELP, doc_body(__doc__))
     p.add_argument("--ct", required=True, metavar="CT", help="CT volume (NIfTI, HU)")
     p.add_argument("--labels", required=True, metavar="GT", help="ground-truth label volume (NIfTI) on the CT grid")
     p.add_argument("--pred", metavar="PRED", help="predicted label volume (NIfTI) on the CT grid")
     p.add_argument("--out", required=True, metavar="FILE", help="output .gif (animated slices) or .png (montage)")
     p.add_argument("--colors", metavar="JSON",
-                   help="RGB per label 1..N-1 as a JSON list [[r,g,b],...] or a .json file (default: the seed's COLOR_MAP)")
+                   help="RGB per label 1..N-1 as a JSON list [[r,g,b],...], a .json file or a config .yml (DATASET.COLOR_MAP); "
+                   "default: the seed's COLOR_MAP")
     p.add_argument("--window", type=float, nargs=2, default=[-160.0, 240.0], metavar=("L", "H"),
                    help="display window in HU (default -160 240, soft tissue)")
     p.add_argument("--stride", type=int, default=1, help="GIF: show every N-th slice (default 1)")
@@ -28,11 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-slices", type=int, default=6, help="PNG montage: number of rows/slices (default 6)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity in [0, 1] (default 0.5)")
     p.add_argument("--duration-ms", type=int, default=150, help="GIF: milliseconds per frame (default 150)")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtseg.evaluation.figures import parse_colors, save_volume_figure
+    from rtseg.figures import save_volume_figure
+    from rtseg.labels import parse_colors
     from rtseg.errors import ConfigError
     from rtseg.io.nifti import read_nifti
 

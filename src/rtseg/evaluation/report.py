@@ -274,9 +274,9 @@ def evaluate_folders(
         out = Path(out_dir)
         written: list[Path] = []
         if plots:
-            from rtseg.evaluation.plots import write_box_plots
+            from rtseg.figures.boxplots import write_box_plots
 
-            written = write_box_plots(rows, out, tolerance_mm=tolerance_mm)
+            written = write_box_plots(rows, out, METRIC_KEYS, tolerance_mm=tolerance_mm)
         write_long_csv(rows, out / CSV_NAME)
         write_summary_json(summary, out / SUMMARY_NAME)
         write_markdown_report(summary, out / REPORT_NAME, written)

@@ -112,7 +112,7 @@ def read_case(case: CaseInput) -> Volume:
 
 def save_overlay(volume: Volume, labels: np.ndarray, colors: Sequence[tuple[int, int, int]], path: Path) -> Path:
     """Axial montage, CT | prediction, in radiological view."""
-    from rtseg.evaluation.figures import save_montage
+    from rtseg.figures.montage import save_montage
 
     can, tr = to_canonical(volume)
     pred = tr.apply(labels)

@@ -1,4 +1,4 @@
-"""Whole-dataset conversions: DICOM (CT + RTSTRUCT) / PNG slices / seed .npy <-> NIfTI pairs.
+"""Whole-dataset conversions: DICOM (CT + RTSTRUCT) / PNG slices / legacy_npy <-> NIfTI pairs.
 
 The NIfTI dataset layout is flat: ``<case>_ct.nii.gz`` + ``<case>_labels.nii.gz``.
 Every conversion goes patient by patient: a bad patient is reported (by case
@@ -21,11 +21,11 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 from pydicom.uid import RTStructureSetStorage
 from tqdm import tqdm
 
-from rtseg.errors import ConfigError, DataError, RtsegError
+from rtseg.errors import DataError, RtsegError
 from rtseg.io.atomic import atomic_path
 from rtseg.io.dicom_series import LPS_TO_RAS, list_dicom_series, read_dicom_series, scan_dicom_folder
 from rtseg.io.nifti import read_nifti, write_nifti
-from rtseg.io.png_slices import DEFAULT_COLOR_TOLERANCE, natural_key, png_case_to_volumes
+from rtseg.io.png_slices import PngReading, natural_key, png_case_to_volumes
 from rtseg.io.rtstruct_read import RoiMappingReport, match_roi_names, read_rtstruct, rtstruct_to_labels
 from rtseg.io.seed_npy import CT_DIR, SEG_DIR, read_npy, write_seed_case
 from rtseg.io.volume import Volume
@@ -167,42 +167,10 @@ def convert_dicom_dataset(
 
 # ------------------------------------------------------------------ PNG --
 
-def parse_color_map(text: str) -> list[tuple[int, int, int]]:
-    """Colours from a JSON list (``[[r,g,b], ...]``), a JSON file, or an rtseg/seed YAML config (DATASET.COLOR_MAP)."""
-    p = Path(text)
-    if p.suffix.lower() in (".yml", ".yaml"):
-        from rtseg.config.loader import load_config
-
-        return [tuple(int(v) for v in c) for c in load_config(p).DATASET.colors()]  # type: ignore[misc]
-    if p.suffix.lower() == ".json" or (p.is_file() and not text.lstrip().startswith("[")):
-        if not p.is_file():
-            raise ConfigError(f"{p}: colour map file not found")
-        text, where = p.read_text(), str(p)
-    else:
-        where = "--color-map"
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{where}: not valid JSON ({exc.msg}); expected [[r,g,b], ...] or a config .yml") from None
-    if isinstance(data, dict):
-        data = data.get("COLOR_MAP", data.get("DATASET", {}).get("COLOR_MAP") if isinstance(data.get("DATASET"), dict) else None)
-    ok = isinstance(data, list) and data and all(
-        isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in data
-    )
-    if not ok:
-        raise ConfigError(f"{where}: expected a list of [r,g,b] colours with values 0..255, one per organ in label order")
-    return [tuple(c) for c in data]  # type: ignore[misc]
-
-
 def convert_png_dataset(
     input_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    colors: Sequence[Sequence[int]],
-    *,
-    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
-    size: tuple[int, int] | None = None,
-    n_slices: int | None = None,
-    tolerance: float = DEFAULT_COLOR_TOLERANCE,
+    reading: PngReading,
     progress: bool = True,
 ) -> ConversionReport:
     """``input_dir/<case>/CT/*.png`` + ``MASK/*.png`` -> NIfTI pairs (see :func:`png_case_to_volumes`)."""
@@ -213,17 +181,17 @@ def convert_png_dataset(
 
     def job(case: Path) -> Callable[[], str | None]:
         def run() -> str | None:
-            img, lab, rep = png_case_to_volumes(case, colors, spacing=spacing, size=size, n_slices=n_slices, tolerance=tolerance)
+            img, lab, rep = png_case_to_volumes(case, reading)
             _write_pair(out, case.name, img, lab)
             if rep.unmatched_pixels:
-                return f"{rep.unmatched_pixels} mask pixels matched no colour within {tolerance:g} and were set to background"
+                return f"{rep.unmatched_pixels} mask pixels matched no colour within {reading.tolerance:g} and were set to background"
             return None
         return run
 
     return _run_cases([(c.name, job(c)) for c in cases], out, "png-dataset", progress)
 
 
-# ----------------------------------------------------------------- seed --
+# ----------------------------------------------------------- legacy_npy --
 
 def to_lps_canonical(volume: Volume) -> Volume:
     """Permute/flip axes so axis 0 runs to patient left, 1 to posterior, 2 to superior (no resampling)."""
@@ -263,7 +231,7 @@ def _fail(exc: RtsegError) -> Callable[[], str | None]:
     return run
 
 
-def _nifti_case_to_seed(d: Path, cid: str, target: Path, n_classes: int | None, onehot: bool) -> str | None:
+def _nifti_case_to_legacy_npy(d: Path, cid: str, target: Path, n_classes: int | None, onehot: bool) -> str | None:
     lab_path = d / f"{cid}{LABELS_SUFFIX}"
     if not lab_path.is_file():
         raise DataError(f"{d / (cid + CT_SUFFIX)}: no matching {cid}{LABELS_SUFFIX}")
@@ -279,19 +247,19 @@ def _nifti_case_to_seed(d: Path, cid: str, target: Path, n_classes: int | None, 
     return None
 
 
-def convert_nifti_to_seed(
+def convert_nifti_to_legacy_npy(
     input_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     n_classes: int | None = None,
     onehot: bool = True,
     progress: bool = True,
 ) -> ConversionReport:
-    """NIfTI pairs -> the seed's ``CT/``, ``SEG/`` (and ``SEG_onehot/``) .npy layout.
+    """NIfTI pairs -> the legacy_npy layout (the original code base's ``CT/``, ``SEG/`` and ``SEG_onehot/`` .npy files).
 
     A folder of pairs becomes one split folder; a folder of split sub-folders
     (train/, val/, ...) becomes the same splits. Volumes are put in LPS axis
     order and stored as (D, H, W) = (slice, row, column); the geometry is
-    lost (the seed layout has none). ``n_classes`` (for the one-hot files)
+    lost (the legacy_npy layout has none). ``n_classes`` (for the one-hot files)
     defaults to the largest label in the dataset + 1.
     """
     src, out = _need_dir(input_dir), Path(out_dir)
@@ -309,13 +277,13 @@ def convert_nifti_to_seed(
         ids, orphans = nifti_case_ids(d)
         target = out / split if split else out
         prefix = f"{split}/" if split else ""
-        cases += [(prefix + cid, partial(_nifti_case_to_seed, d, cid, target, n_classes, onehot)) for cid in ids]
+        cases += [(prefix + cid, partial(_nifti_case_to_legacy_npy, d, cid, target, n_classes, onehot)) for cid in ids]
         cases += [(prefix + cid, _fail(DataError(f"{d / (cid + LABELS_SUFFIX)}: no matching {cid}{CT_SUFFIX}")))
                   for cid in orphans]
-    return _run_cases(cases, out, "nifti-to-seed", progress)
+    return _run_cases(cases, out, "nifti-to-legacy-npy", progress)
 
 
-def _seed_case_to_nifti(d: Path, cid: str, target: Path, affine: np.ndarray) -> str | None:
+def _legacy_npy_case_to_nifti(d: Path, cid: str, target: Path, affine: np.ndarray) -> str | None:
     ct_path, seg_path = d / CT_DIR / f"{cid}.npy", d / SEG_DIR / f"{cid}.npy"
     if not ct_path.is_file():
         raise DataError(f"{seg_path}: no matching {CT_DIR}/{cid}.npy")
@@ -331,16 +299,16 @@ def _seed_case_to_nifti(d: Path, cid: str, target: Path, affine: np.ndarray) -> 
     return None
 
 
-def convert_seed_to_nifti(
+def convert_legacy_npy_to_nifti(
     input_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
     progress: bool = True,
 ) -> ConversionReport:
-    """The seed's .npy layout -> NIfTI pairs (inverse of :func:`convert_nifti_to_seed`).
+    """The legacy_npy layout -> NIfTI pairs (inverse of :func:`convert_nifti_to_legacy_npy`).
 
-    ``spacing`` is (x, y, z) = (column, row, slice) size in mm; the seed files
-    have none. Axes are taken as LPS, as :func:`convert_nifti_to_seed` writes
+    ``spacing`` is (x, y, z) = (column, row, slice) size in mm; the legacy_npy
+    files have none. Axes are taken as LPS, as :func:`convert_nifti_to_legacy_npy` writes
     them; the origin is 0. A split folder (with CT/ and SEG/) gives a flat
     output; a folder of splits gives one output sub-folder per split.
     """
@@ -352,5 +320,6 @@ def convert_seed_to_nifti(
         ids = {p.stem for p in (d / CT_DIR).glob("*.npy")} | {p.stem for p in (d / SEG_DIR).glob("*.npy")}
         target = out / split if split else out
         prefix = f"{split}/" if split else ""
-        cases += [(prefix + cid, partial(_seed_case_to_nifti, d, cid, target, affine)) for cid in sorted(ids, key=natural_key)]
-    return _run_cases(cases, out, "seed-to-nifti", progress)
+        cases += [(prefix + cid, partial(_legacy_npy_case_to_nifti, d, cid, target, affine)) for cid in sorted(ids, key=natural_key)]
+    return _run_cases(cases, out, "legacy-npy-to-nifti", progress)
+

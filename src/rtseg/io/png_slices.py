@@ -28,6 +28,23 @@ DEFAULT_COLOR_TOLERANCE = 40.0  # RGB Euclidean distance accepted as "that colou
 
 
 @dataclass(frozen=True)
+class PngReading:
+    """How one patient's PNG slices become volumes: the organ colours and the grid to resample onto.
+
+    ``colors`` are the mask colours of labels 1, 2, ... (black is background); ``spacing`` the
+    original pixel width, height and slice distance in mm; ``size`` resamples in plane to
+    (columns, rows); ``n_slices`` centre-trims or zero-pads the stack; ``tolerance`` is the largest
+    RGB distance to a colour still counted as it.
+    """
+
+    colors: Sequence[Sequence[int]]
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    size: tuple[int, int] | None = None
+    n_slices: int | None = None
+    tolerance: float = DEFAULT_COLOR_TOLERANCE
+
+
+@dataclass(frozen=True)
 class PngCaseReport:
     n_slices_in: int
     unmatched_pixels: int  # mask pixels matching no colour within tolerance (set to background)
@@ -88,23 +105,14 @@ def fit_slices(array: np.ndarray, n_slices: int, pad_value: float = 0) -> tuple[
     return np.pad(array, pad, constant_values=pad_value), -before
 
 
-def png_case_to_volumes(
-    case_dir: str | os.PathLike[str],
-    colors: Sequence[Sequence[int]],
-    *,
-    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
-    size: tuple[int, int] | None = None,
-    n_slices: int | None = None,
-    tolerance: float = DEFAULT_COLOR_TOLERANCE,
-) -> tuple[Volume, Volume, PngCaseReport]:
-    """One patient's PNG slices -> (image, labels) Volumes on the same grid.
+def png_case_to_volumes(case_dir: str | os.PathLike[str], reading: PngReading) -> tuple[Volume, Volume, PngCaseReport]:
+    """One patient's PNG slices -> (image, labels) Volumes on the same grid (see :class:`PngReading`).
 
     Array axes: 0 = image column, 1 = image row, 2 = slice (as DICOM). The
     affine treats columns as patient left and rows as posterior (the usual
-    axial display), with ``spacing`` the original pixel and slice size in mm.
-    ``size`` resamples in plane to (columns, rows); ``n_slices`` centre-trims
-    or zero-pads the stack.
+    axial display).
     """
+    colors, spacing, size, n_slices, tolerance = reading.colors, reading.spacing, reading.size, reading.n_slices, reading.tolerance
     d = Path(case_dir)
     ct_dir, mask_dir = d / PNG_CT_DIR, d / PNG_MASK_DIR
     for sub in (ct_dir, mask_dir):

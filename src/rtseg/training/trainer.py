@@ -291,6 +291,6 @@ def _fit(cfg: Config, run_dir: Path, dist_info: DistInfo, start_iter: int, resum
 
 
 def _plot_curves(history: dict[str, list[Any]], path: Path) -> None:
-    from rtseg.evaluation.figures import plot_training_curves
+    from rtseg.figures.curves import plot_training_curves
 
     plot_training_curves({k: [tuple(v) for v in vals] for k, vals in history.items() if vals}, path)

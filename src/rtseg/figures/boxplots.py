@@ -11,7 +11,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from rtseg.evaluation.surface import METRIC_KEYS
 from rtseg.io.atomic import atomic_path
 
 _TITLES = {
@@ -35,10 +34,14 @@ def plot_name(metric: str) -> str:
 def write_box_plots(
     rows: Sequence[Mapping[str, Any]],
     out_dir: str | os.PathLike[str],
-    metrics: Sequence[str] = METRIC_KEYS,
+    metrics: Sequence[str],
     tolerance_mm: float | None = None,
 ) -> list[Path]:
-    """Write ``boxplot_<metric>.png`` per metric; non-finite values are counted under each box, not drawn."""
+    """Write ``boxplot_<metric>.png`` per metric; non-finite values are counted under each box, not drawn.
+
+    ``rows`` are per-case, per-organ metric rows (keys ``organ`` and each of ``metrics``), as
+    :func:`rtseg.evaluation.surface.case_metrics` returns them.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

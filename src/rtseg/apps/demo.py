@@ -68,8 +68,8 @@ def seconds_per_iteration(base_filters: int, device: torch.device) -> float:
 
 
 def run_demo(out: Path, cases: int = 24, minutes: float = 3.5, seed: int = 0, base_filters: int = 8, cuda: bool = True) -> dict[str, Any]:
-    from rtseg.evaluation.figures import save_gif, save_montage
-    from rtseg.phantoms import write_phantom_dataset
+    from rtseg.figures import save_gif, save_montage
+    from rtseg.synthetic import write_phantom_dataset
 
     t_start = time.monotonic()
     out = Path(out)
