@@ -23,7 +23,7 @@ def batch_index(qas: Sequence[Mapping[str, Any]], links: Mapping[str, str], titl
     style = ("body{font:14px/1.4 system-ui,sans-serif;margin:12px 18px}table{border-collapse:collapse}"
              "th,td{border:1px solid #ccc;padding:3px 8px;vertical-align:top}tr.flagged td{background:#fff1e0}ul{margin:0;padding-left:18px}")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" '
-            f"content=\"default-src 'none'; style-src 'unsafe-inline'\"><link rel=\"icon\" href=\"data:,\">"
+            f"content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\"><link rel=\"icon\" href=\"data:,\">"
             f"<title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
             f'<p>{len(qas)} case(s), most flagged first.</p><table id="cases"><tr><th>case</th><th>flags</th><th>weight</th>'
             f'<th>findings</th></tr>{"".join(rows)}</table></body></html>')
