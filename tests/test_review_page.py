@@ -161,3 +161,18 @@ def test_page_of_a_512x512x160_ct_stays_under_5_mb_and_renders(tmp_path) -> None
         print(f"decoded and drawn in {time.monotonic() - t0:.1f} s")
         assert page.eval_on_selector("#view-pred-axial", "e => [e.width, e.height]") == [512, 512]
         assert errors == []
+
+
+def test_clicking_a_view_moves_the_other_views_there(case_page) -> None:
+    require_browser()
+    path, ct, pred, gt = case_page
+    with open_page(path) as (page, errors):
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        box = page.locator("#view-pred-axial").bounding_box()
+        # display column c shows x index NX-1-c, display row r shows y index NY-1-r (radiological view)
+        nx, ny = ct.shape[0], ct.shape[1]
+        c, r = 10, 20
+        page.mouse.click(box["x"] + (c + 0.5) * box["width"] / nx, box["y"] + (r + 0.5) * box["height"] / ny)
+        assert page.inner_text("#pos-sagittal") == f"{nx - 1 - c + 1} / {nx}"
+        assert page.inner_text("#pos-coronal") == f"{ny - 1 - r + 1} / {ny}"
+        assert errors == []

@@ -60,10 +60,17 @@ def _label_volume(path: str, ct, what: str):  # noqa: ANN001, ANN202
     from rtseg.errors import DataError
     from rtseg.io.nifti import read_nifti
 
+    import numpy as np
+
     vol = read_nifti(path)
     if not vol.same_grid(ct):
         raise DataError(f"{path}: {what} grid (shape {vol.shape}) differs from the CT's (shape {ct.shape}); expected the CT grid")
-    return vol.array
+    arr = vol.array
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.array_equal(arr, np.round(arr)) or arr.min(initial=0) < 0 or arr.max(initial=0) > 255:
+            raise DataError(f"{path}: {what} must hold whole labels 0..255, found {arr.dtype} values")
+        arr = arr.astype(np.uint8)
+    return arr
 
 
 def run(args: argparse.Namespace) -> int:

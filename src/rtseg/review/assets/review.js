@@ -105,6 +105,26 @@
       slider.addEventListener("input", () => { S.slice[view] = Number(slider.value); render(); });
     }
   }
+  // Click a view: the other two views jump to that point. Wheel over a view: previous/next slice.
+  function setSlice(view, value) {
+    const slider = document.getElementById("slider-" + view);
+    S.slice[view] = Math.max(0, Math.min(GEOM[view].n - 1, value));
+    slider.value = S.slice[view];
+  }
+  function setupNavigation() {
+    const axisOf = { sagittal: 0, coronal: 1, axial: 2 };
+    for (const view of VIEWS) for (const kind of gt ? ["pred", "gt"] : ["pred"]) {
+      const cv = document.getElementById("view-" + kind + "-" + view);
+      cv.addEventListener("click", (ev) => {
+        const box = cv.getBoundingClientRect(), g = GEOM[view];
+        const c = Math.floor(((ev.clientX - box.left) / box.width) * g.cols), r = Math.floor(((ev.clientY - box.top) / box.height) * g.rows);
+        const ijk = g.ijk(r, c, S.slice[view]);
+        for (const other of VIEWS) if (other !== view) setSlice(other, ijk[axisOf[other]]);
+        render();
+      });
+      cv.addEventListener("wheel", (ev) => { ev.preventDefault(); setSlice(view, S.slice[view] + (ev.deltaY > 0 ? -1 : 1)); render(); });
+    }
+  }
   function setupControls() {
     for (const [name, wl] of Object.entries(PRESETS))
       document.getElementById("preset-" + name).addEventListener("click", () => { S.window = wl.slice(); render(); });
@@ -123,6 +143,7 @@
       [ct, labels, gt] = await Promise.all([decodeCT(D.ct), unpack(D.labels), D.gt ? unpack(D.gt) : null]);
       setupCanvases();
       setupControls();
+      setupNavigation();
       render();
       S.ready = true;
       document.body.dataset.ready = "1";
