@@ -78,28 +78,43 @@ def unpack_deltas(blob: bytes, shape: tuple[int, int, int]) -> np.ndarray:
     return np.cumsum(d).reshape(shape[::-1]).transpose(2, 1, 0)
 
 
-def block_mean(ct: np.ndarray, factor: int) -> np.ndarray:
-    """In-plane (axes 0, 1) means of ``factor`` x ``factor`` blocks; edge blocks average what they hold."""
+#: In-plane display factors tried, finest first (the display grid is floor((n - 1) / factor) + 1 pixels).
+FACTORS: tuple[float, ...] = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 16.0)
+
+
+def bin_starts(n: int, factor: float) -> np.ndarray:
+    """First full-resolution index of each display bin: bin ``I`` holds indices ``i`` with ``floor(i / factor) == I``."""
+    n_out = int(np.floor((n - 1) / factor + 1e-9)) + 1
+    return np.ceil(np.arange(n_out) * factor - 1e-9).astype(np.intp)
+
+
+def block_mean(ct: np.ndarray, factor: float) -> np.ndarray:
+    """In-plane (axes 0, 1) means over the display bins of :func:`bin_starts`; ``factor`` 1 is the identity."""
+    a = np.asarray(ct, dtype=np.float32)
     if factor == 1:
-        return np.asarray(ct, dtype=np.float32)
-    nx, ny, nz = ct.shape
-    px, py = -nx % factor, -ny % factor
-    a = np.pad(np.asarray(ct, dtype=np.float32), ((0, px), (0, py), (0, 0)), mode="edge")
-    return a.reshape(a.shape[0] // factor, factor, a.shape[1] // factor, factor, nz).mean(axis=(1, 3))
+        return a
+    for axis in (0, 1):
+        starts = bin_starts(a.shape[axis], factor)
+        counts = np.diff(np.append(starts, a.shape[axis])).astype(np.float32)
+        shape = [1, 1, 1]
+        shape[axis] = len(starts)
+        a = np.add.reduceat(a, starts, axis=axis) / counts.reshape(shape)
+    return a
 
 
 def encode_ct(ct: np.ndarray, budget_bytes: int) -> dict[str, Any]:
-    """The page's CT record: the smallest in-plane factor whose encoding fits ``budget_bytes`` (base64 counted)."""
-    # start near the answer: noisy CT costs about half a byte per voxel after coding
-    factor = max(1, int(np.sqrt(np.asarray(ct).size * 0.5 / max(budget_bytes, 1))))
+    """The page's CT record: the finest in-plane factor whose encoding fits ``budget_bytes`` (base64 counted)."""
+    # noisy CT costs about half a byte per voxel after coding: start at the factor that estimate allows
+    guess = np.sqrt(np.asarray(ct).size * 0.5 / max(budget_bytes, 1))
+    i = max(0, int(np.searchsorted(FACTORS, guess, side="right")) - 1)
     while True:
+        factor = FACTORS[i]
         codes, lut = quantise_hu(block_mean(ct, factor))
         blob = pack_deltas(codes)
         size = 4 * ((len(blob) + 2) // 3)
-        if size <= budget_bytes or min(codes.shape[:2]) <= 32:
+        if size <= budget_bytes or i == len(FACTORS) - 1:
             break
-        # noise-dominated data shrink about with the voxel count: jump close to the fitting factor
-        factor = max(factor + 1, int(np.floor(factor * np.sqrt(size / budget_bytes))))
+        i += 1
     return {"shape": list(codes.shape), "factor": factor, "lut": lut.tolist(),
             "data": base64.b64encode(blob).decode("ascii"), "bytes": size}
 

@@ -129,7 +129,7 @@ def review_page(ct: np.ndarray, labels: np.ndarray, affine: np.ndarray, class_na
         "gt": None if gt is None else encode_labels(_to_ras(np.asarray(gt), affine)),
     }
     f = data["ct"]["factor"]
-    note = (f"CT shown at {data['ct']['shape'][0]} x {data['ct']['shape'][1]} in-plane (means of {f} x {f} voxels) to keep the page small; "
+    note = (f"CT shown at {data['ct']['shape'][0]} x {data['ct']['shape'][1]} in-plane (means over {f:g} x {f:g} voxels) to keep the page small; "
             if f > 1 else "CT at full resolution; ") + "HU quantised (error at most 1 HU from -200 to 300 HU, 4 HU in lung and bone, 10 HU in air and dense bone); contours at full resolution."
     n_flags = "" if qa is None else f" &middot; {qa['n_flags']} flag(s), weight {qa['flag_weight']}"
     controls = (
