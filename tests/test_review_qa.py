@@ -84,8 +84,10 @@ def test_mr_like_intensities_are_flagged_before_contouring() -> None:
     mr = np.clip((ct.array.astype(np.float32) + 1000) * 0.8, 0, None).astype(np.int16)  # no air at -1000
     qa = case_qa(lab.array, ct.affine, NAMES, ct=mr, stats=training_stats())
     flags = [f for f in qa["flags"] if f["rule"] == "input"]
-    assert len(flags) == 1 and flags[0]["organ"] is None and flags[0]["weight"] == 3
-    assert flags[0]["text"].startswith("CT intensities 0 to ") and flags[0]["text"].endswith("not a CT in HU?")
+    assert len(flags) == 2 and all(f["organ"] is None and f["weight"] == 3 for f in flags)
+    lo, hi = training_stats()["input"]["hu_p01"]
+    assert flags[0]["text"] == f"CT 1st intensity percentile 0, training {lo:,.0f} to {hi:,.0f}: no air near -1,000 HU, not a CT in HU?"
+    assert flags[1]["text"].startswith("CT 99th intensity percentile ") and flags[1]["text"].endswith("or not HU?")
 
 
 def test_spacing_outside_training_is_flagged() -> None:

@@ -29,7 +29,7 @@ class QaRules:
 
     volume_margin: float = 0.25         # flag above p99 * (1 + margin) or below p1 * (1 - margin)
     expected_presence: float = 0.5      # 'missing' if the organ was in at least this fraction of training cases
-    edge_fraction: float = 0.5          # 'cut off' at an edge fewer than this fraction of training organs touch
+    edge_fraction: float = 0.1          # 'cut off' at an edge fewer than this fraction of training organs touch
     position_sd: float = 4.0            # centroid offset beyond mean +- position_sd * sd ...
     position_min_mm: float = 15.0       # ... and at least this many mm from the mean
     max_boundary_entropy: float = 0.5   # normalised entropy in the boundary band
@@ -55,11 +55,14 @@ def input_flags(facts: Mapping[str, Any], stats: Mapping[str, Any], rules: QaRul
     """Flags for a CT unlike the training CTs (intensities, spacing, field of view): checkable before contouring."""
     ref = stats["input"]
     flags = []
-    lo, hi = ref["hu_p01"][0] - rules.hu_margin, ref["hu_p01"][1] + rules.hu_margin
-    lo99, hi99 = ref["hu_p99"][0] - rules.hu_margin, ref["hu_p99"][1] + rules.hu_margin
-    if not (lo <= facts["hu_p01"] <= hi and lo99 <= facts["hu_p99"] <= hi99):
-        flags.append(_flag("input", f"CT intensities {facts['hu_p01']:,.0f} to {facts['hu_p99']:,.0f} (1st-99th percentile) "
-                           f"unlike training ({ref['hu_p01'][0]:,.0f} to {ref['hu_p99'][1]:,.0f}): not a CT in HU?"))
+    (a, b), (c, d), m = ref["hu_p01"], ref["hu_p99"], rules.hu_margin
+    p01, p99 = facts["hu_p01"], facts["hu_p99"]
+    if not a - m <= p01 <= b + m:
+        flags.append(_flag("input", f"CT 1st intensity percentile {p01:,.0f}, training {a:,.0f} to {b:,.0f}: "
+                           + ("no air near -1,000 HU, not a CT in HU?" if p01 > b else "values below any training CT, not HU?")))
+    if not c - m <= p99 <= d + m:
+        flags.append(_flag("input", f"CT 99th intensity percentile {p99:,.0f}, training {c:,.0f} to {d:,.0f}: "
+                           + ("little or no tissue in the scan" if p99 < c else "unusually dense: metal, contrast, or not HU?")))
     for key, word in (("spacing_mm", "voxel spacing"), ("fov_mm", "field of view")):
         for axis, value in enumerate(facts[key]):
             a, b = ref[key]["min"][axis], ref[key]["max"][axis]
