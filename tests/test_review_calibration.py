@@ -72,3 +72,31 @@ def test_mask_restricts_the_voxels_and_bad_input_is_refused() -> None:
         reliability(apply_temperature(z, 1.0), y + 5)
     with pytest.raises(DataError, match="temperature must be a positive"):
         apply_temperature(z, 0.0)
+
+
+@pytest.mark.parametrize("dtype, tol", [("uint8", 0.5 / 255), ("float16", 2.0**-11)])
+def test_stored_probabilities_sum_to_one_and_keep_the_labels(dtype: str, tol: float) -> None:
+    from review_cases import NAMES, clean_case, soft_probabilities
+
+    from rtseg.review.probabilities import load_probabilities, store_probabilities
+
+    _, lab = clean_case()
+    prob = soft_probabilities(lab.array, len(NAMES), sigma=1.0)
+    back = load_probabilities(*store_probabilities(prob, dtype))
+    assert np.abs(back - prob).max() <= tol + 1e-7
+    assert np.abs(back.sum(axis=0) - 1).max() <= len(NAMES) * tol + 1e-6
+    top2 = np.sort(prob, axis=0)[-2:]
+    clear = (top2[1] - top2[0]) > 2 * tol
+    assert np.array_equal(back.argmax(axis=0)[clear], prob.argmax(axis=0)[clear])
+    assert np.mean(prob.argmax(axis=0) == lab.array) > 0.97  # smoothing moves only boundary voxels
+
+
+def test_near_organs_mask_is_a_distance_band() -> None:
+    from rtseg.review.calibration import near_organs
+
+    gt = np.zeros((40, 40, 10), np.uint8)
+    gt[20, 20, 5] = 1
+    m = near_organs(gt, np.zeros_like(gt), (1.0, 1.0, 2.0), mm=4.0)
+    ii, jj, kk = np.indices(gt.shape)
+    want = np.sqrt((ii - 20) ** 2 + (jj - 20) ** 2 + (2.0 * (kk - 5)) ** 2) <= 4.0
+    assert np.array_equal(m, want)

@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--colors", metavar="JSON",
                    help="RGB per label 1..N-1 as a JSON list [[r,g,b],...] or a .json file (default: the seed's COLOR_MAP)")
     p.add_argument("--title", metavar="TEXT", help="page title (default: the CT's file name)")
-    p.add_argument("--ct-budget-mb", type=float, default=3.5, metavar="MB",
-                   help="size budget of the embedded CT; beyond it the CT is shown at a coarser in-plane grid (default 3.5)")
+    p.add_argument("--ct-budget-mb", type=float, default=4.0, metavar="MB",
+                   help="size budget of the embedded CT; beyond it the CT is shown at a coarser in-plane grid (default 4.0)")
     p.add_argument("--out", required=True, metavar="HTML", help="output .html file")
     p.set_defaults(func=run)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 from scipy.optimize import minimize_scalar
 
 from rtseg.errors import DataError
@@ -20,6 +21,14 @@ from rtseg.errors import DataError
 DEFAULT_BINS = 15
 #: Temperatures searched (log-uniform bracket); outside it the fit is reported as hitting the bound.
 T_BOUNDS = (0.05, 20.0)
+
+
+def near_organs(gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, float, float], mm: float = 10.0) -> np.ndarray:
+    """Voxels within ``mm`` of any organ in the ground truth or the prediction: where calibration matters."""
+    organs = (np.asarray(gt) > 0) | (np.asarray(pred) > 0)
+    if not organs.any():
+        return organs
+    return ndimage.distance_transform_edt(~organs, sampling=spacing) <= mm
 
 
 def _flatten(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray | None, what: str) -> tuple[np.ndarray, np.ndarray]:

@@ -114,7 +114,9 @@ def encode_ct(ct: np.ndarray, budget_bytes: int) -> dict[str, Any]:
         size = 4 * ((len(blob) + 2) // 3)
         if size <= budget_bytes or i == len(FACTORS) - 1:
             break
-        i += 1
+        # size falls about as 1 / factor**2: skip the factors that cannot fit
+        need = factor * np.sqrt(size / budget_bytes) * 0.95
+        i = max(i + 1, min(len(FACTORS) - 1, int(np.searchsorted(FACTORS, need))))
     return {"shape": list(codes.shape), "factor": factor, "lut": lut.tolist(),
             "data": base64.b64encode(blob).decode("ascii"), "bytes": size}
 

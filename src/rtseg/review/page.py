@@ -25,7 +25,7 @@ from rtseg.review.measures import check_grid
 from rtseg.review.qa import organs_for_review
 
 #: Byte budget of the encoded CT (base64); with labels and page it keeps a 512x512x160 case under ~5 MB.
-DEFAULT_CT_BUDGET = 3_500_000
+DEFAULT_CT_BUDGET = 4_000_000
 _CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src data: blob:"
 _VIEWS = ("axial", "coronal", "sagittal")
 _METRIC_COLUMNS = (("dice", "Dice", "{:.3f}"), ("hd95", "HD95 mm", "{:.1f}"), ("assd", "ASSD mm", "{:.2f}"),

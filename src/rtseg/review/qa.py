@@ -115,7 +115,8 @@ def organ_flags(row: Mapping[str, Any], stats: Mapping[str, Any] | None, rules: 
     usual = {} if ref is None else ref.get("edge_fraction", {})
     cut = [f for f in row["edges"] if usual.get(f, 0.0) < rules.edge_fraction]
     if cut:
-        flags.append(_flag("cut_off", f"{name} touches the scan's {' and '.join(cut)} edge: may be cut off", name))
+        flags.append(_flag("cut_off", f"{name} touches the scan's {' and '.join(cut)} edge{'s' if len(cut) > 1 else ''}: "
+                           "may be cut off", name))
     ent = row.get("boundary_entropy")
     if ent is not None and ent > rules.max_boundary_entropy:
         flags.append(_flag("uncertain", f"{name} boundary uncertain: entropy {ent:.2f} (flagged above {rules.max_boundary_entropy:.2f})", name))
