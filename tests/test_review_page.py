@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 
 import numpy as np
@@ -27,7 +28,10 @@ def test_quantised_hu_error_is_at_most_half_a_step() -> None:
         assert err[seg].max() <= step // 2
         lo = bound
     assert err[(hu >= -200) & (hu < 300)].max() == 1
-    assert np.array_equal(unpack_deltas(pack_deltas(codes), codes.shape), codes)
+    assert np.array_equal(unpack_deltas(*pack_deltas(codes)[:1], codes.shape, pack_deltas(codes)[1]), codes)
+    labels = np.random.default_rng(1).integers(0, 6, (7, 5, 3)).astype(np.uint8)
+    blob, n_planes = pack_deltas(labels)
+    assert n_planes == 1 and np.array_equal(unpack_deltas(blob, labels.shape, 1), labels)
 
 
 def test_block_mean_is_the_mean_of_each_block() -> None:
@@ -154,12 +158,12 @@ def test_page_of_a_512x512x160_ct_stays_under_5_mb_and_renders(tmp_path) -> None
     ct, labels, affine = _large_ct()
     assert ct.shape == (512, 512, 160)
     qa = case_qa(labels, affine, NAMES, ct=ct)
-    path = write_page(review_page(ct, labels, affine, NAMES, COLORS, gt=labels, qa=qa, title="large"), tmp_path / "large.html")
-    size = path.stat().st_size
+    text = review_page(ct, labels, affine, NAMES, COLORS, qa=qa, title="large")
+    size = write_page(text, tmp_path / "large.html").stat().st_size
+    path = tmp_path / "large.html"
     print(f"review page of a 512x512x160 CT: {size / 1e6:.2f} MB")
     assert size < 5_000_000
-    ct_rec = encode_ct(ct, 4_000_000)
-    assert ct_rec["factor"] in (2.5, 3.0)  # the display grid the budget allows for this noise level
+    assert re.search(r'"factor":(2\.5|3\.0)', text)  # the display grid the budget allows for this noise level
     require_browser()
     with open_page(path) as (page, errors):
         t0 = time.monotonic()
@@ -192,7 +196,7 @@ def test_browser_decodes_the_ct_exactly_on_a_coarser_display_grid(tmp_path) -> N
     rec = encode_ct(ct.array, budget)
     f = rec["factor"]
     assert f != int(f)  # a fractional factor exercises the bin arithmetic on both sides
-    codes = unpack_deltas(__import__("base64").b64decode(rec["data"]), tuple(rec["shape"]))
+    codes = unpack_deltas(__import__("base64").b64decode(rec["data"]), tuple(rec["shape"]), rec["planes"])
     hu = np.asarray(rec["lut"])[codes]
     path = write_page(review_page(ct.array, lab.array, ct.affine, NAMES, COLORS, ct_budget_bytes=budget), tmp_path / "c.html")
     with open_page(path) as (page, errors):

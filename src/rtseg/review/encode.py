@@ -11,7 +11,7 @@ lossless code fits a page of a few MB. The page therefore stores:
 - labels at full resolution, losslessly: contours are exact.
 
 Both are delta-coded (previous voxel in x-fastest order), zigzag-mapped to unsigned integers,
-split into low and high byte planes and deflated (zlib); the browser inflates them with its
+split into low and high byte planes (the low one alone where it suffices) and deflated (zlib); the browser inflates them with its
 built-in ``DecompressionStream``: no library, no network.
 """
 from __future__ import annotations
@@ -58,22 +58,31 @@ def quantise_hu(hu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.uint16), table
 
 
-def pack_deltas(values: np.ndarray) -> bytes:
-    """x-fastest stream -> deltas -> zigzag -> low/high byte planes -> zlib (see module docstring)."""
-    flat = np.asarray(values).transpose(2, 1, 0).ravel().astype(np.int32)
-    d = np.diff(flat, prepend=np.int32(0))
-    z = ((d << 1) ^ (d >> 31)).astype(np.uint32)
-    if int(z.max(initial=0)) > 0xFFFF:
-        raise DataError("values differ by more than 32767 between neighbours; cannot encode")
-    planes = np.concatenate([(z & 0xFF).astype(np.uint8), (z >> 8).astype(np.uint8)])
-    return zlib.compress(planes.tobytes(), ZLIB_LEVEL)
+def pack_deltas(values: np.ndarray) -> tuple[bytes, int]:
+    """x-fastest stream -> deltas -> zigzag -> byte planes -> zlib, and the number of planes (1 or 2).
+
+    Values must lie in 0..32767 (codes, labels), so every delta fits 16 bits; where all zigzag
+    deltas fit one byte (labels) only the low plane is stored.
+    """
+    v = np.asarray(values)
+    if v.size and (int(v.min()) < 0 or int(v.max()) > 32767):
+        raise DataError(f"values {int(v.min())}..{int(v.max())} outside 0..32767; cannot encode")
+    flat = v.transpose(2, 1, 0).ravel().astype(np.int16)
+    d = np.diff(flat, prepend=np.int16(0))
+    z = ((d << 1) ^ (d >> 15)).view(np.uint16)
+    if int(z.max(initial=0)) < 256:
+        return zlib.compress(z.astype(np.uint8).tobytes(), ZLIB_LEVEL), 1
+    planes = z.astype("<u2").view(np.uint8).reshape(-1, 2)
+    return zlib.compress(planes[:, 0].tobytes() + planes[:, 1].tobytes(), ZLIB_LEVEL), 2
 
 
-def unpack_deltas(blob: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+def unpack_deltas(blob: bytes, shape: tuple[int, int, int], n_planes: int) -> np.ndarray:
     """Inverse of :func:`pack_deltas` (the browser does the same in review.js)."""
     planes = np.frombuffer(zlib.decompress(blob), dtype=np.uint8)
     n = int(np.prod(shape))
-    z = planes[:n].astype(np.int64) | (planes[n:].astype(np.int64) << 8)
+    z = planes[:n].astype(np.int64)
+    if n_planes == 2:
+        z |= planes[n:].astype(np.int64) << 8
     d = (z >> 1) ^ -(z & 1)
     return np.cumsum(d).reshape(shape[::-1]).transpose(2, 1, 0)
 
@@ -110,14 +119,14 @@ def encode_ct(ct: np.ndarray, budget_bytes: int) -> dict[str, Any]:
     while True:
         factor = FACTORS[i]
         codes, lut = quantise_hu(block_mean(ct, factor))
-        blob = pack_deltas(codes)
+        blob, n_planes = pack_deltas(codes)
         size = 4 * ((len(blob) + 2) // 3)
         if size <= budget_bytes or i == len(FACTORS) - 1:
             break
         # size falls about as 1 / factor**2: skip the factors that cannot fit
         need = factor * np.sqrt(size / budget_bytes) * 0.95
         i = max(i + 1, min(len(FACTORS) - 1, int(np.searchsorted(FACTORS, need))))
-    return {"shape": list(codes.shape), "factor": factor, "lut": lut.tolist(),
+    return {"shape": list(codes.shape), "factor": factor, "lut": lut.tolist(), "planes": n_planes,
             "data": base64.b64encode(blob).decode("ascii"), "bytes": size}
 
 
@@ -125,5 +134,5 @@ def encode_labels(labels: np.ndarray) -> dict[str, Any]:
     lab = np.asarray(labels)
     if lab.max(initial=0) > 255 or lab.min(initial=0) < 0:
         raise DataError(f"labels must be 0..255 for the review page, found {int(lab.min())}..{int(lab.max())}")
-    blob = pack_deltas(lab.astype(np.uint8))
-    return {"shape": list(lab.shape), "data": base64.b64encode(blob).decode("ascii")}
+    blob, n_planes = pack_deltas(lab.astype(np.uint8))
+    return {"shape": list(lab.shape), "planes": n_planes, "data": base64.b64encode(blob).decode("ascii")}

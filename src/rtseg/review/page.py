@@ -42,9 +42,13 @@ def _to_ras(array: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 def _start_slices(labels_ras: np.ndarray) -> dict[str, int]:
-    """Slices through the centre of the contoured voxels (the middle if there are none)."""
-    nz = np.nonzero(labels_ras)
-    centre = [int(np.median(a)) if len(a) else n // 2 for a, n in zip(nz, labels_ras.shape)]
+    """Slices through the median of the contoured voxels along each axis (the middle if there are none)."""
+    mask = labels_ras > 0
+    centre = []
+    for axis in range(3):
+        profile = np.count_nonzero(mask, axis=tuple(a for a in range(3) if a != axis))
+        cum = np.cumsum(profile)
+        centre.append(int(np.searchsorted(cum, cum[-1] / 2.0)) if cum[-1] else labels_ras.shape[axis] // 2)
     return {"axial": centre[2], "coronal": centre[1], "sagittal": centre[0]}
 
 

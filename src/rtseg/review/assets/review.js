@@ -21,8 +21,9 @@
     const n = rec.shape[0] * rec.shape[1] * rec.shape[2];
     const out = new Int32Array(n);
     let acc = 0;
+    const two = rec.planes === 2;
     for (let i = 0; i < n; i++) {
-      const z = planes[i] | (planes[n + i] << 8);
+      const z = two ? planes[i] | (planes[n + i] << 8) : planes[i];
       acc += (z >>> 1) ^ -(z & 1);
       out[i] = acc;
     }
