@@ -151,7 +151,7 @@ def test_probabilities_are_checked() -> None:
     ct, lab = clean_case()
     prob = soft_probabilities(lab.array, len(NAMES), sigma=1.0)
     np.testing.assert_allclose(prob.sum(axis=0), 1.0, atol=1e-5)
-    assert np.array_equal(np.argmax(prob, axis=0), lab.array) or np.mean(np.argmax(prob, axis=0) == lab.array) > 0.97
+    assert np.mean(np.argmax(prob, axis=0) == lab.array) > 0.97  # blurring moves only boundary voxels
     with pytest.raises(DataError, match="sum to 1"):
         check_probabilities(prob * 0.8, lab.shape, len(NAMES))
     with pytest.raises(DataError, match="expected shape"):
