@@ -21,7 +21,7 @@ import numpy as np
 from rtseg.errors import DataError
 from rtseg.io.atomic import atomic_path
 from rtseg.review.encode import encode_ct, encode_labels
-from rtseg.review.measures import check_grid
+from rtseg.review.measures import check_grid, spacing_ras
 from rtseg.review.qa import organs_for_review
 
 #: Byte budget of the encoded CT (base64); with labels and page it keeps a 512x512x160 case under ~5 MB.
@@ -125,10 +125,9 @@ def review_page(ct: np.ndarray, labels: np.ndarray, affine: np.ndarray, class_na
 
         metrics = case_metrics(labels, gt, np.linalg.norm(affine[:3, :3], axis=0), class_names)
     ct_ras, lab_ras = _to_ras(np.asarray(ct), affine), _to_ras(labels, affine)
-    sp = np.linalg.norm(affine[:3, :3], axis=0)[np.argsort(nio.io_orientation(affine)[:, 0])]
     data = {
         "class_names": list(class_names), "colors": [[int(v) for v in c] for c in colors],
-        "spacing": [float(s) for s in sp], "start": _start_slices(lab_ras),
+        "spacing": spacing_ras(affine), "start": _start_slices(lab_ras),
         "ct": encode_ct(ct_ras, ct_budget_bytes), "labels": encode_labels(lab_ras),
         "gt": None if gt is None else encode_labels(_to_ras(np.asarray(gt), affine)),
     }

@@ -70,6 +70,12 @@ def organ_uncertainty(prob: np.ndarray, labels: np.ndarray, label: int, box: tup
     }
 
 
+def _label_box(labels: np.ndarray, label: int) -> tuple[slice, ...] | None:
+    """Bounding box of one label, or None where it is absent."""
+    boxes = ndimage.find_objects((labels == label).view(np.uint8))
+    return boxes[0] if boxes else None
+
+
 def tta_disagreement(pass_labels: Sequence[np.ndarray], label: int) -> float | None:
     """1 - |intersection| / |union| of one organ's masks over the TTA passes (0: all passes agree).
 
@@ -80,11 +86,12 @@ def tta_disagreement(pass_labels: Sequence[np.ndarray], label: int) -> float | N
     shapes = {np.shape(p) for p in pass_labels}
     if len(shapes) != 1:
         raise DataError(f"TTA passes' labels must share one shape, found {sorted(shapes)}")
-    union = np.zeros(np.shape(pass_labels[0]), dtype=bool)
-    inter = np.ones_like(union)
-    for p in pass_labels:
-        m = np.asarray(p) == label
-        union |= m
-        inter &= m
+    boxes = [b for p in pass_labels for b in [_label_box(np.asarray(p), label)] if b is not None]
+    if not boxes:
+        return None
+    box = tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
+    masks = [np.asarray(p)[box] == label for p in pass_labels]
+    union = np.logical_or.reduce(masks)
+    inter = np.logical_and.reduce(masks)
     n_union = int(union.sum())
     return None if n_union == 0 else round(1.0 - int(inter.sum()) / n_union, 4)
