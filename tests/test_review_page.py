@@ -185,6 +185,11 @@ def test_clicking_a_view_moves_the_other_views_there(case_page) -> None:
         page.mouse.click(box["x"] + (c + 0.5) * box["width"] / nx, box["y"] + (r + 0.5) * box["height"] / ny)
         assert page.inner_text("#pos-sagittal") == f"{nx - 1 - c + 1} / {nx}"
         assert page.inner_text("#pos-coronal") == f"{ny - 1 - r + 1} / {ny}"
+        # a click on an organ's name in the QA table shows the organ's centre in all views
+        page.click("#goto-2")
+        centre = np.round(ndimage.center_of_mass(pred == 2)).astype(int)
+        for view, axis in (("sagittal", 0), ("coronal", 1), ("axial", 2)):
+            assert page.inner_text(f"#pos-{view}") == f"{centre[axis] + 1} / {ct.shape[axis]}"
         assert errors == []
 
 

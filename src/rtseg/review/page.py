@@ -52,6 +52,18 @@ def _start_slices(labels_ras: np.ndarray) -> dict[str, int]:
     return {"axial": centre[2], "coronal": centre[1], "sagittal": centre[0]}
 
 
+def _organ_centres(labels_ras: np.ndarray) -> dict[str, list[int]]:
+    """Voxel (RAS+ array indices) nearest each organ's centre of mass: where a click on its name jumps."""
+    from scipy import ndimage
+
+    out = {}
+    for i, box in enumerate(ndimage.find_objects(labels_ras)):
+        if box is not None:
+            com = ndimage.center_of_mass(labels_ras[box] == i + 1)
+            out[str(i + 1)] = [int(round(c)) + b.start for c, b in zip(com, box)]
+    return out
+
+
 def _qa_table(qa: Mapping[str, Any] | None, class_names: Sequence[str], colors: Sequence[Sequence[int]]) -> str:
     """Organ table, flagged organs first; each row carries the organ's show/hide toggle."""
     if qa is None:
@@ -72,7 +84,8 @@ def _qa_table(qa: Mapping[str, Any] | None, class_names: Sequence[str], colors: 
         flags = "; ".join(html.escape(f["text"]) for f in r["flags"])
         body.append(
             f'<tr class="{"flagged" if r["flags"] else ""}" data-label="{lab}"><td><input type="checkbox" id="toggle-{lab}" checked></td>'
-            f'<td class="name"><span class="swatch" style="background:rgb({rgb})"></span>{html.escape(str(r["organ"]))}</td>'
+            f'<td class="name"><a href="#" id="goto-{lab}" title="show this organ"><span class="swatch" style="background:rgb({rgb})">'
+            f'</span>{html.escape(str(r["organ"]))}</a></td>'
             f'<td>{cell(r, "volume_ml", "{:,.1f}")}</td><td>{cell(r, "components", "{}")}</td>'
             f'<td class="name">{html.escape(", ".join(r.get("edges", [])))}</td><td>{cell(r, "boundary_confidence", "{:.3f}")}</td>'
             f'<td>{cell(r, "boundary_entropy", "{:.3f}")}</td><td>{cell(r, "tta_disagreement", "{:.3f}")}</td>'
@@ -127,7 +140,7 @@ def review_page(ct: np.ndarray, labels: np.ndarray, affine: np.ndarray, class_na
     ct_ras, lab_ras = _to_ras(np.asarray(ct), affine), _to_ras(labels, affine)
     data = {
         "class_names": list(class_names), "colors": [[int(v) for v in c] for c in colors],
-        "spacing": spacing_ras(affine), "start": _start_slices(lab_ras),
+        "spacing": spacing_ras(affine), "start": _start_slices(lab_ras), "centres": _organ_centres(lab_ras),
         "ct": encode_ct(ct_ras, ct_budget_bytes), "labels": encode_labels(lab_ras),
         "gt": None if gt is None else encode_labels(_to_ras(np.asarray(gt), affine)),
     }

@@ -125,6 +125,15 @@
       });
       cv.addEventListener("wheel", (ev) => { ev.preventDefault(); setSlice(view, S.slice[view] + (ev.deltaY > 0 ? -1 : 1)); render(); });
     }
+    // Click an organ's name in the QA table: all three views go through its centre.
+    for (const [label, ijk] of Object.entries(D.centres)) {
+      const link = document.getElementById("goto-" + label);
+      if (link) link.addEventListener("click", (ev) => {
+        ev.preventDefault();
+        for (const view of VIEWS) setSlice(view, ijk[axisOf[view]]);
+        render();
+      });
+    }
   }
   function setupControls() {
     for (const [name, wl] of Object.entries(PRESETS))
