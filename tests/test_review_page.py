@@ -218,3 +218,18 @@ def test_browser_decodes_the_ct_exactly_on_a_coarser_display_grid(tmp_path) -> N
         want = np.clip(np.floor((full - (40 - 200)) / 400 * 255 + 0.5), 0, 255).T[::-1, ::-1]
         assert np.abs(got - want).max() <= 1
         assert errors == []
+
+
+def test_page_is_the_same_whatever_the_array_orientation() -> None:
+    """Data stored superior-to-inferior with x and y swapped (as DICOM/OpenKBP arrive) give the identical page."""
+    ct, lab = clean_case()
+    perm = (1, 0, 2)
+    aff = ct.affine[:, [1, 0, 2, 3]].copy()
+    aff[:3, 3] += aff[:3, 2] * (ct.shape[2] - 1)
+    aff[:3, 2] *= -1
+    ct2 = np.ascontiguousarray(np.transpose(ct.array, perm)[:, :, ::-1])
+    lab2 = np.ascontiguousarray(np.transpose(lab.array, perm)[:, :, ::-1])
+    assert not np.array_equal(ct2.shape, ct.shape) or not np.array_equal(ct2, ct.array)
+    a = review_page(ct.array, lab.array, ct.affine, NAMES, COLORS, title="t")
+    b = review_page(ct2, lab2, aff, NAMES, COLORS, title="t")
+    assert a == b
