@@ -16,7 +16,9 @@ def read_json(path: str | os.PathLike[str], what: str) -> Any:
     if not p.is_file():
         raise DataError(f"{what} {p}: file not found")
     try:
-        return json.loads(p.read_text())
+        return json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DataError(f"{p}: not valid JSON (not UTF-8 text; a binary file?)") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
