@@ -7,7 +7,7 @@ import numpy as np
 from scipy import ndimage
 
 from rtseg.config.schema import PELVIS_CLASS_NAMES, SEED_COLOR_MAP
-from rtseg.phantoms import generate_patient
+from rtseg.synthetic import generate_patient
 from rtseg.review.organ_stats import compute_stats
 
 NAMES = PELVIS_CLASS_NAMES

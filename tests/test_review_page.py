@@ -142,7 +142,7 @@ def test_batch_index_links_cases_most_flagged_first(tmp_path) -> None:
 
 def _large_ct() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A generated 512x512x160 CT (0.9 x 0.9 x 1.0 mm) with per-voxel noise as a scanner's (SD 12 HU)."""
-    from rtseg.phantoms import generate_patient
+    from rtseg.synthetic import generate_patient
 
     ct, lab = generate_patient(7, shape=(256, 256, 80), spacing=(1.8, 1.8, 2.0))
     big = ndimage.zoom(ct.array.astype(np.float32), 2, order=1)

@@ -159,7 +159,7 @@ def test_probabilities_are_checked() -> None:
 
 
 def test_statistics_are_percentiles_of_the_training_cases() -> None:
-    from rtseg.phantoms import generate_patient
+    from rtseg.synthetic import generate_patient
 
     cases = [generate_patient(s) for s in range(5)]
     facts = [case_facts(lab.array, ct.affine, NAMES, ct.array) for ct, lab in cases]

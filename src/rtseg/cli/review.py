@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from rtseg.errors import ConfigError
-    from rtseg.evaluation.figures import default_colors, parse_colors
+    from rtseg.labels import default_colors, parse_colors
     from rtseg.io.jsonfile import read_json
     from rtseg.review.organ_stats import check_stats
     from rtseg.review.page import review_page, write_page

@@ -3,7 +3,7 @@
 One file, no network: CSS, JavaScript (assets/review.js, a small 2D-canvas renderer) and the
 encoded volumes (:mod:`rtseg.review.encode`) are inlined, and a Content-Security-Policy forbids
 any fetch. Volumes are reoriented to RAS+ first (lossless), so the display convention is the
-one of :mod:`rtseg.evaluation.figures`: axial with anterior up and the patient's right on the
+one of :mod:`rtseg.figures`: axial with anterior up and the patient's right on the
 viewer's left, coronal and sagittal with superior up.
 """
 from __future__ import annotations
