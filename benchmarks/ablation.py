@@ -54,15 +54,15 @@ def evaluate(ckpt: Path, cfg: Any, split: str) -> dict[str, dict[str, float]]:
     predictor = Predictor(loaded, device, overlap=0.25)
     d = cfg.DATASET
     refs = list_cases(d.NAME, d.PATH, split, d.TRAIN_SPLIT, d.VAL_SPLIT, d.SPLITS)
-    known = load_partial_labels(d.PARTIAL_LABELS, [r.case_id for r in refs], loaded.class_names) if d.PARTIAL_LABELS else {}
+    known = load_partial_labels(d.PARTIAL_LABELS, [r.case_id for r in refs], loaded.bundle.class_names) if d.PARTIAL_LABELS else {}
     rows = []
     for ref in refs:
         ct, gt = load_case(ref, d.N_CLASSES)
         pred = predictor.predict(ct)
         present = set(known[ref.case_id]) if ref.case_id in known else None
-        rows += case_metrics(pred.array, gt.array, ct.spacing, loaded.class_names, classes_present=present)
+        rows += case_metrics(pred.array, gt.array, ct.spacing, loaded.bundle.class_names, classes_present=present)
     out = {}
-    for organ in loaded.class_names[1:]:
+    for organ in loaded.bundle.class_names[1:]:
         rs = [r for r in rows if r["organ"] == organ]
         if rs:
             hd = [r["hd95"] for r in rs if np.isfinite(r["hd95"])]

@@ -100,7 +100,7 @@ def run_demo(out: Path, cases: int = 24, minutes: float = 3.5, seed: int = 0, ba
     best = out / "run" / "checkpoints" / "best.pt"
     loaded = load_model(best, device)
     predictor = Predictor(loaded, device, overlap=0.25)
-    names = loaded.class_names
+    names = list(loaded.bundle.class_names)
     colors = [tuple(c) for c in cfg.DATASET.colors()]
     cm = ConfusionMatrix(len(names))
     rows: list[dict[str, Any]] = []

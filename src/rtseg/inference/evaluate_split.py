@@ -25,9 +25,9 @@ def evaluate_split(cfg: Config, checkpoint: str | Path, split: str, out_dir: Pat
                    overlap: float = 0.5, tta: bool = False) -> dict[str, Any]:
     d = cfg.DATASET
     loaded = load_model(checkpoint, device)
-    if loaded.n_classes != d.N_CLASSES:
-        raise ConfigError(f"DATASET.N_CLASSES is {d.N_CLASSES} but checkpoint {checkpoint} predicts {loaded.n_classes} classes")
-    names = loaded.class_names
+    if loaded.bundle.n_classes != d.N_CLASSES:
+        raise ConfigError(f"DATASET.N_CLASSES is {d.N_CLASSES} but checkpoint {checkpoint} predicts {loaded.bundle.n_classes} classes")
+    names = list(loaded.bundle.class_names)
     refs = list_cases(d.NAME, d.PATH, split, d.TRAIN_SPLIT, d.VAL_SPLIT, d.SPLITS)
     known = load_partial_labels(d.PARTIAL_LABELS, [r.case_id for r in refs], names) if d.PARTIAL_LABELS else {}
     predictor = Predictor(loaded, device, overlap=overlap, tta=tta, amp=cfg.TRAINING.AMP)

@@ -24,7 +24,7 @@ from rtseg.data.orientation import to_canonical
 from rtseg.device import resolve_device
 from rtseg.errors import ConfigError, DataError, RtsegError
 from rtseg.inference.postprocess import postprocess
-from rtseg.inference.predictor import LoadedModel, Predictor, load_model, plan_summary
+from rtseg.inference.predictor import Predictor, load_model, plan_summary
 from rtseg.io.atomic import atomic_path
 from rtseg.io.nifti import is_nifti, read_nifti, write_nifti
 from rtseg.io.volume import Volume
@@ -124,7 +124,7 @@ def save_overlay(volume: Volume, labels: np.ndarray, colors: Sequence[tuple[int,
 def predict_case(predictor: Predictor, case: CaseInput, output_dir: Path, formats: Sequence[str],
                  largest_component: bool = False, fill_holes: bool = False) -> list[Path]:
     """Outputs of one case; on failure none of them is left behind."""
-    m: LoadedModel = predictor.m
+    bundle = predictor.bundle
     volume = read_case(case)
     labels = predictor.predict_labels(volume)
     log.debug("case %s: %s", case.name, plan_summary(predictor.stats))
@@ -137,11 +137,11 @@ def predict_case(predictor: Predictor, case: CaseInput, output_dir: Path, format
             if case.kind == "dicom":
                 from rtseg.io.rtstruct import write_rtstruct
 
-                written.append(write_rtstruct(labels, volume, m.class_names, m.colors, output_dir / f"{case.name}_rtstruct.dcm"))
+                written.append(write_rtstruct(labels, volume, list(bundle.class_names), list(bundle.colors), output_dir / f"{case.name}_rtstruct.dcm"))
             else:
                 log.info("case %s: no RTSTRUCT (it needs a DICOM series as input)", case.name)
         if "png" in formats:
-            written.append(save_overlay(volume, labels, m.colors, output_dir / f"{case.name}_overlay.png"))
+            written.append(save_overlay(volume, labels, bundle.colors, output_dir / f"{case.name}_overlay.png"))
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 from pydicom.uid import RTStructureSetStorage
 from tqdm import tqdm
 
@@ -25,6 +24,7 @@ from rtseg.errors import ConfigError, DataError, RtsegError
 from rtseg.io.atomic import atomic_path
 from rtseg.io.dicom_series import LPS_TO_RAS, list_dicom_series, read_dicom_series, scan_dicom_folder
 from rtseg.io.nifti import read_nifti, write_nifti
+from rtseg.io.orientation import reorient
 from rtseg.io.png_slices import DEFAULT_COLOR_TOLERANCE, natural_key, png_case_to_volumes
 from rtseg.io.rtstruct_read import RoiMappingReport, match_roi_names, read_rtstruct, rtstruct_to_labels
 from rtseg.io.seed_npy import CT_DIR, SEG_DIR, read_npy, write_seed_case
@@ -33,6 +33,7 @@ from rtseg.io.volume import Volume
 log = logging.getLogger(__name__)
 
 CT_SUFFIX, LABELS_SUFFIX = "_ct.nii.gz", "_labels.nii.gz"
+NPY_LAYOUT_AXES = "LPS"  # the prostateCT_vol .npy arrays: axis 0 to patient left, 1 to posterior, 2 to superior
 REPORT_NAME = "conversion_report.json"
 _KEEP_DTYPES = (np.dtype(np.int16), np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
@@ -225,14 +226,6 @@ def convert_png_dataset(
 
 # ----------------------------------------------------------------- seed --
 
-def to_lps_canonical(volume: Volume) -> Volume:
-    """Permute/flip axes so axis 0 runs to patient left, 1 to posterior, 2 to superior (no resampling)."""
-    tr = ornt_transform(io_orientation(volume.affine), axcodes2ornt(("L", "P", "S")))
-    arr = apply_orientation(volume.array, tr)
-    aff = volume.affine @ inv_ornt_aff(tr, volume.array.shape)
-    return Volume(np.ascontiguousarray(arr), aff, dict(volume.meta))
-
-
 def nifti_case_ids(folder: Path) -> tuple[list[str], list[str]]:
     """(case ids with a CT file, ids that only have a labels file)."""
     cts = {p.name[: -len(CT_SUFFIX)] for p in folder.glob(f"*{CT_SUFFIX}")}
@@ -270,7 +263,7 @@ def _nifti_case_to_seed(d: Path, cid: str, target: Path, n_classes: int | None, 
     ct, lab = read_nifti(d / f"{cid}{CT_SUFFIX}"), read_nifti(lab_path)
     if not lab.same_grid(ct):
         raise DataError(f"{lab_path}: labels (shape {lab.shape}) are not on the CT grid (shape {ct.shape})")
-    ct, lab = to_lps_canonical(ct), to_lps_canonical(lab)
+    ct, lab = reorient(ct, NPY_LAYOUT_AXES)[0], reorient(lab, NPY_LAYOUT_AXES)[0]
     seg = _labels_as_uint8(lab.array, str(lab_path))
     if n_classes is not None and seg.size and int(seg.max()) >= n_classes:
         raise DataError(f"{lab_path}: label {int(seg.max())} found, but only {n_classes} classes")
