@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Literal, Optional, Sequence
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from rtseg.data.orientation import to_canonical
