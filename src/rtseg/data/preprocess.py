@@ -78,8 +78,10 @@ class GridInfo:
             else:  # outside the box: background dominant, like the model's answer for air
                 plane = torch.full(self.network_shape, hi if c == 0 else lo, dtype=torch.float32, device=logits.device)
                 plane[box] = logits[c].float()
-            yield resize_array(plane, self.canonical_shape, is_label=False)
-            del plane
+            up = resize_array(plane, self.canonical_shape, is_label=False)
+            del plane  # before the caller works on ``up``: memory stays at the input-sized arrays
+            yield up
+            del up
 
     def restore_labels(self, logits: torch.Tensor, box: Optional[Box] = None) -> np.ndarray:
         """uint8 argmax on the input grid of ``logits`` (C, ...) covering ``box`` (default: the whole grid).
