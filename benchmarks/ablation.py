@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from rtseg.config import load_config
-from rtseg.data.datasets import list_cases, load_case, load_partial_labels
 from rtseg.apps.demo import DEMO_SHAPE, DEMO_SPACING, demo_config
-from rtseg.evaluation.surface import case_metrics
+from rtseg.evaluation.report import summarize
+from rtseg.inference.evaluate_split import predict_and_score
 from rtseg.inference.predictor import Predictor, load_model
 from rtseg.device import select_device
 from rtseg.training.trainer import fit
@@ -49,24 +49,15 @@ def base_config(args: argparse.Namespace, work: Path) -> Any:
 
 
 def evaluate(ckpt: Path, cfg: Any, split: str) -> dict[str, dict[str, float]]:
+    """Per organ: mean Dice and median HD95 (over finite values; inf when none is) on ``split``."""
     device = select_device(cfg.CUDA)
-    loaded = load_model(ckpt, device)
-    predictor = Predictor(loaded, device, overlap=0.25)
-    d = cfg.DATASET
-    refs = list_cases(d.NAME, d.PATH, split, d.TRAIN_SPLIT, d.VAL_SPLIT, d.SPLITS)
-    known = load_partial_labels(d.PARTIAL_LABELS, [r.case_id for r in refs], loaded.class_names) if d.PARTIAL_LABELS else {}
-    rows = []
-    for ref in refs:
-        ct, gt = load_case(ref, d.N_CLASSES)
-        pred = predictor.predict(ct)
-        present = set(known[ref.case_id]) if ref.case_id in known else None
-        rows += case_metrics(pred.array, gt.array, ct.spacing, loaded.class_names, classes_present=present)
+    predictor = Predictor(load_model(ckpt, device), device, overlap=0.25)
+    scores = predict_and_score(predictor, cfg.DATASET, split)
     out = {}
-    for organ in loaded.class_names[1:]:
-        rs = [r for r in rows if r["organ"] == organ]
-        if rs:
-            hd = [r["hd95"] for r in rs if np.isfinite(r["hd95"])]
-            out[organ] = {"dice": float(np.mean([r["dice"] for r in rs])), "hd95": float(np.median(hd)) if hd else float("inf"), "n": len(rs)}
+    for organ, o in summarize(scores.rows, tolerance_mm=2.0)["organs"].items():
+        dice, hd95 = o["metrics"]["dice"]["mean"], o["metrics"]["hd95"]["median"]
+        out[organ] = {"dice": float("nan") if dice is None else dice, "hd95": float("inf") if hd95 is None else hd95,
+                      "n": o["n_cases"]}
     return out
 
 

@@ -12,7 +12,7 @@ in memory to uint8 labels on the input grid:
 
 * ``monai``: ``to_network_grid`` -> ``monai.inferers.sliding_window_inference``
   (same model, ROI, overlap, ``mode="gaussian"``, same batch of windows) over the
-  whole network grid -> ``labels_from_logits``.
+  whole network grid -> ``GridInfo.restore_labels`` (the one way back).
 * ``rtseg``: ``Predictor.predict_labels`` (body box, channels-last, folded BatchNorm, in-place blending).
 
 Prints seconds, peak RSS, the speed ratio, and checks the labels agree (share of
@@ -79,10 +79,9 @@ def build_checkpoint(path: Path, args: argparse.Namespace) -> None:
     """
     from rtseg.data.normalization import Normalization
     from rtseg.data.preprocess import Preprocessing, to_network_grid
-    from rtseg.io.checkpoint import save_checkpoint
+    from rtseg.inference.bundle import InferenceBundle, save_bundle
     from rtseg.io.volume import Volume, affine_from_spacing
     from rtseg.models.spec import build_model, model_spec
-    from rtseg.training.checkpoint import inference_metadata
 
     torch.manual_seed(0)
     bf = args.base_filters
@@ -148,14 +147,13 @@ def build_checkpoint(path: Path, args: argparse.Namespace) -> None:
         gain = (CONTEXT_HU / scale) / float(shift.std())
         last.fuse.weight[:, :bf] = gain * ctx[:, :, None, None, None]
         last.fuse.bias.fill_(-gain * float(shift.mean()))  # a shift, not a bias
-    meta = inference_metadata(spec, NAMES, COLORS, pre.to_dict(), tuple(args.roi))
-    save_checkpoint({"model": model.state_dict(), "iteration": 0, **meta}, path)
+    save_bundle(path, InferenceBundle(spec, tuple(NAMES), tuple(COLORS), pre, tuple(args.roi)), model.state_dict())
 
 
 def run_one(args: argparse.Namespace) -> None:
     """Child process: one method, timed, labels saved."""
     torch.set_num_threads(os.cpu_count() or 1)
-    from rtseg.inference.predictor import Predictor, labels_from_logits, load_model, plan_summary
+    from rtseg.inference.predictor import Predictor, load_model, plan_summary
     from rtseg.io.volume import Volume, affine_from_spacing
 
     ct, _ = make_ct(tuple(args.shape))
@@ -180,12 +178,12 @@ def run_one(args: argparse.Namespace) -> None:
 
         t0 = time.perf_counter()
         with torch.inference_mode():
-            image, info = to_network_grid(vol, loaded.preprocessing)
+            image, info = to_network_grid(vol, loaded.bundle.preprocessing)
             t1 = time.perf_counter()
-            logits = sliding_window_inference(torch.from_numpy(image)[None, None], loaded.patch_size, args.batch_size,
+            logits = sliding_window_inference(torch.from_numpy(image)[None, None], loaded.bundle.patch_size, args.batch_size,
                                               loaded.model, overlap=args.overlap, mode="gaussian")
             t2 = time.perf_counter()
-            labels = labels_from_logits(logits[0], info)
+            labels = info.restore_labels(logits[0])
         t3 = time.perf_counter()
         result["seconds"] = t3 - t0
         result["parts"] = {"preprocess": t1 - t0, "network": t2 - t1, "labels": t3 - t2}

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from rtseg.config.schema import DatasetConfig
 from rtseg.data.datasets import list_cases, load_case, load_partial_labels
 from rtseg.data.normalization import Normalization
 from rtseg.data.orientation import to_canonical
@@ -14,13 +15,18 @@ from rtseg.io.volume import Volume
 from synth import make_nifti_dataset
 
 
+def dataset(name: str, path) -> DatasetConfig:
+    """The DATASET section a config with only NAME and PATH set gives."""
+    return DatasetConfig(NAME=name, PATH=str(path), N_CLASSES=6)
+
+
 def test_seed_layout_pairs_by_id_not_order(tmp_path):
     rng = np.random.default_rng(0)
     for cid in ("b", "a", "c"):
         ct = rng.normal(size=(4, 5, 6)).astype(np.float32)
         seg = np.full((4, 5, 6), ord(cid) - ord("a"), np.uint8)
         write_seed_case(tmp_path / "train", cid, ct, seg)
-    refs = list_cases("prostateCT_vol", tmp_path, "train")
+    refs = list_cases(dataset("prostateCT_vol", tmp_path), "train")
     assert [r.case_id for r in refs] == ["a", "b", "c"]
     for r in refs:
         _, lab = load_case(r, 6)
@@ -31,28 +37,28 @@ def test_seed_layout_errors(tmp_path):
     write_seed_case(tmp_path / "train", "p1", np.zeros((4, 4, 4), np.float32), np.zeros((4, 4, 4), np.uint8))
     write_npy(np.zeros((4, 4, 4), np.float32), tmp_path / "train" / "CT" / "p2.npy")
     with pytest.raises(DataError, match="unpaired files \\(CT without SEG: p2\\)"):
-        list_cases("prostateCT_vol", tmp_path, "train")
+        list_cases(dataset("prostateCT_vol", tmp_path), "train")
     write_npy(np.zeros((4, 4, 5), np.uint8), tmp_path / "train" / "SEG" / "p2.npy")
-    refs = list_cases("prostateCT_vol", tmp_path, "train")
+    refs = list_cases(dataset("prostateCT_vol", tmp_path), "train")
     with pytest.raises(DataError, match=r"p2.npy: label shape \(4, 4, 5\) does not match image shape \(4, 4, 4\)"):
         load_case(refs[1], 6)
     write_npy(np.full((4, 4, 4), 7, np.uint8), tmp_path / "train" / "SEG" / "p2.npy")
     with pytest.raises(DataError, match=r"label values \[7\] outside 0..5"):
-        load_case(list_cases("prostateCT_vol", tmp_path, "train")[1], 6)
+        load_case(list_cases(dataset("prostateCT_vol", tmp_path), "train")[1], 6)
     with pytest.raises(DataError, match="split folder not found"):
-        list_cases("prostateCT_vol", tmp_path, "val")
+        list_cases(dataset("prostateCT_vol", tmp_path), "val")
     with pytest.raises(DataError, match="DATASET.PATH .*folder not found"):
-        list_cases("prostateCT_vol", tmp_path / "missing", "train")
+        list_cases(dataset("prostateCT_vol", tmp_path / "missing"), "train")
 
 
 def test_nifti_layout_keeps_geometry_and_reports_missing_labels(tmp_path):
     make_nifti_dataset(tmp_path, n_train=2, n_val=1)
-    refs = list_cases("nifti", tmp_path, "train")
+    refs = list_cases(dataset("nifti", tmp_path), "train")
     img, lab = load_case(refs[0], 6)
     assert img.spacing == pytest.approx((1.5, 1.5, 2.0)) and img.origin == pytest.approx((-20.0, 10.0, 5.0))
     (tmp_path / "train" / "case000_labels.nii.gz").unlink()
     with pytest.raises(DataError, match="CT without labels: case000"):
-        list_cases("nifti", tmp_path, "train")
+        list_cases(dataset("nifti", tmp_path), "train")
 
 
 def test_msd_layout_and_splits(tmp_path):
@@ -65,11 +71,11 @@ def test_msd_layout_and_splits(tmp_path):
         write_nifti(v.with_array(np.zeros((4, 4, 4), np.uint8)), tmp_path / "labelsTr" / f"pel_{i}.nii.gz")
         entries.append({"image": f"./imagesTr/pel_{i}.nii.gz", "label": f"./labelsTr/pel_{i}.nii.gz"})
     (tmp_path / "dataset.json").write_text(json.dumps({"training": entries}))
-    tr = list_cases("msd", tmp_path, "train")
-    va = list_cases("msd", tmp_path, "val")
+    tr = list_cases(dataset("msd", tmp_path), "train")
+    va = list_cases(dataset("msd", tmp_path), "val")
     assert len(tr) == 4 and len(va) == 1 and not {r.case_id for r in tr} & {r.case_id for r in va}
     (tmp_path / "splits.json").write_text(json.dumps({"train": ["pel_0", "pel_1"], "val": ["pel_4"]}))
-    assert [r.case_id for r in list_cases("msd", tmp_path, "val")] == ["pel_4"]
+    assert [r.case_id for r in list_cases(dataset("msd", tmp_path), "val")] == ["pel_4"]
 
 
 def test_partial_labels_openkbp_form(tmp_path):

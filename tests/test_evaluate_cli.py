@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from rtseg.cli import main as cli_main
-from rtseg.evaluation.report import case_id, evaluate_folders
+from rtseg.evaluation.report import evaluate_folders
 from rtseg.evaluation.surface import METRIC_KEYS, case_metrics
+from rtseg.io.naming import label_case_id as case_id
 from rtseg.io.nifti import read_nifti, write_nifti
 from rtseg.io.volume import Volume, affine_from_spacing
 

@@ -14,10 +14,9 @@ from rtseg.data.normalization import Normalization
 from rtseg.data.preprocess import Preprocessing
 from rtseg.errors import ConfigError
 from rtseg.inference.export import export_model, read_onnx_metadata, read_torchscript_metadata
+from rtseg.inference.bundle import InferenceBundle, save_bundle
 from rtseg.inference.predictor import load_model
-from rtseg.io.checkpoint import save_checkpoint
 from rtseg.models.spec import build_model, model_spec
-from rtseg.training.checkpoint import inference_metadata
 
 NAMES = ["background", "prostate", "bladder"]
 ATOL = 1e-3
@@ -33,9 +32,10 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
             mod.running_mean.uniform_(-0.2, 0.2)
             mod.running_var.uniform_(0.5, 2.0)
     pre = Preprocessing(Normalization("ct_window", (-1000.0, 1000.0)), (1.5, 1.5, 2.0))
-    meta = inference_metadata(spec, NAMES, [(0, 255, 255), (204, 0, 102)], pre.to_dict(), (32, 32, 16))
-    return save_checkpoint({"model": model.state_dict(), "iteration": 7, **meta},
-                           tmp_path_factory.mktemp("ckpt") / "model.pt")
+    bundle = InferenceBundle(spec, tuple(NAMES), ((0, 255, 255), (204, 0, 102)), pre, (32, 32, 16), iteration=7)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_bundle(path, bundle, model.state_dict())
+    return path
 
 
 @pytest.fixture(autouse=True)
@@ -90,6 +90,7 @@ def test_torchscript_matches_pytorch(ckpt: Path, tmp_path: Path) -> None:
         np.testing.assert_allclose(got, reference(ckpt, x), atol=ATOL, rtol=0)
     meta = read_torchscript_metadata(out)
     check_metadata(meta, "torchscript")
+    assert InferenceBundle.from_dict(meta) == load_model(ckpt).bundle  # the checkpoint's contract, whole
     assert json.loads((tmp_path / "model.ts.json").read_text()) == meta
 
 

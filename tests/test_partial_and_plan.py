@@ -6,6 +6,7 @@ import torch
 
 from rtseg.config import config_from_dict
 from rtseg.data.cases import prepare_cases
+from rtseg.config.schema import DatasetConfig
 from rtseg.data.datasets import list_cases
 from rtseg.data.normalization import Normalization
 from rtseg.data.plan import choose_patch, estimate_memory_gib, make_plan
@@ -37,7 +38,7 @@ def test_metrics_ignore_unknown_class():
 
 def test_partial_label_json_and_absent_is_unknown(tmp_path):
     root = make_nifti_dataset(tmp_path / "d", n_train=2, n_val=1, shape=(16, 16, 16))
-    refs = list_cases("nifti", root, "train")
+    refs = list_cases(DatasetConfig(NAME="nifti", PATH=str(root), N_CLASSES=6), "train")
     spec = Preprocessing(Normalization("none"))
     known = {refs[0].case_id: [0, 1, 2]}
     cases = prepare_cases(refs, spec, 6, known)
@@ -78,7 +79,7 @@ def test_case_without_organ_contributes_no_loss_in_training(tmp_path):
 
 def test_plan_is_deterministic_and_round_trips_through_checkpoint(tmp_path):
     root = make_nifti_dataset(tmp_path / "d", n_train=3, n_val=1, shape=(24, 24, 16), spacing=(1.5, 1.5, 2.0))
-    refs = list_cases("nifti", root, "train")
+    refs = list_cases(DatasetConfig(NAME="nifti", PATH=str(root), N_CLASSES=6), "train")
     p1 = make_plan(refs, 6, NAMES, stride=8, memory_budget_gib=0.01, base_filters=4, batch_size=2)
     p2 = make_plan(refs, 6, NAMES, stride=8, memory_budget_gib=0.01, base_filters=4, batch_size=2)
     assert json.dumps(p1, sort_keys=True) == json.dumps(p2, sort_keys=True)

@@ -13,92 +13,23 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
 from rtseg.cli import main as cli_main
-from rtseg.data.normalization import Normalization
-from rtseg.data.preprocess import GridInfo, Preprocessing, to_network_grid
+from rtseg.data.preprocess import GridInfo, to_network_grid
 from rtseg.inference.pipeline import find_cases, predict_path
 from rtseg.inference.postprocess import fill_holes, keep_largest_component, postprocess
-from rtseg.inference.predictor import Predictor, body_box, fold_batchnorm, labels_from_logits, load_model
+from rtseg.inference.predictor import Predictor, body_box, fold_batchnorm, load_model
 from rtseg.inference.sliding_window import plan_windows, sliding_window_predict
-from rtseg.io.checkpoint import save_checkpoint
 from rtseg.io.nifti import read_nifti, write_nifti
 from rtseg.io.volume import Volume, affine_from_spacing
-from rtseg.models.spec import build_model, model_spec
-from rtseg.training.checkpoint import inference_metadata
+
+from predict_helpers import ORIENTATIONS, ckpt, ckpt_coarse, make_checkpoint, phantom, reoriented  # noqa: F401 (fixtures)
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-NAMES = ["background", "prostate", "bladder"]
-COLORS = [(0, 255, 255), (204, 0, 102)]
-WINDOW = Normalization("ct_window", (-1000.0, 1000.0))
-
-
-def make_checkpoint(path: Path, target_spacing=None, patch=(16, 16, 16), seed: int = 1) -> Path:
-    """An untrained network with a fixed seed whose 1x1x1 head is set by least squares on a phantom
-    (no gradient training): it then labels air as background and the body as an organ, so the
-    comparisons below compare structured label maps, not noise."""
-    torch.manual_seed(seed)
-    spec = model_spec("ResUnet_3D", 1, len(NAMES), 4, 0.0)
-    model = build_model(spec).eval()
-    # give BatchNorm non-trivial statistics so folding it is a real test
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.BatchNorm3d):
-            mod.running_mean.uniform_(-0.2, 0.2)
-            mod.running_var.uniform_(0.5, 2.0)
-    hu = phantom(shape=(40, 32, 32))
-    target = np.where(hu < -500, 0, np.where(hu > 200, 2, 1)).ravel()
-    with torch.no_grad():
-        feats = model.features(torch.from_numpy(WINDOW(hu))[None, None])[0].reshape(4, -1).T.double().numpy()
-        design = np.c_[feats, np.ones(len(feats))]
-        w = np.linalg.lstsq(design, np.eye(len(NAMES))[target], rcond=None)[0]
-        model.head.weight.copy_(torch.from_numpy(w[:-1].T).float()[:, :, None, None, None])
-        model.head.bias.copy_(torch.from_numpy(w[-1]).float())
-    pre = Preprocessing(WINDOW, target_spacing)
-    meta = inference_metadata(spec, NAMES, COLORS, pre.to_dict(), patch)
-    return save_checkpoint({"model": model.state_dict(), "iteration": 0, **meta}, path)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "native.pt")
-
-
-@pytest.fixture(scope="module")
-def ckpt_coarse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Trained (so to speak) at 2 mm isotropic: inputs at other spacings are resampled."""
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "coarse.pt", target_spacing=(2.0, 2.0, 2.0))
 
 
 @pytest.fixture(autouse=True)
 def only_our_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "rtseg.cli.predict" in cli_main.COMMAND_MODULES
     monkeypatch.setattr(cli_main, "COMMAND_MODULES", ("rtseg.cli.predict",))
-
-
-def phantom(shape=(40, 36, 28), seed: int = 0) -> np.ndarray:
-    """Air around an asymmetric body with two 'organs' (so orientation mistakes show)."""
-    rng = np.random.default_rng(seed)
-    arr = np.full(shape, -1000, np.int16) + rng.integers(-10, 10, shape).astype(np.int16)
-    g = np.indices(shape).astype(np.float32)
-    c = np.array(shape, np.float32) / 2
-    body = ((g[0] - c[0]) / (shape[0] * 0.36)) ** 2 + ((g[1] - c[1]) / (shape[1] * 0.3)) ** 2 <= 1
-    body[:, :, : shape[2] // 6] = False
-    arr[body] = 30
-    arr[(g[0] - 12) ** 2 + (g[1] - 15) ** 2 + (g[2] - 12) ** 2 <= 16] = 400
-    arr[10:18, 20:26, 14:22] = -80
-    return arr
-
-
-def reoriented(vol: Volume, ornt: np.ndarray) -> Volume:
-    """Same voxels in the same world positions, stored in another axis order/direction."""
-    arr = np.ascontiguousarray(nio.apply_orientation(vol.array, ornt))
-    return Volume(arr, vol.affine @ nio.inv_ornt_aff(ornt, vol.shape))
-
-
-ORIENTATIONS = {
-    "flip_x": np.array([[0, -1], [1, 1], [2, 1]]),
-    "lps_like": np.array([[0, -1], [1, -1], [2, 1]]),
-    "permuted": np.array([[2, 1], [0, 1], [1, 1]]),
-    "permuted_flipped": np.array([[1, -1], [2, 1], [0, -1]]),
-}
 
 
 # ----------------------------------------------------------------------------- sliding window
@@ -211,33 +142,14 @@ def test_other_spacing_gives_labels_on_the_input_grid(ckpt_coarse: Path) -> None
     loaded = load_model(ckpt_coarse)
     labels = Predictor(loaded, fold_bn=False).predict_labels(vol)
     assert labels.shape == vol.shape
-    image, info = to_network_grid(vol, loaded.preprocessing)
+    image, info = to_network_grid(vol, loaded.bundle.preprocessing)
     assert info.network_shape != vol.shape
     with torch.no_grad():
-        logits = sliding_window_inference(torch.from_numpy(image)[None, None], loaded.patch_size, 2, loaded.model,
+        logits = sliding_window_inference(torch.from_numpy(image)[None, None], loaded.bundle.patch_size, 2, loaded.model,
                                           overlap=0.5, mode="gaussian")
         up = F.interpolate(logits, size=vol.shape, mode="trilinear", align_corners=False)
     ref = up[0].argmax(0).numpy()
     assert np.mean(labels == ref) > 0.97
-
-
-def test_labels_from_logits_box_equals_full() -> None:
-    """A box whose border is background gives the labels of the whole logits."""
-    info = GridInfo(None, (30, 26, 20), (15, 13, 10), (2.0, 2.0, 2.0))
-    rng = np.random.default_rng(0)
-    full = torch.zeros((3, 15, 13, 10))
-    full[0] = 5.0
-    box = (slice(3, 12), slice(2, 10), slice(1, 9))
-    full[(slice(None),) + box] = torch.from_numpy(rng.normal(size=(3, 9, 8, 8)).astype(np.float32))
-    full[0][box] -= 3.0  # background must not win everywhere in the box
-    shell = torch.ones((15, 13, 10), dtype=torch.bool)
-    shell[4:11, 3:9, 2:8] = False  # the box's outer voxel layer stays background, like the air margin
-    full[0][shell], full[1][shell], full[2][shell] = 5.0, 0.0, 0.0
-    a = labels_from_logits(full, info)
-    b = labels_from_logits(full[(slice(None),) + box].clone(), info, box)
-    assert len(np.unique(a)) == 3
-    np.testing.assert_array_equal(a, b)
-
 
 # ----------------------------------------------------------------------------- pipeline / CLI
 

@@ -8,15 +8,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from rtseg.config import config_from_dict
 from rtseg.config.schema import PELVIS_CLASS_NAMES, SEED_COLOR_MAP
-from rtseg.data.datasets import list_cases, load_case
-from rtseg.evaluation.confusion import ConfusionMatrix
-from rtseg.evaluation.surface import case_metrics
+from rtseg.data.datasets import CaseRef
 from rtseg.io.jsonfile import write_json
+from rtseg.io.naming import prediction_file
 from rtseg.io.nifti import write_nifti
+from rtseg.io.volume import Volume
+from rtseg.inference.evaluate_split import predict_and_score
 from rtseg.inference.predictor import Predictor, load_model
 from rtseg.device import select_device
 from rtseg.training.trainer import fit
@@ -100,21 +100,17 @@ def run_demo(out: Path, cases: int = 24, minutes: float = 3.5, seed: int = 0, ba
     best = out / "run" / "checkpoints" / "best.pt"
     loaded = load_model(best, device)
     predictor = Predictor(loaded, device, overlap=0.25)
-    names = loaded.class_names
+    names = list(loaded.bundle.class_names)
     colors = [tuple(c) for c in cfg.DATASET.colors()]
-    cm = ConfusionMatrix(len(names))
-    rows: list[dict[str, Any]] = []
     pred_dir, fig_dir = out / "predictions", out / "figures"
-    refs = list_cases("nifti", data_dir, "test")
-    for ref in tqdm(refs, desc="test", unit="case"):
-        ct, gt = load_case(ref, 6)
-        pred = predictor.predict(ct)
-        write_nifti(pred, pred_dir / f"{ref.case_id}_pred.nii.gz", np.uint8)
-        cm.update(torch.from_numpy(pred.array.astype(np.int64)), torch.from_numpy(gt.array.astype(np.int64)))
-        rows += [{"case": ref.case_id, **r} for r in case_metrics(pred.array, gt.array, ct.spacing, names)]
+
+    def save_case(ref: CaseRef, ct: Volume, gt: Volume, pred: Volume) -> None:
+        write_nifti(pred, pred_dir / prediction_file(ref.case_id), np.uint8)
         save_gif(ct.array, gt.array, pred.array, fig_dir / f"{ref.case_id}.gif", colors, axis=2, spacing=ct.spacing)
         save_montage(ct.array, gt.array, pred.array, fig_dir / f"{ref.case_id}_montage.png", colors, axis=2, spacing=ct.spacing)
-    seed_m = cm.compute(names)
+
+    scores = predict_and_score(predictor, cfg.DATASET, cfg.DATASET.TEST_SPLIT, on_case=save_case)
+    rows, seed_m, refs = scores.rows, scores.confusion, scores.cases
     organs = names[1:]
     table = {}
     for organ in organs:

@@ -12,13 +12,14 @@ from typing import Optional
 
 import numpy as np
 
+from rtseg.config.schema import DatasetConfig
 from rtseg.errors import DataError
 from rtseg.io.jsonfile import read_json
+from rtseg.io.naming import CT_SUFFIX, LABELS_SUFFIX, cases_in, ct_file, labels_file, nifti_stem
 from rtseg.io.nifti import read_nifti
 from rtseg.io.seed_npy import CT_DIR, SEG_DIR, read_npy, seed_case_ids
 from rtseg.io.volume import Volume
-
-CT_SUFFIX, LABEL_SUFFIX = "_ct.nii.gz", "_labels.nii.gz"
+from rtseg.labels import IGNORE_INDEX
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def _nifti_split(root: Path, split: str, splits_file: Optional[Path] = None) -> 
     if splits_file is not None:
         refs = []
         for cid in _read_splits(splits_file, split):
-            ct, lab = root / f"{cid}{CT_SUFFIX}", root / f"{cid}{LABEL_SUFFIX}"
+            ct, lab = root / ct_file(cid), root / labels_file(cid)
             if not ct.exists() or not lab.exists():
                 raise DataError(f"{splits_file}: case {cid} listed in split {split!r} but {ct.name if not ct.exists() else lab.name} is missing in {root}")
             refs.append(CaseRef(cid, ct, lab, "nifti"))
@@ -48,15 +49,14 @@ def _nifti_split(root: Path, split: str, splits_file: Optional[Path] = None) -> 
     d = root / split
     if not d.is_dir():
         raise DataError(f"{d}: split folder not found (NIfTI layout is PATH/<split>/<id>_ct.nii.gz + <id>_labels.nii.gz)")
-    cts = {p.name[: -len(CT_SUFFIX)]: p for p in d.glob(f"*{CT_SUFFIX}")}
-    labs = {p.name[: -len(LABEL_SUFFIX)]: p for p in d.glob(f"*{LABEL_SUFFIX}")}
+    cts, labs = cases_in(d, CT_SUFFIX), cases_in(d, LABELS_SUFFIX)
     if not cts:
-        raise DataError(f"{d}: no *{CT_SUFFIX} files found")
+        raise DataError(f"{d}: no *{ct_file('')} files found")
     only_ct, only_lab = sorted(set(cts) - set(labs)), sorted(set(labs) - set(cts))
     if only_lab:
         raise DataError(f"{d}: labels without CT: {', '.join(only_lab[:5])}")
     if only_ct:
-        raise DataError(f"{d}: CT without labels: {', '.join(only_ct[:5])} (expected <id>{LABEL_SUFFIX} beside each <id>{CT_SUFFIX})")
+        raise DataError(f"{d}: CT without labels: {', '.join(only_ct[:5])} (expected {labels_file('<id>')} beside each {ct_file('<id>')})")
     return [CaseRef(cid, cts[cid], labs[cid], "nifti") for cid in sorted(cts)]
 
 
@@ -94,7 +94,7 @@ def _msd_split(root: Path, split: str, train: str, val: str) -> list[CaseRef]:
     refs = {}
     for entry in meta.get("training", []):
         img, lab = root / entry["image"], root / entry["label"]
-        cid = Path(entry["image"]).name.replace(".nii.gz", "").replace(".nii", "")
+        cid = nifti_stem(entry["image"]) or Path(entry["image"]).name
         if not img.exists() or not lab.exists():
             raise DataError(f"{dj}: case {cid}: file listed but missing ({img.name if not img.exists() else lab.name})")
         refs[cid] = CaseRef(cid, img, lab, "msd")
@@ -103,19 +103,18 @@ def _msd_split(root: Path, split: str, train: str, val: str) -> list[CaseRef]:
     return [refs[c] for c in msd_split_ids(list(refs), split, root, train, val)]
 
 
-def list_cases(
-    name: str, path: str | Path, split: str, train_split: str = "train", val_split: str = "val", splits_file: str | Path | None = None
-) -> list[CaseRef]:
-    root = Path(path)
+def list_cases(dataset: DatasetConfig, split: str) -> list[CaseRef]:
+    """The cases of ``split`` in the layout ``dataset.NAME`` under ``dataset.PATH``."""
+    root = Path(dataset.PATH)
     if not root.is_dir():
         raise DataError(f"DATASET.PATH {root}: folder not found")
-    if name == "prostateCT_vol":
+    if dataset.NAME == "prostateCT_vol":
         return _seed_split(root, split)
-    if name == "nifti":
-        return _nifti_split(root, split, Path(splits_file) if splits_file else None)
-    if name == "msd":
-        return _msd_split(root, split, train_split, val_split)
-    raise DataError(f"DATASET.NAME {name!r}: expected prostateCT_vol, nifti or msd")
+    if dataset.NAME == "nifti":
+        return _nifti_split(root, split, Path(dataset.SPLITS) if dataset.SPLITS else None)
+    if dataset.NAME == "msd":
+        return _msd_split(root, split, dataset.TRAIN_SPLIT, dataset.VAL_SPLIT)
+    raise DataError(f"DATASET.NAME {dataset.NAME!r}: expected prostateCT_vol, nifti or msd")
 
 
 def load_case(ref: CaseRef, n_classes: int) -> tuple[Volume, Volume]:
@@ -134,9 +133,10 @@ def load_case(ref: CaseRef, n_classes: int) -> tuple[Volume, Volume]:
         if not np.all(np.mod(labels, 1) == 0):
             raise DataError(f"{ref.label}: label values must be integers, found {labels.dtype} with fractions")
     labels = labels.astype(np.int64)
-    bad = np.unique(labels[(labels < 0) | ((labels >= n_classes) & (labels != 250))])
+    bad = np.unique(labels[(labels < 0) | ((labels >= n_classes) & (labels != IGNORE_INDEX))])
     if bad.size:
-        raise DataError(f"{ref.label}: label values {bad[:5].tolist()} outside 0..{n_classes - 1} (N_CLASSES={n_classes}; 250 = ignore)")
+        raise DataError(f"{ref.label}: label values {bad[:5].tolist()} outside 0..{n_classes - 1} "
+                        f"(N_CLASSES={n_classes}; {IGNORE_INDEX} = ignore)")
     return img, lab.with_array(labels.astype(np.uint8))
 
 

@@ -5,11 +5,13 @@ from typing import Optional
 
 import torch
 
+from rtseg.labels import IGNORE_INDEX
+
 
 class ConfusionMatrix:
     """Accumulates an (n, n) matrix [truth, prediction] without host syncs; voxels with the ignore index are skipped."""
 
-    def __init__(self, n_classes: int, device: torch.device | str = "cpu", ignore_index: int = 250) -> None:
+    def __init__(self, n_classes: int, device: torch.device | str = "cpu", ignore_index: int = IGNORE_INDEX) -> None:
         self.n = n_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=device)

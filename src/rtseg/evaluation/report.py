@@ -20,13 +20,8 @@ from tqdm import tqdm
 from rtseg.errors import DataError
 from rtseg.evaluation.surface import FLAG_KEYS, METRIC_KEYS, case_metrics, labels_present
 from rtseg.io.atomic import atomic_path
-from rtseg.io.nifti import NIFTI_SUFFIXES, is_nifti, read_nifti
-
-#: Stripped from a label file's stem to get its case id (``<id>_pred.nii.gz`` -> ``<id>``).
-LABEL_SUFFIXES: tuple[str, ...] = ("_labels", "_label", "_pred", "_seg", "_gt", "_mask")
-#: Files whose stem ends with one of these are images, not labels, and are ignored
-#: (so a folder holding ``<id>_ct.nii.gz`` beside ``<id>_labels.nii.gz`` works as ground truth).
-IMAGE_SUFFIXES: tuple[str, ...] = ("_ct", "_image", "_img", "_0000")
+from rtseg.io.naming import LABEL_SUFFIXES, label_case_id
+from rtseg.io.nifti import read_nifti
 
 CSV_NAME = "metrics.csv"
 SUMMARY_NAME = "summary.json"
@@ -49,26 +44,12 @@ TABLE_METRICS: tuple[str, ...] = ("dice", "iou", "hd", "hd95", "assd", "avg_hd",
 _LIST_MAX = 8
 
 
-def case_id(path: str | os.PathLike[str]) -> str | None:
-    """Case id of a NIfTI label file, or None for images and non-NIfTI files."""
-    name = Path(path).name
-    if not is_nifti(name):
-        return None
-    stem = next(name[: -len(s)] for s in NIFTI_SUFFIXES if name.endswith(s))
-    if stem.endswith(IMAGE_SUFFIXES):
-        return None
-    for suffix in LABEL_SUFFIXES:
-        if stem.endswith(suffix) and len(stem) > len(suffix):
-            return stem[: -len(suffix)]
-    return stem
-
-
 def _index_folder(folder: Path, what: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise DataError(f"{folder}: {what} folder not found")
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        cid = case_id(p) if p.is_file() else None
+        cid = label_case_id(p) if p.is_file() else None  # images beside the labels are skipped
         if cid is None:
             continue
         if cid in found:

@@ -1,64 +1,85 @@
-"""``rtseg val`` / ``rtseg test``: predict a split with a checkpoint on the original grids and score it."""
+"""Predict the cases of a split with a checkpoint, on their original grids, and score them.
+
+``predict_and_score`` is the one predict-and-score loop: ``rtseg val`` / ``rtseg test``
+(``evaluate_split``), ``rtseg demo`` and ``benchmarks/ablation.py`` call it. It lives in
+``inference`` because it runs the ``Predictor``; ``rtseg.evaluation`` stays model-free
+(label arrays in, numbers and reports out), so ``rtseg evaluate`` needs no model code.
+"""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from rtseg.config.schema import Config
-from rtseg.data.datasets import list_cases, load_case, load_partial_labels
+from rtseg.config.schema import Config, DatasetConfig
+from rtseg.data.datasets import CaseRef, list_cases, load_case, load_partial_labels
 from rtseg.errors import ConfigError
 from rtseg.evaluation.confusion import ConfusionMatrix
+from rtseg.evaluation.report import write_long_csv
 from rtseg.evaluation.surface import case_metrics
-from rtseg.io.atomic import atomic_path
-from rtseg.io.jsonfile import write_json
 from rtseg.inference.predictor import Predictor, load_model
+from rtseg.io.jsonfile import write_json
+from rtseg.io.volume import Volume
 
 log = logging.getLogger("rtseg")
+
+CaseHook = Callable[[CaseRef, Volume, Volume, Volume], None]
+"""Called after each case with (case, CT, ground truth, prediction), e.g. to save figures."""
+
+
+@dataclass
+class SplitScores:
+    """What ``predict_and_score`` measured on one split."""
+
+    split: str
+    cases: list[str]
+    rows: list[dict[str, Any]]  # one per case and organ: ``case_metrics`` rows with their "case"
+    confusion: dict[str, Any]  # the seed's metrics over the split: overall_acc, mean_acc, freqw_iou, mean_dice, dice
+
+
+def predict_and_score(predictor: Predictor, dataset: DatasetConfig, split: str,
+                      on_case: Optional[CaseHook] = None) -> SplitScores:
+    """Predict every case of ``split`` and score it against its labels (partial labels respected)."""
+    bundle = predictor.bundle
+    if bundle.n_classes != dataset.N_CLASSES:
+        raise ConfigError(f"DATASET.N_CLASSES is {dataset.N_CLASSES} but checkpoint "
+                          f"{predictor.loaded_model.source} predicts {bundle.n_classes} classes")
+    names = list(bundle.class_names)
+    refs = list_cases(dataset, split)
+    known = load_partial_labels(dataset.PARTIAL_LABELS, [r.case_id for r in refs], names) if dataset.PARTIAL_LABELS else {}
+    cm = ConfusionMatrix(len(names), predictor.device)
+    rows: list[dict[str, Any]] = []
+    for ref in tqdm(refs, desc=split, unit="case"):
+        ct, gt = load_case(ref, dataset.N_CLASSES)
+        pred = predictor.predict(ct)
+        present = set(known[ref.case_id]) if ref.case_id in known else None
+        known_mask = None
+        if present is not None:
+            known_mask = torch.zeros(len(names), dtype=torch.bool)
+            known_mask[sorted(present)] = True
+        cm.update(torch.from_numpy(pred.array.astype(np.int64)), torch.from_numpy(gt.array.astype(np.int64)), known_mask)
+        rows += case_metrics(pred.array, gt.array, ct.spacing, names, classes_present=present, case_id=ref.case_id)
+        if on_case is not None:
+            on_case(ref, ct, gt, pred)
+    return SplitScores(split, [r.case_id for r in refs], rows, cm.compute(names))
 
 
 def evaluate_split(cfg: Config, checkpoint: str | Path, split: str, out_dir: Path, device: torch.device,
                    overlap: float = 0.5, tta: bool = False) -> dict[str, Any]:
-    d = cfg.DATASET
-    loaded = load_model(checkpoint, device)
-    if loaded.n_classes != d.N_CLASSES:
-        raise ConfigError(f"DATASET.N_CLASSES is {d.N_CLASSES} but checkpoint {checkpoint} predicts {loaded.n_classes} classes")
-    names = loaded.class_names
-    refs = list_cases(d.NAME, d.PATH, split, d.TRAIN_SPLIT, d.VAL_SPLIT, d.SPLITS)
-    known = load_partial_labels(d.PARTIAL_LABELS, [r.case_id for r in refs], names) if d.PARTIAL_LABELS else {}
-    predictor = Predictor(loaded, device, overlap=overlap, tta=tta, amp=cfg.TRAINING.AMP)
-    cm = ConfusionMatrix(len(names), device)
-    rows: list[dict[str, Any]] = []
-    for ref in tqdm(refs, desc=f"{split}", unit="case"):
-        img, lab = load_case(ref, d.N_CLASSES)
-        pred = predictor.predict(img)
-        kmask = None
-        present = None
-        if ref.case_id in known:
-            kmask = torch.zeros(len(names), dtype=torch.bool)
-            kmask[known[ref.case_id]] = True
-            present = set(known[ref.case_id])
-        cm.update(torch.from_numpy(pred.array.astype(np.int64)), torch.from_numpy(lab.array.astype(np.int64)), kmask)
-        for row in case_metrics(pred.array, lab.array, img.spacing, names, classes_present=present):
-            rows.append({"case": ref.case_id, **row})
-    metrics = cm.compute(names)
-    result: dict[str, Any] = {"split": split, "checkpoint": str(checkpoint), "n_cases": len(refs), **metrics}
+    """``<split>_metrics.json`` (the seed's metrics) and ``<split>_per_case.csv`` (``rtseg evaluate``'s format)."""
+    predictor = Predictor(load_model(checkpoint, device), device, overlap=overlap, tta=tta, amp=cfg.TRAINING.AMP)
+    scores = predict_and_score(predictor, cfg.DATASET, split)
+    result: dict[str, Any] = {"split": split, "checkpoint": str(checkpoint), "n_cases": len(scores.cases),
+                              **scores.confusion}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(result, out_dir / f"{split}_metrics.json")
-    if rows:
-        import csv
-
-        keys = list(rows[0].keys())
-        with atomic_path(out_dir / f"{split}_per_case.csv") as tmp:
-            with open(tmp, "w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=keys)
-                w.writeheader()
-                w.writerows(rows)
-        result["per_case_csv"] = str(out_dir / f"{split}_per_case.csv")
+    if scores.rows:
+        result["per_case_csv"] = str(write_long_csv(scores.rows, out_dir / f"{split}_per_case.csv"))
     return result
 
 

@@ -33,7 +33,8 @@ import torch.nn as nn
 
 from rtseg import __version__
 from rtseg.errors import ConfigError, RtsegError
-from rtseg.inference.predictor import LoadedModel, load_model
+from rtseg.inference.bundle import InferenceBundle
+from rtseg.inference.predictor import load_model
 from rtseg.io.atomic import atomic_path
 from rtseg.models.spec import model_stride
 
@@ -54,9 +55,9 @@ def _quiet() -> Iterator[None]:
             yield
 
 
-def export_metadata(loaded: LoadedModel, fmt: str, dynamic: bool, stride: int, checkpoint: str | Path) -> dict[str, Any]:
-    in_ch = int(loaded.spec.get("kwargs", {}).get("in_channels", 1))
-    spatial: list[Any] = ["D", "H", "W"] if dynamic else list(loaded.patch_size)
+def export_metadata(bundle: InferenceBundle, fmt: str, dynamic: bool, stride: int, checkpoint: str | Path) -> dict[str, Any]:
+    in_ch = int(bundle.model_spec.get("kwargs", {}).get("in_channels", 1))
+    spatial: list[Any] = ["D", "H", "W"] if dynamic else list(bundle.patch_size)
     return {
         "rtseg_version": __version__,
         "format": fmt,
@@ -70,15 +71,15 @@ def export_metadata(loaded: LoadedModel, fmt: str, dynamic: bool, stride: int, c
             "meaning": "preprocessed image on the network grid: RAS-canonical axes, preprocessing.target_spacing, "
             "preprocessing.normalization applied",
         },
-        "output": {"name": "logits", "dtype": "float32", "shape": ["N" if dynamic else 1, loaded.n_classes, *spatial]},
-        "sliding_window": {"roi": list(loaded.patch_size), "overlap": 0.5, "mode": "gaussian", "sigma_scale": 0.125},
-        **loaded.metadata(),
+        "output": {"name": "logits", "dtype": "float32", "shape": ["N" if dynamic else 1, bundle.n_classes, *spatial]},
+        "sliding_window": {"roi": list(bundle.patch_size), "overlap": 0.5, "mode": "gaussian", "sigma_scale": 0.125},
+        **bundle.to_dict(),
     }
 
 
-def _example(loaded: LoadedModel, stride: int, dynamic: bool) -> torch.Tensor:
-    in_ch = int(loaded.spec.get("kwargs", {}).get("in_channels", 1))
-    size = (2 * stride,) * 3 if dynamic else tuple(loaded.patch_size)
+def _example(bundle: InferenceBundle, stride: int, dynamic: bool) -> torch.Tensor:
+    in_ch = int(bundle.model_spec.get("kwargs", {}).get("in_channels", 1))
+    size = (2 * stride,) * 3 if dynamic else tuple(bundle.patch_size)
     return torch.randn(1, in_ch, *size, generator=torch.Generator().manual_seed(0))
 
 
@@ -151,37 +152,37 @@ def export_model(checkpoint: str | os.PathLike[str], out_path: str | os.PathLike
     if target.is_dir():
         raise ConfigError(f"{target}: --out must be a file name, found a folder")
     loaded = load_model(checkpoint, "cpu")
-    model = loaded.model.eval()
+    model, bundle = loaded.model.eval(), loaded.bundle
     stride = model_stride(model)
-    name = loaded.spec.get("name", "model")
+    name = bundle.model_spec.get("name", "model")
     dynamic = True
     with atomic_path(target) as tmp:
         if format == "onnx":
             try:
-                _export_onnx(model, _example(loaded, stride, True), tmp, stride, dynamic=True)
+                _export_onnx(model, _example(bundle, stride, True), tmp, stride, dynamic=True)
             except Exception as exc:  # fall back to one fixed window
                 log.warning("%s: ONNX export with dynamic spatial axes failed (%s); exporting for patch size %s only",
-                            name, type(exc).__name__, list(loaded.patch_size))
+                            name, type(exc).__name__, list(bundle.patch_size))
                 dynamic = False
                 try:
-                    _export_onnx(model, _example(loaded, stride, False), tmp, stride, dynamic=False)
+                    _export_onnx(model, _example(bundle, stride, False), tmp, stride, dynamic=False)
                 except Exception as exc2:
                     first = str(exc2).strip().splitlines()[0][:200] if str(exc2).strip() else type(exc2).__name__
                     raise RtsegError(f"{checkpoint}: model {name} cannot be exported to ONNX ({first})") from None
-            meta = export_metadata(loaded, format, dynamic, stride, checkpoint)
+            meta = export_metadata(bundle, format, dynamic, stride, checkpoint)
             _embed_onnx(tmp, meta)
         else:
-            meta = export_metadata(loaded, format, True, stride, checkpoint)
+            meta = export_metadata(bundle, format, True, stride, checkpoint)
             try:
                 with _quiet(), torch.no_grad():
-                    traced = torch.jit.trace(model, _example(loaded, stride, True), check_trace=False)
+                    traced = torch.jit.trace(model, _example(bundle, stride, True), check_trace=False)
             except Exception as exc:
                 first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
                 raise RtsegError(f"{checkpoint}: model {name} cannot be traced to TorchScript ({first})") from None
             with _quiet():
                 torch.jit.save(traced, str(tmp), _extra_files={TORCHSCRIPT_EXTRA: json.dumps(meta)})
         if check:
-            x = _example(loaded, stride, dynamic)
+            x = _example(bundle, stride, dynamic)
             if dynamic:  # a size other than the one exported with, to exercise the dynamic axes
                 x = torch.randn(2, x.shape[1], 3 * stride, 2 * stride, stride, generator=torch.Generator().manual_seed(1))
             diff = _parity(model, tmp, format, x)

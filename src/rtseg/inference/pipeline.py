@@ -17,22 +17,21 @@ from pathlib import Path
 from typing import Literal, Optional, Sequence
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from rtseg.data.orientation import to_canonical
 from rtseg.device import resolve_device
 from rtseg.errors import ConfigError, DataError, RtsegError
 from rtseg.inference.postprocess import postprocess
-from rtseg.inference.predictor import LoadedModel, Predictor, load_model, plan_summary
+from rtseg.inference.predictor import Predictor, load_model, plan_summary
 from rtseg.io.atomic import atomic_path
+from rtseg.io.naming import image_case_id, prediction_file
 from rtseg.io.nifti import is_nifti, read_nifti, write_nifti
 from rtseg.io.volume import Volume
 
 log = logging.getLogger("rtseg")
 
 FORMATS = ("nifti", "rtstruct", "png")
-NIFTI_CASE_SUFFIXES = ("_ct", "_image", "_img", "_0000")
 SUMMARY_NAME = "summary.csv"
 
 
@@ -62,15 +61,6 @@ class PredictReport:
         return [r for r in self.results if r.status != "ok"]
 
 
-def nifti_case_name(path: Path) -> str:
-    """``case001_ct.nii.gz`` -> ``case001`` so ``case001_pred.nii.gz`` pairs with ``case001_labels.nii.gz``."""
-    stem = path.name.removesuffix(".gz").removesuffix(".nii")
-    for suf in NIFTI_CASE_SUFFIXES:
-        if stem.endswith(suf) and len(stem) > len(suf):
-            return stem[: -len(suf)]
-    return stem
-
-
 def find_cases(input_path: str | Path, exclude: Optional[Path] = None) -> list[CaseInput]:
     """One NIfTI file; a DICOM series folder (files only, none NIfTI); or a folder of NIfTI files and/or
     series sub-folders, other files ignored (hidden entries and ``exclude``, e.g. the output folder, skipped)."""
@@ -79,7 +69,7 @@ def find_cases(input_path: str | Path, exclude: Optional[Path] = None) -> list[C
         raise DataError(f"{p}: input not found")
     if p.is_file():
         if is_nifti(p):
-            return [CaseInput(nifti_case_name(p), p, "nifti")]
+            return [CaseInput(image_case_id(p), p, "nifti")]
         raise DataError(f"{p}: expected a NIfTI file (.nii, .nii.gz), a DICOM series folder or a folder of those")
     entries = [e for e in sorted(p.iterdir()) if not e.name.startswith(".")]
     if exclude is not None:
@@ -89,7 +79,7 @@ def find_cases(input_path: str | Path, exclude: Optional[Path] = None) -> list[C
     niftis = [e for e in files if is_nifti(e)]
     if files and not niftis and not dirs:
         return [CaseInput(p.resolve().name, p, "dicom")]
-    cases = [CaseInput(nifti_case_name(e), e, "nifti") for e in niftis]
+    cases = [CaseInput(image_case_id(e), e, "nifti") for e in niftis]
     cases += [CaseInput(e.name, e, "dicom") for e in dirs]
     if not cases:
         raise DataError(f"{p}: no NIfTI files or DICOM series folders found")
@@ -124,7 +114,7 @@ def save_overlay(volume: Volume, labels: np.ndarray, colors: Sequence[tuple[int,
 def predict_case(predictor: Predictor, case: CaseInput, output_dir: Path, formats: Sequence[str],
                  largest_component: bool = False, fill_holes: bool = False) -> list[Path]:
     """Outputs of one case; on failure none of them is left behind."""
-    m: LoadedModel = predictor.m
+    bundle = predictor.bundle
     volume = read_case(case)
     labels = predictor.predict_labels(volume)
     log.debug("case %s: %s", case.name, plan_summary(predictor.stats))
@@ -132,16 +122,16 @@ def predict_case(predictor: Predictor, case: CaseInput, output_dir: Path, format
     written: list[Path] = []
     try:
         if "nifti" in formats:
-            written.append(write_nifti(volume.with_array(labels), output_dir / f"{case.name}_pred.nii.gz", dtype=np.uint8))
+            written.append(write_nifti(volume.with_array(labels), output_dir / prediction_file(case.name), dtype=np.uint8))
         if "rtstruct" in formats:
             if case.kind == "dicom":
                 from rtseg.io.rtstruct import write_rtstruct
 
-                written.append(write_rtstruct(labels, volume, m.class_names, m.colors, output_dir / f"{case.name}_rtstruct.dcm"))
+                written.append(write_rtstruct(labels, volume, list(bundle.class_names), list(bundle.colors), output_dir / f"{case.name}_rtstruct.dcm"))
             else:
                 log.info("case %s: no RTSTRUCT (it needs a DICOM series as input)", case.name)
         if "png" in formats:
-            written.append(save_overlay(volume, labels, m.colors, output_dir / f"{case.name}_overlay.png"))
+            written.append(save_overlay(volume, labels, bundle.colors, output_dir / f"{case.name}_overlay.png"))
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)

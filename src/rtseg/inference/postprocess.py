@@ -6,7 +6,7 @@ filled holes take only background voxels (another organ inside a cavity stays).
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 from scipy import ndimage
@@ -19,6 +19,16 @@ def _classes(labels: np.ndarray, classes: Optional[Iterable[int]]) -> list[int]:
     return present if classes is None else [c for c in present if c in set(int(x) for x in classes)]
 
 
+def _organs(out: np.ndarray, classes: Optional[Iterable[int]]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(label, the view of ``out`` in that organ's bounding box, the organ's mask there), organ by organ."""
+    boxes = ndimage.find_objects(out)
+    for c in _classes(out, classes):
+        sl = boxes[c - 1]
+        if sl is not None:
+            sub = out[sl]
+            yield c, sub, sub == c
+
+
 def _structure(connectivity: int) -> np.ndarray:
     if connectivity not in (1, 2, 3):
         raise ConfigError(f"connectivity must be 1 (faces), 2 (edges) or 3 (corners), got {connectivity}")
@@ -29,13 +39,7 @@ def keep_largest_component(labels: np.ndarray, classes: Optional[Iterable[int]] 
     """A copy where each organ keeps only its largest connected component (default 26-connectivity)."""
     out = np.array(labels, copy=True)
     structure = _structure(connectivity)
-    boxes = ndimage.find_objects(out)
-    for c in _classes(out, classes):
-        sl = boxes[c - 1]
-        if sl is None:
-            continue
-        sub = out[sl]
-        mask = sub == c
+    for _, sub, mask in _organs(out, classes):
         comp, n = ndimage.label(mask, structure=structure)
         if n <= 1:
             continue
@@ -53,13 +57,7 @@ def fill_holes(labels: np.ndarray, classes: Optional[Iterable[int]] = None, per_
     rectum with gas.
     """
     out = np.array(labels, copy=True)
-    boxes = ndimage.find_objects(out)
-    for c in _classes(out, classes):
-        sl = boxes[c - 1]
-        if sl is None:
-            continue
-        sub = out[sl]
-        mask = sub == c
+    for c, sub, mask in _organs(out, classes):
         if per_slice:
             filled = np.stack([ndimage.binary_fill_holes(mask[:, :, k]) for k in range(mask.shape[2])], axis=2)
         else:

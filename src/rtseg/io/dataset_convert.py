@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 from pydicom.uid import RTStructureSetStorage
 from tqdm import tqdm
 
 from rtseg.errors import DataError, RtsegError
 from rtseg.io.atomic import atomic_path
 from rtseg.io.dicom_series import LPS_TO_RAS, list_dicom_series, read_dicom_series, scan_dicom_folder
+from rtseg.io.naming import CT_SUFFIX, LABELS_SUFFIX, cases_in, ct_file, labels_file
 from rtseg.io.nifti import read_nifti, write_nifti
+from rtseg.io.orientation import reorient
 from rtseg.io.png_slices import PngReading, natural_key, png_case_to_volumes
 from rtseg.io.rtstruct_read import RoiMappingReport, match_roi_names, read_rtstruct, rtstruct_to_labels
 from rtseg.io.seed_npy import CT_DIR, SEG_DIR, read_npy, write_seed_case
@@ -32,7 +33,7 @@ from rtseg.io.volume import Volume
 
 log = logging.getLogger(__name__)
 
-CT_SUFFIX, LABELS_SUFFIX = "_ct.nii.gz", "_labels.nii.gz"
+NPY_LAYOUT_AXES = "LPS"  # the prostateCT_vol .npy arrays: axis 0 to patient left, 1 to posterior, 2 to superior
 REPORT_NAME = "conversion_report.json"
 _KEEP_DTYPES = (np.dtype(np.int16), np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
@@ -95,8 +96,8 @@ def _run_cases(
 
 def _write_pair(out_dir: Path, case: str, ct: Volume, labels: Volume) -> None:
     ct_dtype = ct.array.dtype if ct.array.dtype in _KEEP_DTYPES else np.float32
-    write_nifti(ct, out_dir / f"{case}{CT_SUFFIX}", dtype=ct_dtype)
-    write_nifti(labels, out_dir / f"{case}{LABELS_SUFFIX}", dtype=np.uint8)
+    write_nifti(ct, out_dir / ct_file(case), dtype=ct_dtype)
+    write_nifti(labels, out_dir / labels_file(case), dtype=np.uint8)
 
 
 # ---------------------------------------------------------------- DICOM --
@@ -193,18 +194,9 @@ def convert_png_dataset(
 
 # ----------------------------------------------------------- legacy_npy --
 
-def to_lps_canonical(volume: Volume) -> Volume:
-    """Permute/flip axes so axis 0 runs to patient left, 1 to posterior, 2 to superior (no resampling)."""
-    tr = ornt_transform(io_orientation(volume.affine), axcodes2ornt(("L", "P", "S")))
-    arr = apply_orientation(volume.array, tr)
-    aff = volume.affine @ inv_ornt_aff(tr, volume.array.shape)
-    return Volume(np.ascontiguousarray(arr), aff, dict(volume.meta))
-
-
 def nifti_case_ids(folder: Path) -> tuple[list[str], list[str]]:
     """(case ids with a CT file, ids that only have a labels file)."""
-    cts = {p.name[: -len(CT_SUFFIX)] for p in folder.glob(f"*{CT_SUFFIX}")}
-    labs = {p.name[: -len(LABELS_SUFFIX)] for p in folder.glob(f"*{LABELS_SUFFIX}")}
+    cts, labs = set(cases_in(folder, CT_SUFFIX)), set(cases_in(folder, LABELS_SUFFIX))
     return sorted(cts, key=natural_key), sorted(labs - cts, key=natural_key)
 
 
@@ -232,13 +224,13 @@ def _fail(exc: RtsegError) -> Callable[[], str | None]:
 
 
 def _nifti_case_to_legacy_npy(d: Path, cid: str, target: Path, n_classes: int | None, onehot: bool) -> str | None:
-    lab_path = d / f"{cid}{LABELS_SUFFIX}"
+    lab_path = d / labels_file(cid)
     if not lab_path.is_file():
-        raise DataError(f"{d / (cid + CT_SUFFIX)}: no matching {cid}{LABELS_SUFFIX}")
-    ct, lab = read_nifti(d / f"{cid}{CT_SUFFIX}"), read_nifti(lab_path)
+        raise DataError(f"{d / ct_file(cid)}: no matching {lab_path.name}")
+    ct, lab = read_nifti(d / ct_file(cid)), read_nifti(lab_path)
     if not lab.same_grid(ct):
         raise DataError(f"{lab_path}: labels (shape {lab.shape}) are not on the CT grid (shape {ct.shape})")
-    ct, lab = to_lps_canonical(ct), to_lps_canonical(lab)
+    ct, lab = reorient(ct, NPY_LAYOUT_AXES)[0], reorient(lab, NPY_LAYOUT_AXES)[0]
     seg = _labels_as_uint8(lab.array, str(lab_path))
     if n_classes is not None and seg.size and int(seg.max()) >= n_classes:
         raise DataError(f"{lab_path}: label {int(seg.max())} found, but only {n_classes} classes")
@@ -263,11 +255,11 @@ def convert_nifti_to_legacy_npy(
     defaults to the largest label in the dataset + 1.
     """
     src, out = _need_dir(input_dir), Path(out_dir)
-    splits = _splits(src, lambda d: any(d.glob(f"*{CT_SUFFIX}")), f"*{CT_SUFFIX} files")
+    splits = _splits(src, lambda d: bool(cases_in(d, CT_SUFFIX)), f"*{ct_file('')} files")
     if onehot and n_classes is None:
         n_classes = 2
         for _, d in splits:
-            for lab in d.glob(f"*{LABELS_SUFFIX}"):
+            for lab in cases_in(d, LABELS_SUFFIX).values():
                 try:
                     n_classes = max(n_classes, int(read_nifti(lab).array.max()) + 1)
                 except (RtsegError, ValueError):
@@ -278,7 +270,7 @@ def convert_nifti_to_legacy_npy(
         target = out / split if split else out
         prefix = f"{split}/" if split else ""
         cases += [(prefix + cid, partial(_nifti_case_to_legacy_npy, d, cid, target, n_classes, onehot)) for cid in ids]
-        cases += [(prefix + cid, _fail(DataError(f"{d / (cid + LABELS_SUFFIX)}: no matching {cid}{CT_SUFFIX}")))
+        cases += [(prefix + cid, _fail(DataError(f"{d / labels_file(cid)}: no matching {ct_file(cid)}")))
                   for cid in orphans]
     return _run_cases(cases, out, "nifti-to-legacy-npy", progress)
 

@@ -27,8 +27,7 @@ class TrainingData:
 
 
 def split_refs(cfg: Config, split: str) -> list[CaseRef]:
-    d = cfg.DATASET
-    return list_cases(d.NAME, d.PATH, split, d.TRAIN_SPLIT, d.VAL_SPLIT, d.SPLITS)
+    return list_cases(cfg.DATASET, split)
 
 
 def build_preprocessing(cfg: Config, train_refs: list[CaseRef], plan: Optional[dict] = None) -> Preprocessing:
