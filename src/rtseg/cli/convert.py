@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rtseg.config.schema import PELVIS_CLASS_NAMES, DatasetConfig
 from rtseg.errors import ConfigError, RtsegError
+from rtseg.cli.dicom_options import add_roi_name_options
 from rtseg.io.dataset_convert import (
     ConversionReport,
     convert_dicom_dataset,
@@ -18,6 +19,7 @@ from rtseg.io.dataset_convert import (
 from rtseg.io.dicom_series import read_dicom_series
 from rtseg.io.nifti import is_nifti, read_nifti, write_nifti
 from rtseg.io.png_slices import DEFAULT_COLOR_TOLERANCE
+from rtseg.io.roi_names import load_roi_name_map, roi_names_for
 from rtseg.io.rtstruct import rtstruct_to_labels, write_rtstruct
 
 NAME = "convert"
@@ -76,13 +78,16 @@ def _rtstruct_to_nifti(args: argparse.Namespace) -> int:
 
 
 def _nifti_to_rtstruct(args: argparse.Namespace) -> int:
-    names = _class_names(args.names)
+    names = _class_names(args.names or DEFAULT_ORGANS)
+    overrides = load_roi_name_map(args.roi_names) if args.roi_names else {}
+    # names given on the command line are used as they are; the default classes get TG-263 names
+    roi_names = roi_names_for(names[1:], overrides) if not args.names or overrides else names[1:]
     colors = parse_color_map(args.colors) if args.colors else DatasetConfig(PATH="", N_CLASSES=len(names)).colors()
     if len(colors) != len(names) - 1:
         raise ConfigError(f"--colors: {len(colors)} colours for {len(names) - 1} ROI names {names[1:]}")
     ct = read_dicom_series(args.series, args.series_uid)
     labels = read_nifti(args.labels)
-    out = write_rtstruct(labels, ct, names, colors, args.out)
+    out = write_rtstruct(labels, ct, names, colors, args.out, roi_names, holes=args.holes)
     print(f"wrote {out}")
     return 0
 
@@ -159,8 +164,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices the labels are on")
     p.add_argument("--labels", required=True, metavar="LABELS.nii.gz", help="label NIfTI on the CT grid")
     p.add_argument("--out", required=True, metavar="RS.dcm", help="output RTSTRUCT file")
-    p.add_argument("--names", nargs="+", default=DEFAULT_ORGANS, metavar="NAME",
-                   help="ROI names for labels 1, 2, ...; default: " + " ".join(DEFAULT_ORGANS))
+    p.add_argument("--names", nargs="+", metavar="NAME",
+                   help="ROI names for labels 1, 2, ..., used as given; default: the TG-263 names of "
+                   + " ".join(DEFAULT_ORGANS))
+    add_roi_name_options(p)
     p.add_argument("--colors", metavar="JSON|FILE", help="ROI colours: JSON [[r,g,b],...], a .json file or a config .yml "
                    "(DATASET.COLOR_MAP); default: the seed's colour map")
     p.add_argument("--series-uid", metavar="UID", help="SeriesInstanceUID to read when the folder holds several series")

@@ -1,15 +1,17 @@
 """RTSTRUCT parsing and rasterisation of its contours onto a CT grid.
 
 Contours are polygons in patient coordinates (LPS mm), one per slice plane;
-they are mapped to voxel indices through the CT's affine and filled with
-scikit-image. Contours on the same slice are XOR-ed, which is how planning
-systems encode holes (a contour nested in another cuts it out).
+they are mapped to voxel indices through the CT's affine and filled by
+:func:`rtseg.io.rasterize.fill_polygons`: contours on the same slice are XOR-ed
+(a contour nested in another cuts it out) and voxel centres on a contour line
+belong to the structure, so both hole encodings (separate inner contours and
+keyhole cuts, rtseg's or plastimatch's) come back as drawn.
 """
 from __future__ import annotations
 
 import logging
 import os
-import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -18,51 +20,14 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import RTStructureSetStorage
-from skimage.draw import polygon as fill_polygon
 
 from rtseg.errors import ConfigError, DataError
 from rtseg.io.dicom_series import LPS_TO_RAS
+from rtseg.io.rasterize import fill_polygons
+from rtseg.io.roi_names import match_roi_names
 from rtseg.io.volume import Volume
 
 log = logging.getLogger(__name__)
-
-# Synonym groups: an ROI whose normalised name is in the group of a class's
-# normalised name is that class. Matching is exact after normalisation, so
-# "Rectum_PRV" or "CTV_Prostate" never match by accident.
-DEFAULT_ROI_SYNONYMS: tuple[tuple[str, ...], ...] = (
-    # pelvis (the seed's classes)
-    ("prostate", "prostate gland", "prostata", "prost", "prostate_o"),
-    ("bladder", "urinary bladder", "bladder_o", "blad", "urinarybladder", "vessie", "harnblase"),
-    ("rectum", "rectum_o", "rect", "rectal", "rektum"),
-    (
-        "femoral_head_left", "femoral head left", "left femoral head", "lt femoral head", "l femoral head",
-        "femoral_head_l", "femoralhead_l", "femoral head lt", "femur_head_l", "femurhead_l", "femur head left",
-        "femur_l", "femur left", "left femur", "lt femur", "femur_lt", "fem_head_l", "femoral_head_lt",
-        "head of femur left", "femur_head_left", "femoral_hd_l",
-    ),
-    (
-        "femoral_head_right", "femoral head right", "right femoral head", "rt femoral head", "r femoral head",
-        "femoral_head_r", "femoralhead_r", "femoral head rt", "femur_head_r", "femurhead_r", "femur head right",
-        "femur_r", "femur right", "right femur", "rt femur", "femur_rt", "fem_head_r", "femoral_head_rt",
-        "head of femur right", "femur_head_right", "femoral_hd_r",
-    ),
-    # head and neck (OpenKBP's classes)
-    ("brainstem", "brain stem", "brain_stem"),
-    ("spinal_cord", "spinalcord", "spinal cord", "cord", "spinal canal"),
-    ("parotid_right", "rightparotid", "right parotid", "parotid_r", "rt parotid", "r parotid", "parotid right", "parotid_rt"),
-    ("parotid_left", "leftparotid", "left parotid", "parotid_l", "lt parotid", "l parotid", "parotid left", "parotid_lt"),
-    ("esophagus", "oesophagus", "esoph"),
-    ("larynx",),
-    ("mandible", "mandible_bone", "jaw", "mandibula"),
-)
-
-_SEP = re.compile(r"[\s_\-]+")
-
-
-def normalize_roi_name(name: str) -> str:
-    """Case-, space-, underscore- and hyphen-insensitive form of an ROI or class name."""
-    return _SEP.sub("", name.strip().lower())
-
 
 @dataclass(frozen=True)
 class Contour:
@@ -192,37 +157,6 @@ def read_rtstruct(path: str | os.PathLike[str]) -> RtStruct:
                     tuple(series), tuple(sops), tuple(rois))
 
 
-def match_roi_names(
-    roi_names: Sequence[str],
-    class_names: Sequence[str],
-    aliases: Mapping[str, Sequence[str]] | None = None,
-) -> dict[str, str]:
-    """Map ROI names to class names (background, class 0, is never matched).
-
-    A class accepts its own name, the default synonym group its name belongs
-    to, and ``aliases[class]``; all compared after :func:`normalize_roi_name`.
-    """
-    aliases = dict(aliases or {})
-    unknown = sorted(set(aliases) - set(class_names))
-    if unknown:
-        raise ConfigError(f"ROI aliases given for unknown classes {unknown}; classes are {list(class_names)}")
-    accept: dict[str, str] = {}
-    for cname in class_names[1:]:
-        key = normalize_roi_name(cname)
-        names = {key}
-        for group in DEFAULT_ROI_SYNONYMS:
-            normed = {normalize_roi_name(g) for g in group}
-            if key in normed:
-                names |= normed
-        names |= {normalize_roi_name(a) for a in aliases.get(cname, ())}
-        for n in names:
-            other = accept.get(n)
-            if other is not None and other != cname:
-                raise ConfigError(f"ROI name {n!r} would match both classes {other!r} and {cname!r}; fix the aliases")
-            accept[n] = cname
-    return {r: accept[normalize_roi_name(r)] for r in roi_names if normalize_roi_name(r) in accept}
-
-
 def _check_reference(rs: RtStruct, series: Volume, rois: Sequence[Roi]) -> None:
     dicom = series.meta.get("dicom") or {}
     ct_frame = str(dicom.get("frame_of_reference_uid", "") or "")
@@ -248,11 +182,15 @@ def _check_reference(rs: RtStruct, series: Volume, rois: Sequence[Roi]) -> None:
 
 
 def rasterize_roi(roi: Roi, series: Volume) -> tuple[np.ndarray, int]:
-    """Filled mask of one ROI on the series grid (contours on a slice XOR-ed) and the number of unusable contours."""
+    """Filled mask of one ROI on the series grid and the number of unusable contours.
+
+    All contours of a slice are filled together (even-odd, centres on a line included).
+    """
     inv = np.linalg.inv(LPS_TO_RAS @ series.affine)
     nx, ny, nz = series.shape
     mask = np.zeros(series.shape, dtype=bool)
     skipped = 0
+    by_slice: dict[int, list[np.ndarray]] = defaultdict(list)
     for c in roi.contours:
         if c.geometric_type not in ("CLOSED_PLANAR", "") or len(c.points) < 3:
             skipped += 1
@@ -263,10 +201,9 @@ def rasterize_roi(roi: Roi, series: Volume) -> tuple[np.ndarray, int]:
         if np.ptp(vox[:, 2]) > 0.5 or abs(k_mean - k) > 0.5 or not 0 <= k < nz:
             skipped += 1
             continue
-        rr, cc = fill_polygon(vox[:, 0], vox[:, 1], shape=(nx, ny))
-        sl = np.zeros((nx, ny), dtype=bool)
-        sl[rr, cc] = True
-        mask[:, :, k] ^= sl
+        by_slice[k].append(vox[:, :2])
+    for k, polys in by_slice.items():
+        mask[:, :, k] = fill_polygons(polys, (nx, ny))
     return mask, skipped
 
 
