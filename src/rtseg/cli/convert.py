@@ -92,6 +92,29 @@ def _nifti_to_rtstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nifti_to_seg(args: argparse.Namespace) -> int:
+    from rtseg.io.seg import write_seg
+
+    classes = _class_names(args.classes)
+    names = roi_names_for(classes[1:], load_roi_name_map(args.roi_names) if args.roi_names else {})
+    colors = parse_color_map(args.colors) if args.colors else DatasetConfig(PATH="", N_CLASSES=len(classes)).colors()
+    ct = read_dicom_series(args.series, args.series_uid)
+    out = write_seg(read_nifti(args.labels), ct, classes, colors, args.out, names)
+    print(f"wrote {out}")
+    return 0
+
+
+def _seg_to_nifti(args: argparse.Namespace) -> int:
+    from rtseg.io.seg import seg_to_labels
+
+    out = _nifti_out(args.out)
+    ct = read_dicom_series(args.series, args.series_uid)
+    labels, report = seg_to_labels(args.seg, ct, _class_names(args.classes), _aliases(args.alias))
+    write_nifti(labels, out, dtype="uint8")
+    print(f"wrote {out}: {report.summary()}")
+    return 0
+
+
 def _dicom_dataset(args: argparse.Namespace) -> int:
     report = convert_dicom_dataset(args.input, args.out, _class_names(args.classes), _aliases(args.alias))
     return _finish(report, args.out)
@@ -172,6 +195,30 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(DATASET.COLOR_MAP); default: the seed's colour map")
     p.add_argument("--series-uid", metavar="UID", help="SeriesInstanceUID to read when the folder holds several series")
     p.set_defaults(func=_nifti_to_rtstruct)
+
+    p = conv.add_parser("nifti-to-seg", help="a label NIfTI -> DICOM SEG against its DICOM CT series",
+                        description="Write the labels as a DICOM Segmentation (one segment per class, coded anatomy, "
+                        "frames referencing the CT slices), which PACS viewers display.")
+    p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices the labels are on")
+    p.add_argument("--labels", required=True, metavar="LABELS.nii.gz", help="label NIfTI on the CT grid")
+    p.add_argument("--out", required=True, metavar="SEG.dcm", help="output SEG file")
+    p.add_argument("--classes", nargs="+", default=DEFAULT_ORGANS, metavar="NAME", help=classes_help)
+    p.add_argument("--roi-names", metavar="FILE", help="JSON or YAML mapping class -> segment label; classes not "
+                   "listed get their AAPM TG-263 name")
+    p.add_argument("--colors", metavar="JSON|FILE", help="segment colours, as for nifti-to-rtstruct")
+    p.add_argument("--series-uid", metavar="UID", help="SeriesInstanceUID to read when the folder holds several series")
+    p.set_defaults(func=_nifti_to_seg)
+
+    p = conv.add_parser("seg-to-nifti", help="a DICOM SEG -> label NIfTI on its CT grid",
+                        description="Read a DICOM Segmentation (rtseg's, TotalSegmentator's, MONAI Label's, ...) made on "
+                        "the CT series; segments are mapped to classes by their labels like RTSTRUCT ROI names.")
+    p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices the SEG refers to")
+    p.add_argument("--seg", required=True, metavar="SEG.dcm", help="the DICOM Segmentation file")
+    p.add_argument("--out", required=True, metavar="LABELS.nii.gz", help="output label NIfTI (uint8)")
+    p.add_argument("--classes", nargs="+", default=DEFAULT_ORGANS, metavar="NAME", help=classes_help)
+    p.add_argument("--alias", action="append", metavar="CLASS=NAMES", help=alias_help)
+    p.add_argument("--series-uid", metavar="UID", help="SeriesInstanceUID to read when the folder holds several series")
+    p.set_defaults(func=_seg_to_nifti)
 
     p = conv.add_parser("dicom-dataset", help="patient folders (CT series + RTSTRUCT) -> NIfTI pairs",
                         description="Convert INPUT/<case>/ (a CT series and its RTSTRUCT) to OUT/<case>_ct.nii.gz and "

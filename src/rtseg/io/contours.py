@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from skimage.measure import find_contours
 
 HOLE_ENCODINGS = ("keyhole", "xor")
 DEFAULT_HOLE_ENCODING = "keyhole"
@@ -43,6 +42,8 @@ def mask_rings(mask2d: np.ndarray) -> list[np.ndarray]:
 
     Only the bounding box is traced (marching squares cost grows with the area scanned).
     """
+    from skimage.measure import find_contours  # lazily: CLI start-up imports this module for its constants
+
     rows = np.flatnonzero(mask2d.any(axis=1))
     if rows.size == 0:
         return []

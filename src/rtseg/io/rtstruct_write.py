@@ -79,7 +79,8 @@ def align_to_grid(labels: Volume, target: Volume, atol: float = 1e-2) -> np.ndar
     )
 
 
-def _dicom_meta(series: Volume) -> dict:
+def referenced_series(series: Volume) -> dict:
+    """The CT's DICOM references (UIDs per slice, patient/study), refused when a derived object could not cite them."""
     dicom = series.meta.get("dicom")
     src = series.meta.get("source", "CT series")
     if not dicom:
@@ -224,7 +225,7 @@ def write_rtstruct(
     """
     if holes not in HOLE_ENCODINGS:
         raise DataError(f"hole encoding {holes!r}: expected one of {', '.join(HOLE_ENCODINGS)}")
-    dicom = _dicom_meta(series)
+    dicom = referenced_series(series)
     roi_names = list(names) if names is not None else roi_names_for(class_names[1:])
     arr = _labels_array(labels, series, class_names, colors, roi_names)
     lps = LPS_TO_RAS @ series.affine
