@@ -7,7 +7,9 @@ on a polygon line (within ``ON_LINE`` voxels). The second part makes files
 whose contours run through the centres of the boundary voxels (rt-utils,
 OpenCV-traced, many TPS exports) and keyhole cuts that pass through voxel
 centres (plastimatch) come back without losing their edge voxels; rtseg's own
-contours pass no centre, so for them only the first part matters.
+contours pass no centre, so for them only the first part matters. A
+contour of one or two points (rt-utils writes such for one-voxel-wide tips)
+thus marks the voxels it touches.
 
 One scanline pass per slice, vectorised over all edges of all polygons.
 """
@@ -88,7 +90,7 @@ def _on_lines(a: np.ndarray, b: np.ndarray, shape: tuple[int, int]) -> np.ndarra
 
 def fill_polygons(polys: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     """Mask of one slice from its polygons in (axis0, axis1) voxel coordinates (see the module rule)."""
-    polys = [np.asarray(p, dtype=np.float64) for p in polys if len(p) >= 3]
+    polys = [np.asarray(p, dtype=np.float64) for p in polys if len(p)]
     if not polys:
         return np.zeros(shape, dtype=bool)
     a, b = _edges(polys)

@@ -192,9 +192,9 @@ def rasterize_roi(roi: Roi, series: Volume) -> tuple[np.ndarray, int]:
     skipped = 0
     by_slice: dict[int, list[np.ndarray]] = defaultdict(list)
     for c in roi.contours:
-        if c.geometric_type not in ("CLOSED_PLANAR", "") or len(c.points) < 3:
+        if c.geometric_type not in ("CLOSED_PLANAR", "") or len(c.points) == 0:
             skipped += 1
-            continue
+            continue  # 1- and 2-point "polygons" (rt-utils writes them for 1-voxel-wide tips) mark the voxels they touch
         vox = c.points @ inv[:3, :3].T + inv[:3, 3]
         k_mean = float(vox[:, 2].mean())
         k = int(round(k_mean))
