@@ -150,8 +150,12 @@ def encode_slice(mask2d: np.ndarray, holes: str) -> list[tuple[np.ndarray, np.nd
     outers = [i for i, a in enumerate(areas) if a < 0]
     inner = [i for i, a in enumerate(areas) if a >= 0]
     children: dict[int, list[np.ndarray]] = {i: [] for i in outers}
+    boxes = {o: (rings[o].min(axis=0), rings[o].max(axis=0)) for o in outers}
     for h in inner:
-        around = [o for o in outers if _inside(rings[h][0], rings[o])]
+        p = rings[h][0]
+        around = [o for o in outers if np.all(boxes[o][0] < p) and np.all(p < boxes[o][1])]
+        if len(around) > 1:  # every hole lies in some outer boundary: test only when the boxes leave a choice
+            around = [o for o in around if _inside(p, rings[o])]
         if around:  # the smallest enclosing outer boundary is the one the hole belongs to
             children[min(around, key=lambda o: -areas[o])].append(rings[h])
     out = []
@@ -180,7 +184,7 @@ def simplify_polygons(polys: Sequence[np.ndarray], tolerance: float, pinned: Seq
     keep = np.zeros(len(pts), dtype=bool)
     keep[starts] = True
     keep[starts + sizes] = True
-    for s, n, c in zip(starts, sizes, closed):
+    for s, c in zip(starts, closed):
         keep[s + int(np.argmax(((c[:-1] - c[0]) ** 2).sum(axis=1)))] = True
     if pinned is not None:
         for s, pin in zip(starts, pinned):
@@ -201,10 +205,9 @@ def simplify_polygons(polys: Sequence[np.ndarray], tolerance: float, pinned: Seq
         first[1:] = piece[order][1:] != piece[order][:-1]
         keep[idx[far][order][first]] = True
     out = []
-    for s, n in zip(starts, sizes):
-        k = keep[s:s + n]
-        poly = polys[len(out)][k]
-        out.append(poly if len(poly) >= 3 else polys[len(out)])
+    for poly, s, n in zip(polys, starts, sizes):
+        kept = poly[keep[s:s + n]]
+        out.append(kept if len(kept) >= 3 else poly)
     return out
 
 
