@@ -26,7 +26,7 @@ from scipy import ndimage
 from rtseg.io.contours import DEFAULT_TOLERANCE_MM, effective_tolerance
 from rtseg.io.dicom_series import read_dicom_series, write_dicom_series
 from rtseg.io.rtstruct import rtstruct_to_labels, write_rtstruct
-from rtseg.io.rtstruct_write import _roi_polygons
+from rtseg.io import rtstruct_write as writer
 from rtseg.io.volume import Volume
 
 BASELINE_COMMIT = "3b0c831"
@@ -71,19 +71,43 @@ def load_baseline(repo: Path):  # noqa: ANN201 - a module loaded from git
     return mod
 
 
-def timed(fn, repeat: int) -> tuple[float, object]:  # noqa: ANN001
-    best, out = float("inf"), None
+def timed(fn, repeat: int) -> tuple[float, float, object]:  # noqa: ANN001
+    """Fastest of ``repeat`` runs: (wall seconds, CPU seconds of this process, result)."""
+    best, out = (float("inf"), float("inf")), None
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        best = min(best, (time.perf_counter() - t0, time.process_time() - c0))
+    return best[0], best[1], out
+
+
+class StageClock:
+    """Wraps a function of rtseg_rtstruct_write so that the time spent in it is summed, inside the full write."""
+
+    def __init__(self, module, name: str) -> None:  # noqa: ANN001
+        self.module, self.name, self.fn, self.seconds = module, name, getattr(module, name), 0.0
+
+    def __enter__(self) -> "StageClock":
+        def wrapped(*a, **k):  # noqa: ANN002, ANN003, ANN202
+            t0 = time.perf_counter()
+            try:
+                return self.fn(*a, **k)
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        setattr(self.module, self.name, wrapped)
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        setattr(self.module, self.name, self.fn)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--slices", type=int, default=160, help="number of CT slices (512x512 each)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per stage; the fastest is reported")
+    ap.add_argument("--rough", type=float, default=0.15,
+                    help="surface wrinkling relative to the organ radius (more: longer, noisier outlines)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the old writer (it takes about a minute)")
     args = ap.parse_args()
     repo = Path(__file__).resolve().parents[1]
@@ -93,27 +117,28 @@ def main() -> int:
         aff = np.diag([-SPACING[0], -SPACING[1], SPACING[2], 1.0])
         aff[:3, 3] = (250.0, 250.0, -160.0)
         write_dicom_series(Volume(np.zeros(shape, np.int16), aff), t / "ct")
-        t_read, ct = timed(lambda: read_dicom_series(t / "ct"), 1)
-        labels = phantom(ct.shape)
+        t_read, c_read, ct = timed(lambda: read_dicom_series(t / "ct"), 1)
+        labels = phantom(ct.shape, args.rough)
         tol = effective_tolerance(DEFAULT_TOLERANCE_MM, ct.spacing[:2])
-
-        def contours() -> int:  # the contour part of write_rtstruct, alone
-            n = 0
-            for c, box in enumerate(ndimage.find_objects(labels), start=1):
-                origin = tuple(b.start for b in box)
-                n += sum(len(p) for _, p in _roi_polygons(labels[box] == c, origin, "keyhole", tol, ct.spacing[:2]))
-            return n
-
-        t_contours, n_points = timed(contours, args.repeat)
-        t_new, _ = timed(lambda: write_rtstruct(labels, ct, CLASSES, COLORS, t / "new.dcm"), args.repeat)
-        rows = [("read DICOM series", t_read), ("contours (marching squares, keyhole, simplify)", t_contours),
-                ("encode + write file (rest of write_rtstruct)", t_new - t_contours), ("rtseg write_rtstruct", t_new)]
+        best = None
+        for _ in range(args.repeat):
+            with StageClock(writer, "_roi_polygons") as clock:
+                t_new, c_new, _ = timed(lambda: write_rtstruct(labels, ct, CLASSES, COLORS, t / "new.dcm"), 1)
+            if best is None or t_new < best[0]:
+                best = (t_new, c_new, clock.seconds)
+        t_new, c_new, t_contours = best
+        n_points = sum(len(c.ContourData) // 3 for r in pydicom.dcmread(t / "new.dcm").ROIContourSequence
+                       for c in r.ContourSequence)
+        rows = [("read DICOM series", t_read, c_read),
+                ("contours (marching squares, keyhole, simplify)", t_contours, None),
+                ("DS formatting, encoding, file write", t_new - t_contours, None),
+                ("rtseg write_rtstruct", t_new, c_new)]
         back, _ = rtstruct_to_labels(t / "new.dcm", ct, CLASSES)
         exact = {CLASSES[c]: bool(np.array_equal(back.array == c, labels == c)) for c in range(1, len(CLASSES))}
         if not args.no_baseline:
             old = load_baseline(repo)
-            t_old, _ = timed(lambda: old.write_rtstruct(labels, ct, CLASSES, COLORS, t / "old.dcm"), 1)
-            rows.append((f"baseline write_rtstruct ({BASELINE_COMMIT})", t_old))
+            t_old, c_old, _ = timed(lambda: old.write_rtstruct(labels, ct, CLASSES, COLORS, t / "old.dcm"), 1)
+            rows.append((f"baseline write_rtstruct ({BASELINE_COMMIT})", t_old, c_old))
             old_back, _ = rtstruct_to_labels(t / "old.dcm", ct, CLASSES)
             n_old = sum(len(c.ContourData) // 3 for r in pydicom.dcmread(t / "old.dcm").ROIContourSequence
                         for c in r.ContourSequence)
@@ -121,9 +146,9 @@ def main() -> int:
                   f"{int(np.count_nonzero(old_back.array != back.array))}")
         print(f"# CT {shape[0]}x{shape[1]}x{shape[2]}, 5 organs, keyhole holes, tolerance {tol:.3f} mm, "
               f"{n_points} contour points, {(t / 'new.dcm').stat().st_size / 1e6:.1f} MB")
-        print(f"{'stage':<50} {'seconds':>8}")
-        for name, sec in rows:
-            print(f"{name:<50} {sec:8.2f}")
+        print(f"{'stage':<50} {'wall s':>8} {'CPU s':>8}")
+        for name, sec, cpu in rows:
+            print(f"{name:<50} {sec:8.2f} {'' if cpu is None else f'{cpu:8.2f}':>8}")
         print(f"{'end to end (read + write)':<50} {t_read + t_new:8.2f}")
         if not args.no_baseline:
             print(f"speed-up of the writer: {t_old / t_new:.1f}x (end to end {(t_read + t_old) / (t_read + t_new):.1f}x)")

@@ -34,7 +34,7 @@ MAX_TOLERANCE_VOXELS = 0.15  # 2 x 0.15 < 0.35, the closest a voxel centre comes
 def signed_area(poly: np.ndarray) -> float:
     """Shoelace area in (axis0, axis1) coordinates: < 0 for outer boundaries, > 0 for holes (skimage's orientation)."""
     x, y = poly[:, 0], poly[:, 1]
-    return float((x * np.roll(y, -1) - np.roll(x, -1) * y).sum() / 2.0)
+    return float((x[:-1] @ y[1:] - x[1:] @ y[:-1] + x[-1] * y[0] - x[0] * y[-1]) / 2.0)
 
 
 def mask_rings(mask2d: np.ndarray) -> list[np.ndarray]:
@@ -117,25 +117,34 @@ def keyhole(outer: np.ndarray, holes: Sequence[np.ndarray]) -> tuple[np.ndarray,
     which then carries this one along. Holes are taken top line first.
     """
     pending = sorted((np.asarray(h) for h in holes), key=lambda h: float(h[:, 1].max()), reverse=True)
+    boxes = [(h.min(axis=0), h.max(axis=0)) for h in pending]
     merged = np.asarray(outer)
     while pending:
         hole = pending.pop(0)
+        boxes.pop(0)
         i = _top_vertex(hole)
-        best, target = _first_contact(hole[i], merged), -1
+        p = hole[i]
+        best, target = _first_contact(p, merged), -1
         for j, other in enumerate(pending):
-            c = _first_contact(hole[i], other)
+            lo, hi = boxes[j]
+            if not (lo[1] <= p[1] <= hi[1] and hi[0] > p[0]):
+                continue  # the ray cannot touch this hole
+            c = _first_contact(p, other)
             if c is not None and (best is None or c[0] < best[0]):
                 best, target = c, j
-        if best is None:  # cannot happen for marching-squares rings; keep the hole as a separate contour
+        if best is None:  # cannot happen for marching-squares rings
             raise ValueError("keyhole: a hole does not lie inside its outer boundary")
         if target < 0:
             merged = _splice(hole, i, merged, *best)
         else:
             pending[target] = _splice(hole, i, pending[target], *best)
+            lo, hi = boxes[target]
+            boxes[target] = (np.minimum(lo, hole.min(axis=0)), np.maximum(hi, hole.max(axis=0)))
     merged = _dedupe(merged)
     # vertices that occur twice are the cut's ends: pin them so simplification keeps the cut exact
-    _, inv, counts = np.unique(merged, axis=0, return_inverse=True, return_counts=True)
-    pinned = np.flatnonzero(counts[inv.ravel()] > 1)
+    order = np.lexsort((merged[:, 1], merged[:, 0]))
+    same = np.all(merged[order][1:] == merged[order][:-1], axis=1)
+    pinned = np.unique(np.concatenate([order[1:][same], order[:-1][same]]))
     return merged, pinned
 
 
@@ -150,10 +159,11 @@ def encode_slice(mask2d: np.ndarray, holes: str) -> list[tuple[np.ndarray, np.nd
     outers = [i for i, a in enumerate(areas) if a < 0]
     inner = [i for i, a in enumerate(areas) if a >= 0]
     children: dict[int, list[np.ndarray]] = {i: [] for i in outers}
-    boxes = {o: (rings[o].min(axis=0), rings[o].max(axis=0)) for o in outers}
+    lo = np.array([rings[o].min(axis=0) for o in outers]).reshape(-1, 2)
+    hi = np.array([rings[o].max(axis=0) for o in outers]).reshape(-1, 2)
     for h in inner:
         p = rings[h][0]
-        around = [o for o in outers if np.all(boxes[o][0] < p) and np.all(p < boxes[o][1])]
+        around = [outers[j] for j in np.flatnonzero(np.all((lo < p) & (p < hi), axis=1))]
         if len(around) > 1:  # every hole lies in some outer boundary: test only when the boxes leave a choice
             around = [o for o in around if _inside(p, rings[o])]
         if around:  # the smallest enclosing outer boundary is the one the hole belongs to
@@ -178,23 +188,32 @@ def simplify_polygons(polys: Sequence[np.ndarray], tolerance: float, pinned: Seq
     if not polys:
         return []
     sizes = np.array([len(p) for p in polys])
-    closed = [np.vstack([p, p[:1]]) * np.asarray(scale) for p in polys]  # closing point repeated
-    pts = np.concatenate(closed)
+    flat = np.concatenate(polys) * np.asarray(scale)
+    owner_flat = np.repeat(np.arange(len(polys)), sizes)
+    at = np.arange(len(flat)) + owner_flat  # where each vertex goes once every polygon has its closing point
     starts = np.concatenate([[0], np.cumsum(sizes + 1)[:-1]])
+    pts = np.empty((len(flat) + len(polys), 2))
+    pts[at] = flat
+    pts[starts + sizes] = pts[starts]  # closing point repeated
     keep = np.zeros(len(pts), dtype=bool)
     keep[starts] = True
     keep[starts + sizes] = True
-    for s, c in zip(starts, closed):
-        keep[s + int(np.argmax(((c[:-1] - c[0]) ** 2).sum(axis=1)))] = True
+    # the vertex farthest from vertex 0, per polygon (closing points excluded)
+    owner = np.repeat(np.arange(len(polys)), sizes + 1)
+    d0 = ((pts - pts[starts][owner]) ** 2).sum(axis=1)
+    d0[starts + sizes] = -1.0
+    far0 = np.flatnonzero(d0 == np.maximum.reduceat(d0, starts)[owner])
+    keep[far0[np.unique(owner[far0], return_index=True)[1]]] = True
     if pinned is not None:
-        for s, pin in zip(starts, pinned):
-            keep[s + np.asarray(pin, dtype=np.int64)] = True
+        pins = [s + np.asarray(pin, dtype=np.int64) for s, pin in zip(starts, pinned) if len(pin)]
+        if pins:
+            keep[np.concatenate(pins)] = True
     idx = np.arange(len(pts))
-    while True:
-        prev = np.maximum.accumulate(np.where(keep, idx, 0))
-        nxt = np.minimum.accumulate(np.where(keep, idx, len(pts) - 1)[::-1])[::-1]
-        d = _segment_distance(pts, pts[prev], pts[nxt])
-        d[keep] = 0.0
+    active = np.flatnonzero(~keep)  # vertices whose piece may still need splitting
+    while active.size:
+        prev = np.maximum.accumulate(np.where(keep, idx, 0))[active]
+        nxt = np.minimum.accumulate(np.where(keep, idx, len(pts) - 1)[::-1])[::-1][active]
+        d = _segment_distance(pts[active], pts[prev], pts[nxt])
         far = d > tolerance
         if not far.any():
             break
@@ -203,12 +222,14 @@ def simplify_polygons(polys: Sequence[np.ndarray], tolerance: float, pinned: Seq
         order = np.lexsort((-d[far], piece))
         first = np.ones(len(order), dtype=bool)
         first[1:] = piece[order][1:] != piece[order][:-1]
-        keep[idx[far][order][first]] = True
-    out = []
-    for poly, s, n in zip(polys, starts, sizes):
-        kept = poly[keep[s:s + n]]
-        out.append(kept if len(kept) >= 3 else poly)
-    return out
+        keep[active[far][order][first]] = True
+        split = np.zeros(len(pts), dtype=bool)
+        split[piece] = True
+        active = active[split[prev] & ~keep[active]]
+    kept = keep[at]
+    counts = np.bincount(owner_flat[kept], minlength=len(polys))
+    pieces = np.split(np.concatenate(polys)[kept], np.cumsum(counts)[:-1])
+    return [piece if len(piece) >= 3 else poly for piece, poly in zip(pieces, polys)]
 
 
 def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
