@@ -107,6 +107,7 @@ def test_references_roi_numbers_and_contour_sizes(tmp_path: Path) -> None:
     # the same class keeps its number whatever else is present
     only = np.where(labels == 5, 5, 0).astype(np.uint8)
     again = pydicom.dcmread(write_rtstruct(only, series, CLASSES, COLORS, tmp_path / "RS5.dcm"))
+    assert_dciodvfy_clean(tmp_path / "RS5.dcm")
     assert [int(r.ROINumber) for r in again.StructureSetROISequence] == [5]
     assert again.StructureSetROISequence[0].ROIName == "Femur_Head_R"
 
@@ -140,6 +141,7 @@ def hfs_contours(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, 
     labels = np.zeros(ct.shape, np.uint8)
     labels[:, :, 8:12] = (ct.array[:, :, 8:12] > 200) * 2  # bone and contrast: real anatomy, holes included
     out = write_rtstruct(labels, ct, CLASSES, COLORS, tmp_path_factory.mktemp("hfs") / "RS.dcm")
+    assert_dciodvfy_clean(out)
     return labels, [c.points for c in read_rtstruct(out).rois[0].contours]
 
 

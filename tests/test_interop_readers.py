@@ -45,6 +45,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     img = reader.Execute()
     sitk.WriteImage(img, str(tmp / "ct.nrrd"))
     files = {h: write_rtstruct(labels, ct, CLASSES, COLORS, tmp / f"RS_{h}.dcm", holes=h) for h in ("keyhole", "xor")}
+    for f in files.values():
+        assert_dciodvfy_clean(f)
     return {"tmp": tmp, "src": src, "ct": ct, "labels": labels, "plain": plain, "img": img, "files": files}
 
 

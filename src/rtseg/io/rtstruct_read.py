@@ -14,7 +14,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pydicom
@@ -207,6 +207,23 @@ def rasterize_roi(roi: Roi, series: Volume) -> tuple[np.ndarray, int]:
     return mask, skipped
 
 
+def merge_class_masks(shape: tuple[int, int, int], class_names: Sequence[str],
+                      class_mask: Callable[[str], np.ndarray | None], report: RoiMappingReport) -> np.ndarray:
+    """Label array from one mask per organ class (None: nothing mapped to it); where classes overlap the higher
+    label wins. Classes without a mask, with an empty one, and overlapping voxels go into ``report``."""
+    labels = np.zeros(shape, dtype=np.uint8 if len(class_names) <= 256 else np.uint16)
+    for idx, cname in enumerate(class_names[1:], start=1):
+        mask = class_mask(cname)
+        if mask is None:
+            report.missing_classes.append(cname)
+        elif not mask.any():
+            report.empty_classes.append(cname)
+        else:
+            report.overlap_voxels += int(np.count_nonzero(labels[mask]))
+            labels[mask] = idx
+    return labels
+
+
 def rtstruct_to_labels(
     rtstruct_path: str | os.PathLike[str] | RtStruct,
     series: Volume,
@@ -226,25 +243,19 @@ def rtstruct_to_labels(
     _check_reference(rs, series, used)
 
     report = RoiMappingReport(mapped=dict(mapping), unmapped=[r.name for r in rs.rois if r.name not in mapping])
-    dtype = np.uint8 if len(class_names) <= 256 else np.uint16
-    labels = np.zeros(series.shape, dtype=dtype)
-    for idx, cname in enumerate(class_names):
-        if idx == 0:
-            continue
+
+    def class_mask(cname: str) -> np.ndarray | None:
         rois = [r for r in used if mapping[r.name] == cname]
         if not rois:
-            report.missing_classes.append(cname)
-            continue
+            return None
         mask = np.zeros(series.shape, dtype=bool)
         for r in rois:
             m, skipped = rasterize_roi(r, series)
             mask |= m
             report.skipped_contours += skipped
-        if not mask.any():
-            report.empty_classes.append(cname)
-            continue
-        report.overlap_voxels += int(np.count_nonzero(labels[mask]))
-        labels[mask] = idx
+        return mask
+
+    labels = merge_class_masks(series.shape, class_names, class_mask, report)
     meta = {k: v for k, v in series.meta.items() if k != "dicom"}
     meta["rtstruct"] = {"path": str(rs.path), "sop_instance_uid": rs.sop_instance_uid}
     return Volume(labels, series.affine.copy(), meta), report

@@ -19,7 +19,7 @@ from rtseg import __version__
 from rtseg.errors import ConfigError, DataError
 from rtseg.io.atomic import atomic_path
 from rtseg.io.roi_names import match_roi_names, roi_names_for, tg263_entry
-from rtseg.io.rtstruct_read import RoiMappingReport
+from rtseg.io.rtstruct_read import RoiMappingReport, merge_class_masks
 from rtseg.io.rtstruct_write import _labels_array, referenced_series
 from rtseg.io.volume import Volume
 
@@ -132,19 +132,12 @@ def seg_to_labels(
         got = seg.get_pixels_by_source_instance(source_sop_instance_uids=[sops[i] for i in present],
                                                 segment_numbers=wanted, assert_missing_frames_are_empty=True)
         pixels[present] = got > 0
-    dtype = np.uint8 if len(class_names) <= 256 else np.uint16
-    labels = np.zeros(series.shape, dtype=dtype)
-    for idx, cname in enumerate(class_names[1:], start=1):
+
+    def class_mask(cname: str) -> np.ndarray | None:
         cols = [wanted.index(n) for n in wanted if mapping[labels_of[n]] == cname]
-        if not cols:
-            report.missing_classes.append(cname)
-            continue
-        mask = pixels[..., cols].any(axis=-1).transpose(2, 1, 0)
-        if not mask.any():
-            report.empty_classes.append(cname)
-            continue
-        report.overlap_voxels += int(np.count_nonzero(labels[mask]))
-        labels[mask] = idx
+        return pixels[..., cols].any(axis=-1).transpose(2, 1, 0) if cols else None
+
+    labels = merge_class_masks(series.shape, class_names, class_mask, report)
     meta = {k: v for k, v in series.meta.items() if k != "dicom"}
     meta["seg"] = {"path": str(p), "sop_instance_uid": str(seg.SOPInstanceUID)}
     return Volume(labels, series.affine.copy(), meta), report
