@@ -133,7 +133,8 @@ def main() -> int:
                 ("contours (marching squares, keyhole, simplify)", t_contours, None),
                 ("DS formatting, encoding, file write", t_new - t_contours, None),
                 ("rtseg write_rtstruct", t_new, c_new)]
-        back, _ = rtstruct_to_labels(t / "new.dcm", ct, CLASSES)
+        t_back, c_back, (back, _) = timed(lambda: rtstruct_to_labels(t / "new.dcm", ct, CLASSES), 1)
+        rows.append(("read back (rtstruct_to_labels)", t_back, c_back))
         exact = {CLASSES[c]: bool(np.array_equal(back.array == c, labels == c)) for c in range(1, len(CLASSES))}
         if not args.no_baseline:
             old = load_baseline(repo)

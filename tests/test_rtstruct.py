@@ -60,6 +60,7 @@ def test_read_rtstruct_example_matches_pydicom() -> None:
         assert roi.color == tuple(int(v) for v in rc.ROIDisplayColor)
         for ours, theirs in zip(roi.contours, rc.get("ContourSequence", [])):
             assert ours.points.shape == (int(theirs.NumberOfContourPoints), 3)
+            np.testing.assert_array_equal(ours.points.ravel(), [float(v) for v in theirs.ContourData])
     assert sum(len(r.contours) for r in rs.rois) == 441
     ref = ds.ReferencedFrameOfReferenceSequence[0]
     assert rs.frame_of_reference_uids == (ref.FrameOfReferenceUID,)

@@ -196,29 +196,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--series-uid", metavar="UID", help="SeriesInstanceUID to read when the folder holds several series")
     p.set_defaults(func=_nifti_to_rtstruct)
 
-    p = conv.add_parser("nifti-to-seg", help="a label NIfTI -> DICOM SEG against its DICOM CT series",
-                        description="Write the labels as a DICOM Segmentation (one segment per class, coded anatomy, "
-                        "frames referencing the CT slices), which PACS viewers display.")
-    p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices the labels are on")
-    p.add_argument("--labels", required=True, metavar="LABELS.nii.gz", help="label NIfTI on the CT grid")
-    p.add_argument("--out", required=True, metavar="SEG.dcm", help="output SEG file")
-    p.add_argument("--classes", nargs="+", default=DEFAULT_ORGANS, metavar="NAME", help=classes_help)
-    p.add_argument("--roi-names", metavar="FILE", help="JSON or YAML mapping class -> segment label; classes not "
-                   "listed get their AAPM TG-263 name")
-    p.add_argument("--colors", metavar="JSON|FILE", help="segment colours, as for nifti-to-rtstruct")
-    p.add_argument("--series-uid", metavar="UID", help="SeriesInstanceUID to read when the folder holds several series")
-    p.set_defaults(func=_nifti_to_seg)
-
-    p = conv.add_parser("seg-to-nifti", help="a DICOM SEG -> label NIfTI on its CT grid",
-                        description="Read a DICOM Segmentation (rtseg's, TotalSegmentator's, MONAI Label's, ...) made on "
-                        "the CT series; segments are mapped to classes by their labels like RTSTRUCT ROI names.")
-    p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices the SEG refers to")
-    p.add_argument("--seg", required=True, metavar="SEG.dcm", help="the DICOM Segmentation file")
-    p.add_argument("--out", required=True, metavar="LABELS.nii.gz", help="output label NIfTI (uint8)")
-    p.add_argument("--classes", nargs="+", default=DEFAULT_ORGANS, metavar="NAME", help=classes_help)
-    p.add_argument("--alias", action="append", metavar="CLASS=NAMES", help=alias_help)
-    p.add_argument("--series-uid", metavar="UID", help="SeriesInstanceUID to read when the folder holds several series")
-    p.set_defaults(func=_seg_to_nifti)
+    _register_seg(conv, classes_help, alias_help)
 
     p = conv.add_parser("dicom-dataset", help="patient folders (CT series + RTSTRUCT) -> NIfTI pairs",
                         description="Convert INPUT/<case>/ (a CT series and its RTSTRUCT) to OUT/<case>_ct.nii.gz and "
@@ -260,3 +238,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for the NIfTI pairs")
     _spacing(p, "voxel size in mm along columns, rows and slices (the .npy files have none; default 1 1 1)")
     p.set_defaults(func=_seed_to_nifti)
+
+
+def _register_seg(conv: argparse._SubParsersAction, classes_help: str, alias_help: str) -> None:
+    """nifti-to-seg and seg-to-nifti: DICOM Segmentation out and in."""
+    p = conv.add_parser("nifti-to-seg", help="a label NIfTI -> DICOM SEG against its DICOM CT series",
+                        description="Write the labels as a DICOM Segmentation (one segment per class, coded anatomy, "
+                        "frames referencing the CT slices), which PACS viewers display.")
+    p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices the labels are on")
+    p.add_argument("--labels", required=True, metavar="LABELS.nii.gz", help="label NIfTI on the CT grid")
+    p.add_argument("--out", required=True, metavar="SEG.dcm", help="output SEG file")
+    p.add_argument("--classes", nargs="+", default=DEFAULT_ORGANS, metavar="NAME", help=classes_help)
+    p.add_argument("--roi-names", metavar="FILE", help="JSON or YAML mapping class -> segment label; classes not "
+                   "listed get their AAPM TG-263 name")
+    p.add_argument("--colors", metavar="JSON|FILE", help="segment colours, as for nifti-to-rtstruct")
+    p.add_argument("--series-uid", metavar="UID", help="SeriesInstanceUID to read when the folder holds several series")
+    p.set_defaults(func=_nifti_to_seg)
+
+    p = conv.add_parser("seg-to-nifti", help="a DICOM SEG -> label NIfTI on its CT grid",
+                        description="Read a DICOM Segmentation (rtseg's, TotalSegmentator's, MONAI Label's, ...) made on "
+                        "the CT series; segments are mapped to classes by their labels like RTSTRUCT ROI names.")
+    p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices the SEG refers to")
+    p.add_argument("--seg", required=True, metavar="SEG.dcm", help="the DICOM Segmentation file")
+    p.add_argument("--out", required=True, metavar="LABELS.nii.gz", help="output label NIfTI (uint8)")
+    p.add_argument("--classes", nargs="+", default=DEFAULT_ORGANS, metavar="NAME", help=classes_help)
+    p.add_argument("--alias", action="append", metavar="CLASS=NAMES", help=alias_help)
+    p.add_argument("--series-uid", metavar="UID", help="SeriesInstanceUID to read when the folder holds several series")
+    p.set_defaults(func=_seg_to_nifti)

@@ -88,10 +88,25 @@ def _on_lines(a: np.ndarray, b: np.ndarray, shape: tuple[int, int]) -> np.ndarra
     return mask
 
 
-def fill_polygons(polys: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """Mask of one slice from its polygons in (axis0, axis1) voxel coordinates (see the module rule)."""
+def fill_box(polys: Sequence[np.ndarray], shape: tuple[int, int]) -> tuple[tuple[slice, slice], np.ndarray]:
+    """The filled mask of one slice's polygons inside their bounding box (clipped to ``shape``), and that box."""
     polys = [np.asarray(p, dtype=np.float64) for p in polys if len(p)]
     if not polys:
-        return np.zeros(shape, dtype=bool)
+        return (slice(0, 0), slice(0, 0)), np.zeros((0, 0), dtype=bool)
     a, b = _edges(polys)
-    return _interior(a, b, shape) | _on_lines(a, b, shape)
+    lo = np.clip(np.floor(a.min(axis=0)).astype(np.int64) - 1, 0, shape)
+    hi = np.clip(np.ceil(a.max(axis=0)).astype(np.int64) + 2, 0, shape)
+    box = (slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])))
+    sub = (int(hi[0] - lo[0]), int(hi[1] - lo[1]))
+    if sub[0] <= 0 or sub[1] <= 0:
+        return box, np.zeros((max(sub[0], 0), max(sub[1], 0)), dtype=bool)
+    a, b = a - lo, b - lo
+    return box, _interior(a, b, sub) | _on_lines(a, b, sub)
+
+
+def fill_polygons(polys: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Mask of one slice from its polygons in (axis0, axis1) voxel coordinates (see the module rule)."""
+    mask = np.zeros(shape, dtype=bool)
+    box, filled = fill_box(polys, shape)
+    mask[box] = filled
+    return mask

@@ -23,7 +23,7 @@ from pydicom.uid import RTStructureSetStorage
 
 from rtseg.errors import ConfigError, DataError
 from rtseg.io.dicom_series import LPS_TO_RAS
-from rtseg.io.rasterize import fill_polygons
+from rtseg.io.rasterize import fill_box
 from rtseg.io.roi_names import match_roi_names
 from rtseg.io.volume import Volume
 
@@ -100,11 +100,31 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(ds.get(keyword, "") or "")
 
 
+CONTOUR_DATA = 0x30060050
+
+
+def _contour_values(item: Dataset, where: str) -> np.ndarray:
+    """ContourData as floats, parsed straight from the file's bytes when pydicom has not decoded it yet.
+
+    Decoding a DS value by value is the slow part of reading a large structure set.
+    """
+    if CONTOUR_DATA not in item:
+        return np.empty(0)
+    elem = item.get_item(CONTOUR_DATA)
+    try:
+        if getattr(elem, "is_raw", False) and isinstance(elem.value, bytes):
+            text = elem.value.strip(b" \0")
+            return np.array(text.split(b"\\"), dtype="S32").astype(np.float64) if text else np.empty(0)
+        value = item.ContourData
+        return np.asarray([float(v) for v in (value if elem.VM > 1 else [value])], dtype=np.float64)
+    except (ValueError, TypeError):
+        raise DataError(f"{where}: ContourData holds values that are not numbers") from None
+
+
 def _parse_contour(item: Dataset, where: str) -> Contour | None:
-    data = item.get("ContourData")
-    if not data:
+    pts = _contour_values(item, where)
+    if pts.size == 0:
         return None
-    pts = np.asarray([float(v) for v in data], dtype=np.float64)
     if pts.size % 3:
         raise DataError(f"{where}: ContourData has {pts.size} values, not a multiple of 3")
     uids = tuple(_text(c, "ReferencedSOPInstanceUID") for c in item.get("ContourImageSequence", []))
@@ -203,7 +223,8 @@ def rasterize_roi(roi: Roi, series: Volume) -> tuple[np.ndarray, int]:
             continue
         by_slice[k].append(vox[:, :2])
     for k, polys in by_slice.items():
-        mask[:, :, k] = fill_polygons(polys, (nx, ny))
+        box, filled = fill_box(polys, (nx, ny))
+        mask[box + (k,)] = filled
     return mask, skipped
 
 
