@@ -274,6 +274,14 @@ def test_tg263_names_by_default_and_the_mapping_file(tmp_path: Path) -> None:
         roi_names_for(organs[:3], {"kidney": "Niere"})
     with pytest.raises(ConfigError, match="two ROIs the same"):
         roi_names_for(organs[:3], {"bladder": "Rectum"})
+    with pytest.raises(ConfigError, match="1 to 64 characters"):
+        roi_names_for(organs[:3], {"bladder": "x" * 65})
+    series = _small_series(tmp_path)
+    labels = np.zeros(series.shape, np.uint8)
+    labels[2:5, 2:5, 2] = 1
+    with pytest.raises(ConfigError, match="two ROIs the same"):  # names given as they are are checked too
+        write_rtstruct(labels, series, CLASSES, COLORS, tmp_path / "RS.dcm", names=["A", "b", "c", "d", "a"])
+    assert not (tmp_path / "RS.dcm").exists()
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="mapping of class name"):
         load_roi_name_map(tmp_path / "bad.json")

@@ -119,13 +119,20 @@ def roi_names_for(organs: Sequence[str], overrides: Mapping[str, str] | None = N
     for cls in organs:
         entry = tg263_entry(cls)
         names.append(overrides.get(cls) or (entry[0] if entry else cls))
-    bad = [n for n in names if len(n) > 64 or "\\" in n]
+    return check_roi_names(names)
+
+
+def check_roi_names(names: Sequence[str]) -> list[str]:
+    """``names`` if they can be written as ROI names: DICOM LO (<= 64 characters, no backslash), not empty,
+    and no two the same after :func:`roi_key` (a reader could not tell them apart)."""
+    bad = [n for n in names if not n.strip() or len(n) > 64 or "\\" in n]
     if bad:
-        raise ConfigError(f"ROI names {bad}: at most 64 characters and no backslash (DICOM LO)")
-    dup = sorted({n for n in names if [roi_key(m) for m in names].count(roi_key(n)) > 1})
+        raise ConfigError(f"ROI names {bad}: expected 1 to 64 characters without backslash (DICOM LO)")
+    keys = [roi_key(n) for n in names]
+    dup = sorted({n for n, k in zip(names, keys) if keys.count(k) > 1})
     if dup:
         raise ConfigError(f"ROI names {dup} would name two ROIs the same; give each class its own name")
-    return names
+    return list(names)
 
 
 def match_roi_names(

@@ -34,7 +34,7 @@ from rtseg.io.atomic import atomic_path
 from rtseg.io.contours import DEFAULT_HOLE_ENCODING, DEFAULT_TOLERANCE_MM, HOLE_ENCODINGS, effective_tolerance, \
     encode_slice, simplify_polygons
 from rtseg.io.dicom_series import LPS_TO_RAS, new_dicom_dataset
-from rtseg.io.roi_names import roi_names_for
+from rtseg.io.roi_names import check_roi_names, roi_names_for
 from rtseg.io.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def write_rtstruct(
     if holes not in HOLE_ENCODINGS:
         raise DataError(f"hole encoding {holes!r}: expected one of {', '.join(HOLE_ENCODINGS)}")
     dicom = referenced_series(series)
-    roi_names = list(names) if names is not None else roi_names_for(class_names[1:])
+    roi_names = check_roi_names(names) if names is not None else roi_names_for(class_names[1:])
     arr = _labels_array(labels, series, class_names, colors, roi_names)
     lps = LPS_TO_RAS @ series.affine
     sops, classes = dicom["sop_instance_uids"], dicom["sop_class_uids"]

@@ -18,7 +18,7 @@ import numpy as np
 from rtseg import __version__
 from rtseg.errors import ConfigError, DataError
 from rtseg.io.atomic import atomic_path
-from rtseg.io.roi_names import match_roi_names, roi_names_for, tg263_entry
+from rtseg.io.roi_names import check_roi_names, match_roi_names, roi_names_for, tg263_entry
 from rtseg.io.rtstruct_read import RoiMappingReport, merge_class_masks
 from rtseg.io.rtstruct_write import _labels_array, referenced_series
 from rtseg.io.volume import Volume
@@ -55,7 +55,7 @@ def write_seg(
     from pydicom.sr.codedict import codes
 
     dicom = referenced_series(series)
-    seg_names = list(names) if names is not None else roi_names_for(class_names[1:])
+    seg_names = check_roi_names(names) if names is not None else roi_names_for(class_names[1:])
     arr = _labels_array(labels, series, class_names, colors, seg_names)
     try:
         sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in dicom["files"]]
