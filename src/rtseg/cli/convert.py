@@ -81,7 +81,7 @@ def _nifti_to_rtstruct(args: argparse.Namespace) -> int:
     names = _class_names(args.names or DEFAULT_ORGANS)
     overrides = load_roi_name_map(args.roi_names) if args.roi_names else {}
     # names given on the command line are used as they are; the default classes get TG-263 names
-    roi_names = roi_names_for(names[1:], overrides) if not args.names or overrides else names[1:]
+    roi_names = roi_names_for(names[1:], overrides, tg263=not args.names)
     colors = parse_color_map(args.colors) if args.colors else DatasetConfig(PATH="", N_CLASSES=len(names)).colors()
     if len(colors) != len(names) - 1:
         raise ConfigError(f"--colors: {len(colors)} colours for {len(names) - 1} ROI names {names[1:]}")

@@ -109,15 +109,17 @@ def load_roi_name_map(path: str | os.PathLike[str]) -> dict[str, str]:
     return {k: v.strip() for k, v in data.items()}
 
 
-def roi_names_for(organs: Sequence[str], overrides: Mapping[str, str] | None = None) -> list[str]:
-    """ROI names for organ classes (labels 1..N): the override, else the TG-263 name, else the class name."""
+def roi_names_for(organs: Sequence[str], overrides: Mapping[str, str] | None = None, *,
+                  tg263: bool = True) -> list[str]:
+    """ROI names for organ classes (labels 1..N): the override, else the TG-263 name (unless ``tg263`` is
+    False), else the class name."""
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(organs))
     if unknown:
         raise ConfigError(f"ROI names given for unknown classes {unknown}; classes are {list(organs)}")
     names = []
     for cls in organs:
-        entry = tg263_entry(cls)
+        entry = tg263_entry(cls) if tg263 else None
         names.append(overrides.get(cls) or (entry[0] if entry else cls))
     return check_roi_names(names)
 
