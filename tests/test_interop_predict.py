@@ -41,3 +41,17 @@ def test_predict_writes_rtstruct_and_seg_that_agree(tmp_path: Path) -> None:
     from_seg, _ = seg_to_labels(seg, series, NAMES, aliases)
     np.testing.assert_array_equal(from_rs.array, pred)
     np.testing.assert_array_equal(from_seg.array, pred)
+
+
+def test_predict_roi_name_mistakes_are_one_line(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    series_dir = need_series()
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    base = ["predict", "--checkpoint", str(ckpt), "--input", str(series_dir), "--output", str(tmp_path / "out"),
+            "--format", "rtstruct", "--device", "cpu", "--roi-names"]
+    assert cli_main.main([*base, str(tmp_path / "missing.json")]) == 2
+    assert "missing.json: ROI name mapping file not found" in capsys.readouterr().err
+    (tmp_path / "names.json").write_text(json.dumps({"kidney": "Niere"}))
+    assert cli_main.main([*base, str(tmp_path / "names.json")]) == 2
+    err = capsys.readouterr().err
+    assert "ROI names given for unknown classes ['kidney']" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # refused before any output

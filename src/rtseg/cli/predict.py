@@ -16,8 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Predict organ labels for one CT or a batch. --input is a NIfTI file, a DICOM series folder, or a "
         "folder of NIfTI files and/or series sub-folders. Per case CASE (file name without _ct/_image/_0000 and "
         ".nii[.gz], or the series folder's name) writes CASE_pred.nii.gz on the input grid, CASE_rtstruct.dcm and "
-        "CASE_seg.dcm (DICOM input only, referencing the input series) and CASE_overlay.png, as chosen with --format, plus summary.csv "
-        "(case, status, seconds, error) for all cases. A failing case is reported and the others go on; the exit "
+        "CASE_seg.dcm (DICOM input only, referencing the input series) and CASE_overlay.png, as chosen with "
+        "--format, plus summary.csv (case, status, seconds, error) for all cases. A failing case is reported and the others go on; the exit "
         "status is 1 if any case failed. See docs/PREDICT.md.",
     )
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint written by 'rtseg train' (.pt)")

@@ -26,6 +26,7 @@ from rtseg.inference.postprocess import postprocess
 from rtseg.inference.predictor import LoadedModel, Predictor, load_model, plan_summary
 from rtseg.io.atomic import atomic_path
 from rtseg.io.nifti import is_nifti, read_nifti, write_nifti
+from rtseg.io.roi_names import load_roi_name_map, roi_names_for
 from rtseg.io.volume import Volume
 
 log = logging.getLogger("rtseg")
@@ -197,11 +198,11 @@ def predict_path(
     cases = find_cases(input, exclude=out)
     if ("rtstruct" in fmts or "seg" in fmts) and all(c.kind == "nifti" for c in cases):
         log.warning("RTSTRUCT/SEG output needs DICOM series input; the NIfTI input gets none")
-    from rtseg.io.roi_names import load_roi_name_map
-
     roi_name_map = load_roi_name_map(roi_names) if roi_names else None
     dev = resolve_device(device)
     loaded = load_model(checkpoint, dev)
+    if roi_name_map:
+        roi_names_for(loaded.class_names[1:], roi_name_map)  # a mapping naming unknown classes fails once, here
     predictor = Predictor(loaded, dev, overlap=overlap, tta=tta, batch_size=batch_size, compile=compile,
                           progress=len(cases) == 1)
     out.mkdir(parents=True, exist_ok=True)
