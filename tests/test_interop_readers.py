@@ -179,3 +179,25 @@ def test_seg_cli_round_trip_and_refusal(tmp_path: Path, capsys: pytest.CaptureFi
                           str(tmp_path / "lab.nii.gz"), "--out", str(tmp_path / "x.nii.gz")]) == 2
     assert "not a readable DICOM Segmentation" in capsys.readouterr().err
     assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_rtseg_reads_a_fractional_seg_written_by_highdicom(tmp_path: Path) -> None:
+    """Another tool's SEG: FRACTIONAL probabilities, its own segment labels, only some slices referenced."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    write_dicom_series(Volume(np.zeros((30, 26, 6), np.int16), np.diag([-1.2, -1.2, 2.5, 1.0])), tmp_path / "ct")
+    series = read_dicom_series(tmp_path / "ct")
+    sources = [pydicom.dcmread(f) for f in series.meta["dicom"]["files"]]
+    prob = np.zeros((6, 26, 30), np.float32)  # (slice, row, column)
+    prob[1:4, 5:15, 8:20] = 0.9
+    prob[2, 8:10, 10:14] = 0.3  # below one half: not in the organ
+    algo = hd.AlgorithmIdentificationSequence(name="other", family=codes.cid7162.ArtificialIntelligence, version="1")
+    desc = hd.seg.SegmentDescription(1, "urinary_bladder", codes.SCT.AnatomicalStructure, codes.SCT.Bladder,
+                                     hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algo)
+    seg = hd.seg.Segmentation(sources, prob[..., None], hd.seg.SegmentationTypeValues.FRACTIONAL, [desc], hd.UID(), 5,
+                              hd.UID(), 1, "other", "other", "1", "0")
+    seg.save_as(tmp_path / "seg.dcm")
+    back, report = seg_to_labels(tmp_path / "seg.dcm", series, CLASSES)
+    assert report.mapped == {"urinary_bladder": "bladder"}
+    np.testing.assert_array_equal(back.array, (prob >= 0.5).transpose(2, 1, 0) * 2)

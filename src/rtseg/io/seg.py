@@ -131,7 +131,8 @@ def seg_to_labels(
         present = [i for i, s in enumerate(sops) if s in referenced]
         got = seg.get_pixels_by_source_instance(source_sop_instance_uids=[sops[i] for i in present],
                                                 segment_numbers=wanted, assert_missing_frames_are_empty=True)
-        pixels[present] = got > 0
+        # BINARY frames are 0/1; FRACTIONAL ones come rescaled to [0, 1]: a voxel is in the segment from 0.5 on
+        pixels[present] = got >= 0.5 if np.issubdtype(got.dtype, np.floating) else got > 0
 
     def class_mask(cname: str) -> np.ndarray | None:
         cols = [wanted.index(n) for n in wanted if mapping[labels_of[n]] == cname]
