@@ -5,9 +5,11 @@ Data: a synthetic 512x512x160 CT series (0.977 x 0.977 x 2 mm, written with
 hollow, so every one of its slices has a hole). Baseline: ``write_rtstruct``
 as of commit 3b0c831 (scikit-image ``approximate_polygon`` per contour, pydicom
 DS values), loaded from git in the same run. Both files are read back with
-rtseg's reader and compared voxel by voxel with the labels.
+rtseg's reader and compared voxel by voxel with the labels. Wall and CPU
+seconds are printed (CPU is the steadier figure on a shared machine); the
+stage split is clocked inside the timed write. Figures: docs/CLINICAL_IO.md.
 
-    PYTHONPATH=src python benchmarks/rtstruct_write.py [--slices 160] [--repeat 3]
+    PYTHONPATH=src python benchmarks/rtstruct_write.py [--slices 160] [--repeat 3] [--rough 0.15]
 """
 from __future__ import annotations
 
