@@ -60,6 +60,7 @@ def test_read_rtstruct_example_matches_pydicom() -> None:
         assert roi.color == tuple(int(v) for v in rc.ROIDisplayColor)
         for ours, theirs in zip(roi.contours, rc.get("ContourSequence", [])):
             assert ours.points.shape == (int(theirs.NumberOfContourPoints), 3)
+            np.testing.assert_array_equal(ours.points.ravel(), [float(v) for v in theirs.ContourData])
     assert sum(len(r.contours) for r in rs.rois) == 441
     ref = ds.ReferencedFrameOfReferenceSequence[0]
     assert rs.frame_of_reference_uids == (ref.FrameOfReferenceUID,)
@@ -165,6 +166,13 @@ def written(real: Volume, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     return path, labels
 
 
+@pytest.fixture(scope="module")
+def written_xor(written: tuple[Path, np.ndarray], real: Volume) -> Path:
+    path = written[0].with_name("RS_xor.dcm")
+    write_rtstruct(written[1], real, CLASSES, COLORS, path, holes="xor")
+    return path
+
+
 def test_written_rtstruct_passes_dciodvfy(written: tuple[Path, np.ndarray]) -> None:
     tool = shutil.which("dciodvfy")
     if tool is None:
@@ -183,7 +191,7 @@ def test_written_rtstruct_content(written: tuple[Path, np.ndarray], real: Volume
     assert ds.StudyInstanceUID == first_ct.StudyInstanceUID
     assert ds.PatientID == first_ct.PatientID and ds.PatientName == first_ct.PatientName
     assert ds.Manufacturer == "rtseg" and ds.StructureSetDate and ds.StructureSetTime
-    assert [r.ROIName for r in ds.StructureSetROISequence] == ["prostate", "bladder", "rectum", "femoral_head_right"]
+    assert [r.ROIName for r in ds.StructureSetROISequence] == ["Prostate", "Bladder", "Rectum", "Femur_Head_R"]  # TG-263
     assert [int(r.ROINumber) for r in ds.StructureSetROISequence] == [1, 2, 3, 5]
     assert [list(r.ROIDisplayColor) for r in ds.ROIContourSequence] == [list(COLORS[i]) for i in (0, 1, 2, 4)]
     assert len(ds.RTROIObservationsSequence) == 4
@@ -199,13 +207,14 @@ def test_written_rtstruct_content(written: tuple[Path, np.ndarray], real: Volume
             assert c.ContourImageSequence[0].ReferencedSOPInstanceUID in real.meta["dicom"]["sop_instance_uids"]
 
 
-def test_contours_sit_where_simpleitk_puts_the_voxels(written: tuple[Path, np.ndarray], real: Volume) -> None:
+def test_contours_sit_where_simpleitk_puts_the_voxels(written_xor: Path, real: Volume) -> None:
     """Independent geometry check: SimpleITK maps the ring's centre voxel to patient coordinates."""
+    assert_dciodvfy_clean(written_xor)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(SERIES)))
     img = reader.Execute()
-    rs = read_rtstruct(written[0])
-    ring = rs.roi("rectum")
+    rs = read_rtstruct(written_xor)
+    ring = rs.roi("Rectum")
     sp = real.spacing
     k = int(round(20 / sp[2]))
     centre = img.TransformContinuousIndexToPhysicalPoint((150 / sp[0], 350 / sp[1], float(k)))

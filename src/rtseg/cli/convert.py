@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rtseg.cli.common import add_command, add_dir_args, add_spacing_arg, organ_class_names
 from rtseg.errors import ConfigError, RtsegError
+from rtseg.cli.dicom_options import add_roi_name_options
 from rtseg.io.dataset_convert import (
     ConversionReport,
     convert_dicom_dataset,
@@ -17,6 +18,7 @@ from rtseg.io.dataset_convert import (
 from rtseg.io.dicom_series import read_dicom_series
 from rtseg.io.nifti import is_nifti, read_nifti, write_nifti
 from rtseg.io.png_slices import DEFAULT_COLOR_TOLERANCE, PngReading
+from rtseg.io.roi_names import load_roi_name_map, roi_names_for
 from rtseg.io.rtstruct import rtstruct_to_labels, write_rtstruct
 from rtseg.labels import PELVIS_CLASS_NAMES, default_colors, parse_colors
 
@@ -72,14 +74,40 @@ def _rtstruct_to_nifti(args: argparse.Namespace) -> int:
 
 
 def _nifti_to_rtstruct(args: argparse.Namespace) -> int:
-    names = organ_class_names(args.names, "--names")
+    names = organ_class_names(args.names or DEFAULT_ORGANS, "--names")
+    overrides = load_roi_name_map(args.roi_names) if args.roi_names else {}
+    # names given on the command line are used as they are; the default classes get TG-263 names
+    roi_names = roi_names_for(names[1:], overrides, tg263=not args.names)
     colors = parse_colors(args.colors) if args.colors else default_colors(len(names))
     if len(colors) != len(names) - 1:
         raise ConfigError(f"--colors: {len(colors)} colours for {len(names) - 1} ROI names {names[1:]}")
     ct = read_dicom_series(args.series, args.series_uid)
     labels = read_nifti(args.labels)
-    out = write_rtstruct(labels, ct, names, colors, args.out)
+    out = write_rtstruct(labels, ct, names, colors, args.out, roi_names, holes=args.holes)
     print(f"wrote {out}")
+    return 0
+
+
+def _nifti_to_seg(args: argparse.Namespace) -> int:
+    from rtseg.io.seg import write_seg
+
+    classes = organ_class_names(args.classes, "--classes")
+    names = roi_names_for(classes[1:], load_roi_name_map(args.roi_names) if args.roi_names else {})
+    colors = parse_colors(args.colors) if args.colors else default_colors(len(classes))
+    ct = read_dicom_series(args.series, args.series_uid)
+    out = write_seg(read_nifti(args.labels), ct, classes, colors, args.out, names)
+    print(f"wrote {out}")
+    return 0
+
+
+def _seg_to_nifti(args: argparse.Namespace) -> int:
+    from rtseg.io.seg import seg_to_labels
+
+    out = _nifti_out(args.out)
+    ct = read_dicom_series(args.series, args.series_uid)
+    labels, report = seg_to_labels(args.seg, ct, organ_class_names(args.classes, "--classes"), _aliases(args.alias))
+    write_nifti(labels, out, dtype="uint8")
+    print(f"wrote {out}: {report.summary()}")
     return 0
 
 
@@ -146,10 +174,38 @@ def _register_dicom(conv: argparse._SubParsersAction) -> None:
     p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices the labels are on")
     p.add_argument("--labels", required=True, metavar="LABELS.nii.gz", help="label NIfTI on the CT grid")
     p.add_argument("--out", required=True, metavar="RS.dcm", help="output RTSTRUCT file")
-    p.add_argument("--names", nargs="+", default=DEFAULT_ORGANS, metavar="NAME",
-                   help="ROI names for labels 1, 2, ...; default: " + " ".join(DEFAULT_ORGANS))
+    p.add_argument("--names", nargs="+", metavar="NAME",
+                   help="ROI names for labels 1, 2, ..., used as given; default: the TG-263 names of "
+                   + " ".join(DEFAULT_ORGANS))
+    add_roi_name_options(p)
     p.add_argument("--colors", metavar="JSON|FILE", help="ROI colours: JSON [[r,g,b],...], a .json file or a config .yml "
                    "(DATASET.COLOR_MAP); default: the seed's colour map")
+    _series_uid(p)
+
+    _register_seg(conv)
+
+
+def _register_seg(conv: argparse._SubParsersAction) -> None:
+    """nifti-to-seg and seg-to-nifti: DICOM Segmentation out and in."""
+    p = add_command(conv, "nifti-to-seg", _nifti_to_seg, help="a label NIfTI -> DICOM SEG against its DICOM CT series",
+                    description="Write the labels as a DICOM Segmentation (one segment per class, coded anatomy, "
+                    "frames referencing the CT slices), which PACS viewers display.")
+    p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices the labels are on")
+    p.add_argument("--labels", required=True, metavar="LABELS.nii.gz", help="label NIfTI on the CT grid")
+    p.add_argument("--out", required=True, metavar="SEG.dcm", help="output SEG file")
+    p.add_argument("--classes", nargs="+", default=DEFAULT_ORGANS, metavar="NAME", help=CLASSES_HELP)
+    p.add_argument("--roi-names", metavar="FILE", help="JSON or YAML mapping class -> segment label; classes not "
+                   "listed get their AAPM TG-263 name")
+    p.add_argument("--colors", metavar="JSON|FILE", help="segment colours, as for nifti-to-rtstruct")
+    _series_uid(p)
+
+    p = add_command(conv, "seg-to-nifti", _seg_to_nifti, help="a DICOM SEG -> label NIfTI on its CT grid",
+                    description="Read a DICOM Segmentation (rtseg's, TotalSegmentator's, MONAI Label's, ...) made on "
+                    "the CT series; segments are mapped to classes by their labels like RTSTRUCT ROI names.")
+    p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices the SEG refers to")
+    p.add_argument("--seg", required=True, metavar="SEG.dcm", help="the DICOM Segmentation file")
+    p.add_argument("--out", required=True, metavar="LABELS.nii.gz", help="output label NIfTI (uint8)")
+    _roi_classes(p)
     _series_uid(p)
 
 

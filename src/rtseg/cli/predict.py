@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from rtseg.cli.common import add_checkpoint_arg, add_command
+from rtseg.cli.dicom_options import add_roi_name_options
 
 NAME = "predict"
 
@@ -15,18 +16,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="contour CTs (NIfTI files or DICOM series) with a trained checkpoint",
         description="Predict organ labels for one CT or a batch. --input is a NIfTI file, a DICOM series folder, or a "
         "folder of NIfTI files and/or series sub-folders. Per case CASE (file name without _ct/_image/_0000 and "
-        ".nii[.gz], or the series folder's name) writes CASE_pred.nii.gz on the input grid, CASE_rtstruct.dcm (DICOM "
-        "input only, referencing the input series) and CASE_overlay.png, as chosen with --format, plus summary.csv "
-        "(case, status, seconds, error) for all cases. A failing case is reported and the others go on; the exit "
+        ".nii[.gz], or the series folder's name) writes CASE_pred.nii.gz on the input grid, CASE_rtstruct.dcm and "
+        "CASE_seg.dcm (DICOM input only, referencing the input series) and CASE_overlay.png, as chosen with "
+        "--format, plus summary.csv (case, status, seconds, error) for all cases. A failing case is reported and the others go on; the exit "
         "status is 1 if any case failed. See docs/PREDICT.md.",
     )
     add_checkpoint_arg(p)
     p.add_argument("--input", required=True, metavar="PATH",
                    help="NIfTI file, DICOM series folder, or folder of NIfTI files / DICOM series folders")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder (created if missing)")
-    p.add_argument("--format", nargs="+", default=["nifti"], choices=("nifti", "rtstruct", "png"), metavar="FMT",
-                   help="outputs: nifti (labels), rtstruct (DICOM RT Structure Set, DICOM input only), png (overlay "
-                   "montage); default nifti")
+    p.add_argument("--format", nargs="+", default=["nifti"], choices=("nifti", "rtstruct", "seg", "png"),
+                   metavar="FMT", help="outputs: nifti (labels), rtstruct (DICOM RT Structure Set, DICOM input only), "
+                   "seg (DICOM Segmentation for PACS viewers, DICOM input only), png (overlay montage); default nifti")
+    add_roi_name_options(p)
     p.add_argument("--overlap", type=float, default=0.5, metavar="F",
                    help="sliding-window overlap fraction in [0, 1) (default 0.5)")
     p.add_argument("--tta", action="store_true",
@@ -62,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         fill_holes=args.fill_holes,
         compile=args.compile,
         batch_size=args.batch_size,
+        holes=args.holes,
+        roi_names=args.roi_names,
     )
     n_ok = len(report.results) - len(report.failed)
     print(f"{n_ok} of {len(report.results)} case(s) predicted; summary: {report.summary_csv}")

@@ -27,11 +27,12 @@ from rtseg.inference.predictor import Predictor, load_model, plan_summary
 from rtseg.io.atomic import atomic_path
 from rtseg.io.naming import image_case_id, prediction_file
 from rtseg.io.nifti import is_nifti, read_nifti, write_nifti
+from rtseg.io.roi_names import load_roi_name_map, roi_names_for
 from rtseg.io.volume import Volume
 
 log = logging.getLogger("rtseg")
 
-FORMATS = ("nifti", "rtstruct", "png")
+FORMATS = ("nifti", "rtstruct", "seg", "png")
 SUMMARY_NAME = "summary.csv"
 
 
@@ -112,7 +113,8 @@ def save_overlay(volume: Volume, labels: np.ndarray, colors: Sequence[tuple[int,
 
 
 def predict_case(predictor: Predictor, case: CaseInput, output_dir: Path, formats: Sequence[str],
-                 largest_component: bool = False, fill_holes: bool = False) -> list[Path]:
+                 largest_component: bool = False, fill_holes: bool = False, holes: str = "keyhole",
+                 roi_name_map: dict[str, str] | None = None) -> list[Path]:
     """Outputs of one case; on failure none of them is left behind."""
     bundle = predictor.bundle
     volume = read_case(case)
@@ -123,13 +125,14 @@ def predict_case(predictor: Predictor, case: CaseInput, output_dir: Path, format
     try:
         if "nifti" in formats:
             written.append(write_nifti(volume.with_array(labels), output_dir / prediction_file(case.name), dtype=np.uint8))
-        if "rtstruct" in formats:
-            if case.kind == "dicom":
-                from rtseg.io.rtstruct import write_rtstruct
+        dicom_formats = [f for f in ("rtstruct", "seg") if f in formats]
+        if dicom_formats and case.kind == "dicom":
+            from rtseg.io.dicom_outputs import write_dicom_outputs
 
-                written.append(write_rtstruct(labels, volume, list(bundle.class_names), list(bundle.colors), output_dir / f"{case.name}_rtstruct.dcm"))
-            else:
-                log.info("case %s: no RTSTRUCT (it needs a DICOM series as input)", case.name)
+            written.extend(write_dicom_outputs(labels, volume, list(bundle.class_names), list(bundle.colors),
+                                               output_dir / case.name, dicom_formats, holes=holes, roi_name_map=roi_name_map))
+        elif dicom_formats:
+            log.info("case %s: no %s (it needs a DICOM series as input)", case.name, "/".join(dicom_formats).upper())
         if "png" in formats:
             written.append(save_overlay(volume, labels, bundle.colors, output_dir / f"{case.name}_overlay.png"))
     except BaseException:
@@ -161,6 +164,8 @@ def predict_path(
     fill_holes: bool = False,
     compile: bool = False,
     batch_size: int = 2,
+    holes: str = "keyhole",
+    roi_names: str | Path | None = None,
 ) -> PredictReport:
     """Predict every case under ``input``; the caller exits non-zero if ``report.failed``."""
     fmts = tuple(dict.fromkeys(formats))
@@ -171,10 +176,13 @@ def predict_path(
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: output must be a folder, found a file")
     cases = find_cases(input, exclude=out)
-    if "rtstruct" in fmts and all(c.kind == "nifti" for c in cases):
-        log.warning("RTSTRUCT output needs DICOM series input; the NIfTI input gets no RTSTRUCT")
+    if ("rtstruct" in fmts or "seg" in fmts) and all(c.kind == "nifti" for c in cases):
+        log.warning("RTSTRUCT/SEG output needs DICOM series input; the NIfTI input gets none")
+    roi_name_map = load_roi_name_map(roi_names) if roi_names else None
     dev = resolve_device(device)
     loaded = load_model(checkpoint, dev)
+    if roi_name_map:
+        roi_names_for(list(loaded.bundle.class_names[1:]), roi_name_map)  # a mapping naming unknown classes fails once, here
     predictor = Predictor(loaded, dev, overlap=overlap, tta=tta, batch_size=batch_size, compile=compile,
                           progress=len(cases) == 1)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +191,7 @@ def predict_path(
     for case in tqdm(cases, desc="predict", unit="case", disable=None):
         t0 = time.perf_counter()
         try:
-            outputs = predict_case(predictor, case, out, fmts, largest_component, fill_holes)
+            outputs = predict_case(predictor, case, out, fmts, largest_component, fill_holes, holes, roi_name_map)
         except RtsegError as exc:
             results.append(CaseResult(case.name, "failed", time.perf_counter() - t0, str(exc)))
             log.error("case %s failed: %s", case.name, exc)

@@ -1,68 +1,33 @@
 """RTSTRUCT parsing and rasterisation of its contours onto a CT grid.
 
 Contours are polygons in patient coordinates (LPS mm), one per slice plane;
-they are mapped to voxel indices through the CT's affine and filled with
-scikit-image. Contours on the same slice are XOR-ed, which is how planning
-systems encode holes (a contour nested in another cuts it out).
+they are mapped to voxel indices through the CT's affine and filled by
+:func:`rtseg.io.rasterize.fill_polygons`: contours on the same slice are XOR-ed
+(a contour nested in another cuts it out) and voxel centres on a contour line
+belong to the structure, so both hole encodings (separate inner contours and
+keyhole cuts, rtseg's or plastimatch's) come back as drawn.
 """
 from __future__ import annotations
 
 import logging
 import os
-import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import RTStructureSetStorage
-from skimage.draw import polygon as fill_polygon
 
 from rtseg.errors import ConfigError, DataError
 from rtseg.io.dicom_series import LPS_TO_RAS
+from rtseg.io.rasterize import fill_box
+from rtseg.io.roi_names import match_roi_names
 from rtseg.io.volume import Volume
 
 log = logging.getLogger(__name__)
-
-# Synonym groups: an ROI whose normalised name is in the group of a class's
-# normalised name is that class. Matching is exact after normalisation, so
-# "Rectum_PRV" or "CTV_Prostate" never match by accident.
-DEFAULT_ROI_SYNONYMS: tuple[tuple[str, ...], ...] = (
-    # pelvis (the seed's classes)
-    ("prostate", "prostate gland", "prostata", "prost", "prostate_o"),
-    ("bladder", "urinary bladder", "bladder_o", "blad", "urinarybladder", "vessie", "harnblase"),
-    ("rectum", "rectum_o", "rect", "rectal", "rektum"),
-    (
-        "femoral_head_left", "femoral head left", "left femoral head", "lt femoral head", "l femoral head",
-        "femoral_head_l", "femoralhead_l", "femoral head lt", "femur_head_l", "femurhead_l", "femur head left",
-        "femur_l", "femur left", "left femur", "lt femur", "femur_lt", "fem_head_l", "femoral_head_lt",
-        "head of femur left", "femur_head_left", "femoral_hd_l",
-    ),
-    (
-        "femoral_head_right", "femoral head right", "right femoral head", "rt femoral head", "r femoral head",
-        "femoral_head_r", "femoralhead_r", "femoral head rt", "femur_head_r", "femurhead_r", "femur head right",
-        "femur_r", "femur right", "right femur", "rt femur", "femur_rt", "fem_head_r", "femoral_head_rt",
-        "head of femur right", "femur_head_right", "femoral_hd_r",
-    ),
-    # head and neck (OpenKBP's classes)
-    ("brainstem", "brain stem", "brain_stem"),
-    ("spinal_cord", "spinalcord", "spinal cord", "cord", "spinal canal"),
-    ("parotid_right", "rightparotid", "right parotid", "parotid_r", "rt parotid", "r parotid", "parotid right", "parotid_rt"),
-    ("parotid_left", "leftparotid", "left parotid", "parotid_l", "lt parotid", "l parotid", "parotid left", "parotid_lt"),
-    ("esophagus", "oesophagus", "esoph"),
-    ("larynx",),
-    ("mandible", "mandible_bone", "jaw", "mandibula"),
-)
-
-_SEP = re.compile(r"[\s_\-]+")
-
-
-def normalize_roi_name(name: str) -> str:
-    """Case-, space-, underscore- and hyphen-insensitive form of an ROI or class name."""
-    return _SEP.sub("", name.strip().lower())
-
 
 @dataclass(frozen=True)
 class Contour:
@@ -135,11 +100,31 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(ds.get(keyword, "") or "")
 
 
+CONTOUR_DATA = 0x30060050
+
+
+def _contour_values(item: Dataset, where: str) -> np.ndarray:
+    """ContourData as floats, parsed straight from the file's bytes when pydicom has not decoded it yet.
+
+    Decoding a DS value by value is the slow part of reading a large structure set.
+    """
+    if CONTOUR_DATA not in item:
+        return np.empty(0)
+    elem = item.get_item(CONTOUR_DATA)
+    try:
+        if getattr(elem, "is_raw", False) and isinstance(elem.value, bytes):
+            text = elem.value.strip(b" \0")
+            return np.array(text.split(b"\\"), dtype="S32").astype(np.float64) if text else np.empty(0)
+        value = item.ContourData
+        return np.asarray([float(v) for v in (value if elem.VM > 1 else [value])], dtype=np.float64)
+    except (ValueError, TypeError):
+        raise DataError(f"{where}: ContourData holds values that are not numbers") from None
+
+
 def _parse_contour(item: Dataset, where: str) -> Contour | None:
-    data = item.get("ContourData")
-    if not data:
+    pts = _contour_values(item, where)
+    if pts.size == 0:
         return None
-    pts = np.asarray([float(v) for v in data], dtype=np.float64)
     if pts.size % 3:
         raise DataError(f"{where}: ContourData has {pts.size} values, not a multiple of 3")
     uids = tuple(_text(c, "ReferencedSOPInstanceUID") for c in item.get("ContourImageSequence", []))
@@ -192,37 +177,6 @@ def read_rtstruct(path: str | os.PathLike[str]) -> RtStruct:
                     tuple(series), tuple(sops), tuple(rois))
 
 
-def match_roi_names(
-    roi_names: Sequence[str],
-    class_names: Sequence[str],
-    aliases: Mapping[str, Sequence[str]] | None = None,
-) -> dict[str, str]:
-    """Map ROI names to class names (background, class 0, is never matched).
-
-    A class accepts its own name, the default synonym group its name belongs
-    to, and ``aliases[class]``; all compared after :func:`normalize_roi_name`.
-    """
-    aliases = dict(aliases or {})
-    unknown = sorted(set(aliases) - set(class_names))
-    if unknown:
-        raise ConfigError(f"ROI aliases given for unknown classes {unknown}; classes are {list(class_names)}")
-    accept: dict[str, str] = {}
-    for cname in class_names[1:]:
-        key = normalize_roi_name(cname)
-        names = {key}
-        for group in DEFAULT_ROI_SYNONYMS:
-            normed = {normalize_roi_name(g) for g in group}
-            if key in normed:
-                names |= normed
-        names |= {normalize_roi_name(a) for a in aliases.get(cname, ())}
-        for n in names:
-            other = accept.get(n)
-            if other is not None and other != cname:
-                raise ConfigError(f"ROI name {n!r} would match both classes {other!r} and {cname!r}; fix the aliases")
-            accept[n] = cname
-    return {r: accept[normalize_roi_name(r)] for r in roi_names if normalize_roi_name(r) in accept}
-
-
 def _check_reference(rs: RtStruct, series: Volume, rois: Sequence[Roi]) -> None:
     dicom = series.meta.get("dicom") or {}
     ct_frame = str(dicom.get("frame_of_reference_uid", "") or "")
@@ -248,26 +202,47 @@ def _check_reference(rs: RtStruct, series: Volume, rois: Sequence[Roi]) -> None:
 
 
 def rasterize_roi(roi: Roi, series: Volume) -> tuple[np.ndarray, int]:
-    """Filled mask of one ROI on the series grid (contours on a slice XOR-ed) and the number of unusable contours."""
+    """Filled mask of one ROI on the series grid and the number of unusable contours.
+
+    All contours of a slice are filled together (even-odd, centres on a line included).
+    """
     inv = np.linalg.inv(LPS_TO_RAS @ series.affine)
     nx, ny, nz = series.shape
     mask = np.zeros(series.shape, dtype=bool)
     skipped = 0
+    by_slice: dict[int, list[np.ndarray]] = defaultdict(list)
     for c in roi.contours:
-        if c.geometric_type not in ("CLOSED_PLANAR", "") or len(c.points) < 3:
+        if c.geometric_type not in ("CLOSED_PLANAR", "") or len(c.points) == 0:
             skipped += 1
-            continue
+            continue  # 1- and 2-point "polygons" (rt-utils writes them for 1-voxel-wide tips) mark the voxels they touch
         vox = c.points @ inv[:3, :3].T + inv[:3, 3]
         k_mean = float(vox[:, 2].mean())
         k = int(round(k_mean))
         if np.ptp(vox[:, 2]) > 0.5 or abs(k_mean - k) > 0.5 or not 0 <= k < nz:
             skipped += 1
             continue
-        rr, cc = fill_polygon(vox[:, 0], vox[:, 1], shape=(nx, ny))
-        sl = np.zeros((nx, ny), dtype=bool)
-        sl[rr, cc] = True
-        mask[:, :, k] ^= sl
+        by_slice[k].append(vox[:, :2])
+    for k, polys in by_slice.items():
+        box, filled = fill_box(polys, (nx, ny))
+        mask[box + (k,)] = filled
     return mask, skipped
+
+
+def merge_class_masks(shape: tuple[int, int, int], class_names: Sequence[str],
+                      class_mask: Callable[[str], np.ndarray | None], report: RoiMappingReport) -> np.ndarray:
+    """Label array from one mask per organ class (None: nothing mapped to it); where classes overlap the higher
+    label wins. Classes without a mask, with an empty one, and overlapping voxels go into ``report``."""
+    labels = np.zeros(shape, dtype=np.uint8 if len(class_names) <= 256 else np.uint16)
+    for idx, cname in enumerate(class_names[1:], start=1):
+        mask = class_mask(cname)
+        if mask is None:
+            report.missing_classes.append(cname)
+        elif not mask.any():
+            report.empty_classes.append(cname)
+        else:
+            report.overlap_voxels += int(np.count_nonzero(labels[mask]))
+            labels[mask] = idx
+    return labels
 
 
 def rtstruct_to_labels(
@@ -289,25 +264,19 @@ def rtstruct_to_labels(
     _check_reference(rs, series, used)
 
     report = RoiMappingReport(mapped=dict(mapping), unmapped=[r.name for r in rs.rois if r.name not in mapping])
-    dtype = np.uint8 if len(class_names) <= 256 else np.uint16
-    labels = np.zeros(series.shape, dtype=dtype)
-    for idx, cname in enumerate(class_names):
-        if idx == 0:
-            continue
+
+    def class_mask(cname: str) -> np.ndarray | None:
         rois = [r for r in used if mapping[r.name] == cname]
         if not rois:
-            report.missing_classes.append(cname)
-            continue
+            return None
         mask = np.zeros(series.shape, dtype=bool)
         for r in rois:
             m, skipped = rasterize_roi(r, series)
             mask |= m
             report.skipped_contours += skipped
-        if not mask.any():
-            report.empty_classes.append(cname)
-            continue
-        report.overlap_voxels += int(np.count_nonzero(labels[mask]))
-        labels[mask] = idx
+        return mask
+
+    labels = merge_class_masks(series.shape, class_names, class_mask, report)
     meta = {k: v for k, v in series.meta.items() if k != "dicom"}
     meta["rtstruct"] = {"path": str(rs.path), "sop_instance_uid": rs.sop_instance_uid}
     return Volume(labels, series.affine.copy(), meta), report

@@ -1,36 +1,47 @@
-"""Label volume -> DICOM RT Structure Set, built with pydicom.
+"""Label volume -> DICOM RT Structure Set.
 
-Contours come from scikit-image's marching squares at level 0.5 on each
-slice: outer boundaries and hole boundaries are separate closed polygons, and
-every RTSTRUCT reader XORs the contours of a slice, so holes survive. The
-polygons run halfway between inside and outside voxel centres, so filling
-them again (centre-inside rule) gives back the same voxels.
+Contours come from :mod:`rtseg.io.contours` (marching squares, holes as
+keyhole cuts or separate inner contours, vectorised Douglas-Peucker with a
+tolerance in mm that keeps every voxel on its side). The hot part, the ROI
+Contour Sequence, is encoded here directly as Implicit VR Little Endian bytes:
+coordinates are formatted once as DS strings of at most 16 bytes and never
+parsed or validated again; everything else goes through pydicom. Implicit VR
+because a long contour's ContourData can exceed the 64 KiB that an explicit-VR
+DS length field allows.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import logging
 import os
+import struct
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pydicom
+from pydicom.charset import convert_encodings
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import RTStructureSetStorage, generate_uid
-from skimage.measure import approximate_polygon, find_contours
+from pydicom.tag import Tag
+from pydicom.uid import ImplicitVRLittleEndian, RTStructureSetStorage, generate_uid
+from scipy import ndimage
 
 from rtseg import __version__
 from rtseg.errors import DataError
 from rtseg.io.atomic import atomic_path
+from rtseg.io.contours import DEFAULT_HOLE_ENCODING, DEFAULT_TOLERANCE_MM, HOLE_ENCODINGS, effective_tolerance, \
+    encode_slice, simplify_polygons
 from rtseg.io.dicom_series import LPS_TO_RAS, new_dicom_dataset
+from rtseg.io.roi_names import check_roi_names, roi_names_for
 from rtseg.io.volume import Volume
 
 log = logging.getLogger(__name__)
 
 STUDY_COMPONENT_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"  # what RT Referenced Study Sequence items conventionally cite
-POLYGON_TOLERANCE = 0.1  # voxels: drop only (nearly) collinear points
+DS_DECIMALS = 3  # 0.001 mm; "-12345678.123" is 13 bytes, inside the 16 a DS allows
+ROI_CONTOUR_SEQUENCE = Tag(0x3006, 0x0039)
 
 
 def align_to_grid(labels: Volume, target: Volume, atol: float = 1e-2) -> np.ndarray:
@@ -68,20 +79,8 @@ def align_to_grid(labels: Volume, target: Volume, atol: float = 1e-2) -> np.ndar
     )
 
 
-def slice_contours(mask2d: np.ndarray) -> list[np.ndarray]:
-    """Closed polygons (M, 2) in (axis0, axis1) voxel coordinates around a 2D mask, holes included."""
-    padded = np.pad(mask2d.astype(np.float32), 1)
-    out = []
-    for c in find_contours(padded, 0.5):
-        c = approximate_polygon(c, POLYGON_TOLERANCE) - 1.0
-        if len(c) > 1 and np.allclose(c[0], c[-1]):
-            c = c[:-1]
-        if len(c) >= 3:
-            out.append(c)
-    return out
-
-
-def _dicom_meta(series: Volume) -> dict:
+def referenced_series(series: Volume) -> dict:
+    """The CT's DICOM references (UIDs per slice, patient/study), refused when a derived object could not cite them."""
     dicom = series.meta.get("dicom")
     src = series.meta.get("source", "CT series")
     if not dicom:
@@ -115,6 +114,95 @@ def _item(**kw: object) -> Dataset:
     return ds
 
 
+def _item(**kw: object) -> Dataset:
+    ds = Dataset()
+    for k, v in kw.items():
+        setattr(ds, k, v)
+    return ds
+
+
+def _el(group: int, element: int, value: bytes, pad: bytes = b" ") -> bytes:
+    """One Implicit VR Little Endian element (value padded to even length)."""
+    if len(value) % 2:
+        value += pad
+    return struct.pack("<HHI", group, element, len(value)) + value
+
+
+def _items(items: Sequence[bytes]) -> bytes:
+    return b"".join(struct.pack("<HHI", 0xFFFE, 0xE000, len(i)) + i for i in items)
+
+
+def _sq(group: int, element: int, items: Sequence[bytes]) -> bytes:
+    return _el(group, element, _items(items))
+
+
+def format_ds(values: np.ndarray) -> bytes:
+    """Backslash-joined DS strings, each at most 16 bytes (refused, not truncated, beyond that)."""
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    if flat.size and (not np.all(np.isfinite(flat)) or np.abs(flat).max() >= 1e11):
+        raise DataError(f"contour coordinates out of range (largest {np.abs(flat).max():.4g} mm); check the CT geometry")
+    text = ("\\".join([f"%.{DS_DECIMALS}f"] * flat.size)) % tuple(flat.tolist())
+    return text.encode("ascii")
+
+
+def _roi_polygons(sub: np.ndarray, origin: tuple[int, int, int], holes: str, tolerance: float,
+                  spacing: tuple[float, float]) -> list[tuple[int, np.ndarray]]:
+    """(slice index, polygon in voxel coordinates) for one organ's mask cropped at ``origin``, simplified together."""
+    offset = np.array(origin[:2], dtype=np.float64)
+    ks, polys, pins = [], [], []
+    for k in np.flatnonzero(sub.any(axis=(0, 1))):
+        for poly, pinned in encode_slice(sub[:, :, k], holes):
+            ks.append(origin[2] + int(k))
+            polys.append(poly + offset)
+            pins.append(pinned)
+    simple = simplify_polygons(polys, tolerance, pins, scale=spacing)
+    return list(zip(ks, simple))
+
+
+def _contour_sequence(polys: list[tuple[int, np.ndarray]], lps: np.ndarray, image_refs: list[bytes]) -> bytes:
+    """ContourSequence items of one ROI: CLOSED_PLANAR polygons in patient coordinates (LPS mm)."""
+    if not polys:
+        return b""
+    sizes = [len(p) for _, p in polys]
+    vox = np.concatenate([np.column_stack([p, np.full(len(p), float(k))]) for k, p in polys])
+    pts = vox @ lps[:3, :3].T + lps[:3, 3]
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    items = []
+    for n, ((k, _), a, b) in enumerate(zip(polys, bounds[:-1], bounds[1:]), start=1):
+        items.append(
+            image_refs[k]
+            + _el(0x3006, 0x0042, b"CLOSED_PLANAR")
+            + _el(0x3006, 0x0046, str(int(b - a)).encode())
+            + _el(0x3006, 0x0048, str(n).encode())
+            + _el(0x3006, 0x0050, format_ds(pts[a:b]))
+        )
+    return _items(items)
+
+
+def _labels_array(labels: np.ndarray | Volume, series: Volume, class_names: Sequence[str],
+                  colors: Sequence[tuple[int, int, int]], roi_names: Sequence[str]) -> np.ndarray:
+    """The label array on the CT grid, checked against the class list."""
+    arr = align_to_grid(labels, series) if isinstance(labels, Volume) else np.asarray(labels)
+    if arr.shape != series.shape:
+        raise DataError(f"label array shape {arr.shape} does not match the CT series shape {series.shape}")
+    n_org = len(class_names) - 1
+    if n_org < 1:
+        raise DataError(f"need background plus at least one class, got {list(class_names)}")
+    if len(colors) != n_org:
+        raise DataError(f"{len(colors)} colours given for {n_org} organ classes {list(class_names[1:])}")
+    if len(roi_names) != n_org:
+        raise DataError(f"{len(roi_names)} ROI names given for {n_org} organ classes {list(class_names[1:])}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.array_equal(arr, np.round(arr)):
+            raise DataError("label array holds non-integer values; expected class indices")
+        arr = arr.astype(np.int64)
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi > n_org:
+        bad = [int(v) for v in np.unique(arr) if v < 0 or v > n_org]
+        raise DataError(f"label values {bad[:10]} found; expected 0..{n_org} for classes {list(class_names)}")
+    return arr
+
+
 def write_rtstruct(
     labels: np.ndarray | Volume,
     series: Volume,
@@ -124,69 +212,67 @@ def write_rtstruct(
     names: Sequence[str] | None = None,
     *,
     structure_set_label: str = "rtseg",
+    holes: str = DEFAULT_HOLE_ENCODING,
+    tolerance_mm: float = DEFAULT_TOLERANCE_MM,
 ) -> Path:
-    """Write one ROI per non-empty class (label value = ROI number) as an RTSTRUCT against ``series``.
+    """Write one ROI per non-empty class (ROI number = label value) as an RTSTRUCT against ``series``.
 
     ``class_names[0]`` is background; ``colors`` and ``names`` give one entry
-    per organ class (labels 1..N-1), like the config's COLOR_MAP. ROIs are
-    marked AUTOMATIC and the structure set UNAPPROVED: a person must review them.
+    per organ class (labels 1..N-1), like the config's COLOR_MAP; ``names``
+    defaults to TG-263 names (:func:`rtseg.io.roi_names.roi_names_for`). Holes
+    are encoded as ``holes`` says (``keyhole`` or ``xor``). ROIs are marked
+    AUTOMATIC and the structure set UNAPPROVED: a person must review them.
     """
-    dicom = _dicom_meta(series)
-    src = series.meta.get("source", "CT series")
-    arr = align_to_grid(labels, series) if isinstance(labels, Volume) else np.asarray(labels)
-    if arr.shape != series.shape:
-        raise DataError(f"label array shape {arr.shape} does not match the CT series shape {series.shape}")
-    n_org = len(class_names) - 1
-    if n_org < 1:
-        raise DataError(f"need background plus at least one class, got {list(class_names)}")
-    if len(colors) != n_org:
-        raise DataError(f"{len(colors)} colours given for {n_org} organ classes {list(class_names[1:])}")
-    roi_names = list(names) if names is not None else list(class_names[1:])
-    if len(roi_names) != n_org:
-        raise DataError(f"{len(roi_names)} ROI names given for {n_org} organ classes {list(class_names[1:])}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.array_equal(arr, np.round(arr)):
-            raise DataError("label array holds non-integer values; expected class indices")
-        arr = arr.astype(np.int64)
-    present = np.unique(arr)
-    bad = [int(v) for v in present if v < 0 or v > n_org]
-    if bad:
-        raise DataError(f"label values {bad[:10]} found; expected 0..{n_org} for classes {list(class_names)}")
-
+    if holes not in HOLE_ENCODINGS:
+        raise DataError(f"hole encoding {holes!r}: expected one of {', '.join(HOLE_ENCODINGS)}")
+    dicom = referenced_series(series)
+    roi_names = check_roi_names(names) if names is not None else roi_names_for(class_names[1:])
+    arr = _labels_array(labels, series, class_names, colors, roi_names)
     lps = LPS_TO_RAS @ series.affine
     sops, classes = dicom["sop_instance_uids"], dicom["sop_class_uids"]
+    spacing = (series.spacing[0], series.spacing[1])
+    tolerance = effective_tolerance(tolerance_mm, spacing)
+    image_refs = [_sq(0x3006, 0x0016, [_el(0x0008, 0x1150, cl.encode(), b"\0") + _el(0x0008, 0x1155, s.encode(), b"\0")])
+                  for cl, s in zip(classes, sops)]
     frame = dicom["frame_of_reference_uid"]
-    now = _dt.datetime.now()
-    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-
-    ss_rois, roi_contours, observations = [], [], []
-    for c in range(1, n_org + 1):
-        if c not in present:
+    boxes = ndimage.find_objects(arr, max_label=len(class_names) - 1)
+    ss_rois, roi_items, observations = [], [], []
+    for c, box in enumerate(boxes, start=1):
+        if box is None:
             continue
-        contours = []
-        for k in np.flatnonzero((arr == c).any(axis=(0, 1))):
-            for poly in slice_contours(arr[:, :, k] == c):
-                vox = np.column_stack([poly, np.full(len(poly), float(k)), np.ones(len(poly))])
-                pts = (vox @ lps.T)[:, :3]
-                image_ref = _item(ReferencedSOPClassUID=classes[k], ReferencedSOPInstanceUID=sops[k])
-                contours.append(_item(
-                    ContourImageSequence=DicomSequence([image_ref]),
-                    ContourGeometricType="CLOSED_PLANAR",
-                    NumberOfContourPoints=len(pts),
-                    ContourNumber=len(contours) + 1,
-                    ContourData=[f"{v:.3f}" for v in pts.ravel()],
-                ))
+        polys = _roi_polygons(arr[box] == c, tuple(b.start for b in box), holes, tolerance, spacing)
         name = roi_names[c - 1]
         ss_rois.append(_item(ROINumber=c, ReferencedFrameOfReferenceUID=frame, ROIName=name,
                              ROIGenerationAlgorithm="AUTOMATIC", ROIGenerationDescription=f"rtseg {__version__}"))
-        roi_contours.append(_item(ROIDisplayColor=[int(v) for v in colors[c - 1]], ContourSequence=DicomSequence(contours),
-                                  ReferencedROINumber=c))
+        color = "\\".join(str(int(v)) for v in colors[c - 1]).encode()
+        roi_items.append(_el(0x3006, 0x002A, color) + _el(0x3006, 0x0040, _contour_sequence(polys, lps, image_refs))
+                         + _el(0x3006, 0x0084, str(c).encode()))
         observations.append(_item(ObservationNumber=c, ReferencedROINumber=c, ROIObservationLabel=name[:16],
                                   RTROIInterpretedType="ORGAN", ROIInterpreter=""))
     if not ss_rois:
-        log.warning("%s: label volume is empty; the RTSTRUCT holds no ROI", src)
+        log.warning("%s: label volume is empty; the RTSTRUCT holds no ROI", series.meta.get("source", "CT series"))
+    ds = _structure_set(dicom, structure_set_label)
+    ds.StructureSetROISequence = DicomSequence(ss_rois)
+    value = _items(roi_items)
+    ds[ROI_CONTOUR_SEQUENCE] = RawDataElement(ROI_CONTOUR_SEQUENCE, "SQ", len(value), value, 0, True, True)
+    ds.RTROIObservationsSequence = DicomSequence(observations)
+    ds.ApprovalStatus = "UNAPPROVED"
+    # the raw sequence is already Implicit VR Little Endian: tell pydicom not to re-encode the dataset
+    ds.set_original_encoding(True, True, convert_encodings(ds.SpecificCharacterSet))
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
+    return target
 
+
+def _structure_set(dicom: dict, structure_set_label: str) -> Dataset:
+    """The RTSTRUCT dataset without its ROI sequences: patient/study copied from the CT, references to it."""
+    frame = dicom["frame_of_reference_uid"]
+    sops, classes = dicom["sop_instance_uids"], dicom["sop_class_uids"]
+    now = _dt.datetime.now()
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     ds = new_dicom_dataset(RTStructureSetStorage)
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     for kw, value in (dicom.get("patient_study") or {}).items():
         setattr(ds, kw, value)
     if "SpecificCharacterSet" not in ds:
@@ -225,12 +311,4 @@ def write_rtstruct(
             )]),
         )]),
     )])
-    ds.StructureSetROISequence = DicomSequence(ss_rois)
-    ds.ROIContourSequence = DicomSequence(roi_contours)
-    ds.RTROIObservationsSequence = DicomSequence(observations)
-    ds.ApprovalStatus = "UNAPPROVED"
-
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
-    return target
+    return ds
