@@ -29,7 +29,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMEN
 from rtseg import __version__
 from rtseg.errors import DataError
 from rtseg.io.atomic import atomic_path
-from rtseg.io.dicom_values import count, float_list, rescale, single_slice_spacing
+from rtseg.io.dicom_values import count, float_list, parse_all, rescale, single_slice_spacing
 from rtseg.io.integrity import check_finite, check_size, check_spacing
 from rtseg.io.volume import Volume
 
@@ -60,6 +60,12 @@ PATIENT_STUDY_KEYWORDS: tuple[str, ...] = (
     "AccessionNumber",
     "StudyDescription",
 )
+
+HEADER_KEYWORDS: tuple[str, ...] = PATIENT_STUDY_KEYWORDS + (
+    "Modality", "SeriesInstanceUID", "SeriesDescription", "SeriesNumber", "SOPClassUID", "SOPInstanceUID",
+    "FrameOfReferenceUID", "PositionReferenceIndicator", "Rows", "Columns", "NumberOfFrames",
+)
+"""Header values this module reads: parsed once while scanning, so a malformed one is refused there."""
 
 _NON_DICOM_SUFFIXES = {
     ".txt", ".md", ".json", ".csv", ".xml", ".html", ".pdf", ".png", ".jpg", ".jpeg",
@@ -156,6 +162,7 @@ def scan_dicom_folder(folder: str | os.PathLike[str]) -> list[tuple[Path, Datase
             raise DataError(f"{p}: not a readable DICOM file ({type(exc).__name__})") from None
         if len(ds) == 0:
             raise DataError(f"{p}: not a readable DICOM file (no data elements)")
+        parse_all(ds, p, HEADER_KEYWORDS)
         out.append((p, ds))
     return out
 
@@ -311,7 +318,8 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
         if px.shape != (rows, cols):
             raise DataError(f"{h.path}: pixel data is {px.shape[0]}x{px.shape[1]}, header says {rows}x{cols}")
         exact &= slope.is_integer() and intercept.is_integer()
-        hu[:, :, k] = px.T.astype(np.float64) * slope + intercept
+        with np.errstate(over="ignore", invalid="ignore"):  # an absurd slope overflows: refused just below
+            hu[:, :, k] = px.T.astype(np.float64) * slope + intercept
         check_finite(f"{h.path} (RescaleSlope {slope:g}, RescaleIntercept {intercept:g})", hu[:, :, k])
     if exact and hu.min() >= np.iinfo(np.int16).min and hu.max() <= np.iinfo(np.int16).max:
         array = hu.astype(np.int16)

@@ -29,6 +29,12 @@ def _get(ds: Dataset, keyword: str, path: Path) -> Any:
         raise DataError(f"{path}: {keyword} cannot be parsed ({type(exc).__name__})") from None
 
 
+def parse_all(ds: Dataset, path: Path, keywords: tuple[str, ...]) -> None:
+    """Convert these values now (pydicom caches them), so later plain ``ds.get`` calls cannot raise."""
+    for keyword in keywords:
+        _get(ds, keyword, path)
+
+
 def float_list(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
     """``n`` finite numbers (ImagePositionPatient, ImageOrientationPatient, PixelSpacing)."""
     value = _get(ds, keyword, path)

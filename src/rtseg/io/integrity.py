@@ -26,6 +26,12 @@ DEFAULT_MAX_BYTES = 16 * 2**30
 """One volume's array may take at most this much memory (a 1024x1024x2000 float64 CT is 16 GiB)."""
 
 
+def exc_summary(exc: BaseException) -> str:
+    """``Type: message`` on one line, short: library errors can span lines (nibabel's do)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
 def max_volume_bytes() -> int:
     """The limit for one volume: ``$RTSEG_MAX_VOLUME_BYTES`` if set, else 16 GiB."""
     raw = os.environ.get(MAX_BYTES_ENV, "").strip()

@@ -9,7 +9,7 @@ import numpy as np
 
 from rtseg.errors import DataError
 from rtseg.io.atomic import atomic_path
-from rtseg.io.integrity import NonFinitePolicy, check_affine, check_finite, check_numeric, check_size, check_spacing
+from rtseg.io.integrity import NonFinitePolicy, check_affine, check_finite, check_numeric, exc_summary, check_size, check_spacing
 from rtseg.io.volume import Volume
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -47,6 +47,9 @@ def _raw_header(p: Path, img: nib.Nifti1Pair) -> nib.Nifti1Header:
 def _geometry(p: Path, img: nib.Nifti1Pair) -> np.ndarray:
     """The voxel-to-world affine the header states; refused when it states none or a degenerate one."""
     raw = _raw_header(p, img)
+    if raw.is_single and float(raw["vox_offset"]) < raw.single_vox_offset:
+        raise DataError(f"{p}: header vox_offset = {float(raw['vox_offset']):g} points inside the header "
+                        f"(voxels start at byte {raw.single_vox_offset} or later in a .nii)")
     sform_code, qform_code = int(raw["sform_code"]), int(raw["qform_code"])
     for name, code in (("sform_code", sform_code), ("qform_code", qform_code)):
         if code not in XFORM_CODES:
@@ -77,7 +80,7 @@ def read_nifti(path: str | os.PathLike[str], dtype: np.dtype | type | None = Non
     try:
         img = nib.load(str(p))
     except Exception as exc:  # nibabel raises many types for corrupt files
-        raise DataError(f"{p}: not a readable NIfTI file ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise DataError(f"{p}: not a readable NIfTI file ({exc_summary(exc)})") from None
     if not isinstance(img, nib.Nifti1Pair):
         raise DataError(f"{p}: not a NIfTI file (nibabel reads it as {type(img).__name__})")
     try:
@@ -87,7 +90,7 @@ def read_nifti(path: str | os.PathLike[str], dtype: np.dtype | type | None = Non
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(f"{p}: not a readable NIfTI file ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise DataError(f"{p}: not a readable NIfTI file ({exc_summary(exc)})") from None
     check_numeric(p, data.dtype)
     data = check_finite(p, data, nonfinite)
     if dtype is not None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from rtseg.errors import DataError
 from rtseg.io.atomic import atomic_path
-from rtseg.io.integrity import NonFinitePolicy, check_finite, check_numeric, check_size, check_spacing
+from rtseg.io.integrity import NonFinitePolicy, check_finite, check_numeric, exc_summary, check_size, check_spacing
 from rtseg.io.volume import Volume
 
 CT_DIR, SEG_DIR, ONEHOT_DIR = "CT", "SEG", "SEG_onehot"
@@ -51,7 +51,7 @@ def _npy_header(p: Path) -> tuple[tuple[int, ...], np.dtype]:
                 raise ValueError(f"unsupported .npy format version {version}")
             offset = fh.tell()
     except Exception as exc:  # numpy raises ValueError, SyntaxError, ... for corrupt headers
-        raise DataError(f"{p}: not a readable .npy array ({type(exc).__name__}: {str(exc)[:160]})") from None
+        raise DataError(f"{p}: not a readable .npy array ({exc_summary(exc)})") from None
     check_numeric(p, dtype)
     if len(shape) != 3:
         raise DataError(f"{p}: expected a 3D (D,H,W) array, found shape {shape}")
