@@ -37,12 +37,13 @@ def fuzz_reader(reader: str, corpus: ft.Corpus, examples: int, run_seed: int, li
               suppress_health_check=list(HealthCheck))
     @given(st.data())
     def one(data: st.DataObject) -> None:
-        files = data.draw(ft.cases(reader, corpus))
+        mutation = data.draw(ft.cases(reader, corpus))
+        files = mutation.build()
         assume(files is not None)  # pydicom would not write that mutation: not an input rtseg can meet
         outcome, detail = ft.classify(reader, files, folder, limit_s)
         counts[outcome] += 1
         if outcome in ("uncaught", "hang"):
-            findings.append(detail)
+            findings.append(f"{detail}\n      input: {mutation!r}"[:600])
 
     t0 = time.perf_counter()
     one()

@@ -14,7 +14,7 @@ import math
 import shutil
 import signal
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -274,50 +274,67 @@ RTSS_KEYWORDS = ("ROIContourSequence", "StructureSetROISequence", "RTROIObservat
                  "ReferencedFrameOfReferenceSequence", "SOPInstanceUID")
 
 
-def _bytes_case(base: bytes, hot: int, finish: Callable[[bytes], bytes] = bytes) -> st.SearchStrategy[bytes]:
-    return byte_mutations(len(base), hot).map(lambda ops: finish(apply_bytes(base, ops)))
+Files = dict[str, bytes]
 
 
-def _dicom_case(base: bytes, keywords: tuple[str, ...], hot: int) -> st.SearchStrategy[bytes | None]:
-    return st.one_of(_bytes_case(base, hot), tag_edits(keywords).map(lambda e: apply_tag_edits(base, e)))
+@dataclass(frozen=True)
+class Mutation:
+    """One mutated input: a short description (what hypothesis prints on a failure) and how to build its
+    files, {name: bytes}; the first name is what a file reader is given, folder readers get the folder.
+    ``build`` returns None for a mutation pydicom would not write (not an input rtseg can meet)."""
+
+    desc: str
+    build: Callable[[], Files | None] = field(repr=False)
+
+    def __repr__(self) -> str:
+        return self.desc
 
 
-def cases(reader: str, corpus: Corpus) -> st.SearchStrategy[dict[str, bytes] | None]:
-    """Mutated inputs for ``reader`` as {file name: bytes} (None: a mutation that could not be written).
-    The first name is the file the reader is given; folder readers get the folder."""
+def _in_files(name: str, others: Files, data: bytes | None) -> Files | None:
+    return None if data is None else {name: data, **{k: v for k, v in others.items() if k != name}}
+
+
+def _byte_cases(name: str, base: bytes, hot: int, others: Files | None = None,
+                finish: Callable[[bytes], bytes] = bytes) -> st.SearchStrategy[Mutation]:
+    return byte_mutations(len(base), hot).map(lambda ops: Mutation(
+        f"{name}: bytes {ops}", lambda: _in_files(name, others or {}, finish(apply_bytes(base, ops)))))
+
+
+def _dicom_cases(name: str, base: bytes, keywords: tuple[str, ...], hot: int, others: Files | None = None) -> st.SearchStrategy[Mutation]:
+    tags = tag_edits(keywords).map(lambda e: Mutation(
+        f"{name}: tags {e}", lambda: _in_files(name, others or {}, apply_tag_edits(base, e))))
+    return st.one_of(_byte_cases(name, base, hot, others), tags)
+
+
+def cases(reader: str, corpus: Corpus) -> st.SearchStrategy[Mutation]:
+    """Mutated inputs for ``reader``, each a mutation of one real file."""
     import gzip
 
     if reader == "nifti":
+        gz = gzip.compress(corpus.nifti, mtime=0)
         return st.one_of(
-            _bytes_case(corpus.nifti, 352).map(lambda b: {"x.nii": b}),
-            _bytes_case(corpus.nifti, 352, lambda b: gzip.compress(b, mtime=0)).map(lambda b: {"x.nii.gz": b}),
-            _bytes_case(gzip.compress(corpus.nifti, mtime=0), 64).map(lambda b: {"x.nii.gz": b}),
-            nifti_field_edits().map(lambda e: {"x.nii": apply_nifti_fields(corpus.nifti, e)}),
+            _byte_cases("x.nii", corpus.nifti, 352),
+            _byte_cases("x.nii.gz", corpus.nifti, 352, finish=lambda b: gzip.compress(b, mtime=0)),
+            _byte_cases("x.nii.gz", gz, 64),
+            nifti_field_edits().map(lambda e: Mutation(f"x.nii: fields {e}", lambda: {"x.nii": apply_nifti_fields(corpus.nifti, e)})),
         )
     if reader == "npy":
         body = corpus.npy[128:]
         return st.one_of(
-            _bytes_case(corpus.npy, 128).map(lambda b: {"x.npy": b}),
-            st.sampled_from(NPY_HEADERS).map(lambda h: {"x.npy": npy_with_header(h, body)}),
+            _byte_cases("x.npy", corpus.npy, 128),
+            st.sampled_from(NPY_HEADERS).map(lambda h: Mutation(f"x.npy: header {h[:60]}", lambda: {"x.npy": npy_with_header(h, body)})),
         )
     if reader == "dicom_slice":
-        return _dicom_case(corpus.ct_slices[0], CT_KEYWORDS, 4096).map(lambda b: None if b is None else {"CT_000.dcm": b})
+        return _dicom_cases("CT_000.dcm", corpus.ct_slices[0], CT_KEYWORDS, 4096)
     if reader == "dicom_series":
-        n = len(corpus.ct_slices)
-
-        def series(i: int, mutated: bytes | None) -> dict[str, bytes] | None:
-            if mutated is None:
-                return None
-            return {f"CT_{k:03d}.dcm": mutated if k == i else b for k, b in enumerate(corpus.ct_slices)}
-
-        return st.integers(0, n - 1).flatmap(
-            lambda i: _dicom_case(corpus.ct_slices[i], CT_KEYWORDS, 4096).map(lambda b: series(i, b)))
+        series = {f"CT_{k:03d}.dcm": b for k, b in enumerate(corpus.ct_slices)}
+        return st.sampled_from(sorted(series)).flatmap(lambda name: _dicom_cases(name, series[name], CT_KEYWORDS, 4096, series))
     if reader == "rtstruct":
-        return _dicom_case(corpus.rtstruct, RTSS_KEYWORDS, 8192).map(lambda b: None if b is None else {"rtss.dcm": b})
+        return _dicom_cases("rtss.dcm", corpus.rtstruct, RTSS_KEYWORDS, 8192)
     raise ValueError(f"unknown reader {reader!r}")
 
 
-def classify(reader: str, files: dict[str, bytes], folder: Path, seconds: float) -> tuple[str, str]:
+def classify(reader: str, files: Files, folder: Path, seconds: float) -> tuple[str, str]:
     """('read' | 'refused' | 'uncaught' | 'hang', detail) for one input."""
     from rtseg.errors import RtsegError
 
