@@ -276,3 +276,36 @@ def test_single_slice_without_slice_spacing_is_refused(tmp_path):
     ds.save_as(path)
     with pytest.raises(DataError, match="single-slice series needs SpacingBetweenSlices or SliceThickness"):
         read_dicom_series(tmp_path / "one")
+
+
+# --- no unpickling ------------------------------------------------------------------------------
+
+class _Planted:
+    """Unpickling this runs code (creates a file): what a malicious checkpoint or .npy would do."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_checkpoint_and_npy_with_pickled_code_are_refused_without_running_it(tmp_path):
+    import pickle
+
+    import torch
+
+    from rtseg.io.checkpoint import load_checkpoint
+
+    marker = tmp_path / "code-ran"
+    torch.save({"rtseg_format": 1, "model": _Planted(str(marker))}, tmp_path / "evil.pt")
+    with pytest.raises(DataError, match=r"evil\.pt: not a loadable checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+    arr = np.empty((1, 1, 1), dtype=object)
+    arr[0, 0, 0] = _Planted(str(marker))
+    np.save(tmp_path / "evil.npy", arr, allow_pickle=True)
+    with pytest.raises(DataError, match=r"evil\.npy: voxel type object"):
+        read_npy(tmp_path / "evil.npy")
+    assert not marker.exists()
+    pickle.loads(pickle.dumps(_Planted(str(marker))))  # the payload is real: unpickling does run it
+    assert marker.exists()
