@@ -181,3 +181,49 @@ def test_other_errors_in_the_block_pass_through_and_leave_nothing(tmp_path: Path
             tmp.write_text("{")
             raise ValueError("not a write problem")
     assert list(tmp_path.iterdir()) == [] and issubclass(WriteError, RtsegError)
+
+
+# --- killed in the middle of a write ----------------------------------------------------------
+
+WRITER_LOOP = """
+import sys, numpy as np
+from rtseg.io.nifti import write_nifti
+from rtseg.io.seed_npy import write_npy
+from rtseg.io.volume import Volume
+k = 0
+while True:
+    k += 1
+    arr = np.full((96, 96, 64), k, np.int16)
+    write_nifti(Volume(arr, np.eye(4)), sys.argv[1])
+    write_npy(arr, sys.argv[2])
+    print(k, flush=True)
+"""
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.13, 0.41])
+def test_kill_9_during_writes_leaves_a_complete_file(tmp_path: Path, delay_s: float):
+    """SIGKILL at an arbitrary moment of a write loop: the target is a complete earlier version, and the
+    interrupted write's hidden temporary is not taken for a case."""
+    import signal
+    import sys
+    import time
+
+    from rtseg.io.seed_npy import read_npy, seed_case_ids
+
+    nii, npy = tmp_path / "p01_ct.nii.gz", tmp_path / "train" / "CT" / "p01.npy"
+    (tmp_path / "train" / "SEG").mkdir(parents=True)
+    write_npy(np.zeros((2, 2, 2), np.uint8), tmp_path / "train" / "SEG" / "p01.npy")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen([sys.executable, "-c", WRITER_LOOP, str(nii), str(npy)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "1"  # one full round written
+        time.sleep(delay_s)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    ct = read_nifti(nii).array
+    assert ct.shape == (96, 96, 64) and (ct == ct.flat[0]).all() and ct.flat[0] >= 1
+    arr = read_npy(npy).array
+    assert (arr == arr.flat[0]).all() and arr.flat[0] in (ct.flat[0], ct.flat[0] - 1)
+    (npy.parent / ".p02.npy.k2x9.tmp.npy").write_bytes(b"\x93NUMPY")  # what a kill leaves when it hits a first write
+    assert seed_case_ids(tmp_path / "train") == ["p01"]

@@ -309,3 +309,14 @@ def test_checkpoint_and_npy_with_pickled_code_are_refused_without_running_it(tmp
     assert not marker.exists()
     pickle.loads(pickle.dumps(_Planted(str(marker))))  # the payload is real: unpickling does run it
     assert marker.exists()
+
+
+def test_json_side_file_that_is_binary_or_absurdly_nested_is_refused(tmp_path):
+    from rtseg.io.jsonfile import read_json
+
+    (tmp_path / "splits.json").write_bytes(b'{"train": ["a"\xff]}')
+    with pytest.raises(DataError, match=r"splits\.json: not valid JSON \(not UTF-8 text: byte 0xff at offset 14\)"):
+        read_json(tmp_path / "splits.json", "DATASET.SPLITS")
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match=r"deep\.json: not valid JSON \(nested too deeply\)"):
+        read_json(tmp_path / "deep.json", "DATASET.SPLITS")

@@ -16,9 +16,13 @@ def read_json(path: str | os.PathLike[str], what: str) -> Any:
     if not p.is_file():
         raise DataError(f"{what} {p}: file not found")
     try:
-        return json.loads(p.read_text())
+        return json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p}: not valid JSON (not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+    except RecursionError:
+        raise DataError(f"{p}: not valid JSON (nested too deeply)") from None
 
 
 def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:

@@ -88,6 +88,11 @@ def write_npy(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
     return target
 
 
+def _npy_stems(folder: Path) -> set[str]:
+    """Case ids of a folder's .npy files; hidden ones (an interrupted atomic write's temporary) are not cases."""
+    return {p.stem for p in folder.glob("*.npy") if not p.name.startswith(".")}
+
+
 def seed_case_ids(split_dir: str | os.PathLike[str]) -> list[str]:
     """Patient ids present in a seed split, checked for pairing CT <-> SEG."""
     d = Path(split_dir)
@@ -96,8 +101,7 @@ def seed_case_ids(split_dir: str | os.PathLike[str]) -> list[str]:
         raise DataError(f"{d}: missing folder {CT_DIR}/ (seed layout is <split>/CT/*.npy and <split>/SEG/*.npy)")
     if not seg_dir.is_dir():
         raise DataError(f"{d}: missing folder {SEG_DIR}/ (seed layout is <split>/CT/*.npy and <split>/SEG/*.npy)")
-    cts = {p.stem for p in ct_dir.glob("*.npy")}
-    segs = {p.stem for p in seg_dir.glob("*.npy")}
+    cts, segs = _npy_stems(ct_dir), _npy_stems(seg_dir)
     if not cts:
         raise DataError(f"{ct_dir}: no .npy volumes found")
     only_ct, only_seg = sorted(cts - segs), sorted(segs - cts)
