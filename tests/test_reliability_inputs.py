@@ -320,3 +320,13 @@ def test_json_side_file_that_is_binary_or_absurdly_nested_is_refused(tmp_path):
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(DataError, match=r"deep\.json: not valid JSON \(nested too deeply\)"):
         read_json(tmp_path / "deep.json", "DATASET.SPLITS")
+
+
+@pytest.mark.parametrize("damage", ["truncated pixels", "garbage after the preamble"])
+def test_corrupt_slice_deep_inside_a_series_is_named(series, damage):
+    """The middle of the series, not the first file read: the error names the broken slice."""
+    bad = sorted(series.glob("*.dcm"))[2]
+    data = bad.read_bytes()
+    bad.write_bytes(data[:-100] if damage == "truncated pixels" else data[:132] + bytes(range(256)) * 4)
+    with pytest.raises(DataError, match=rf"{bad.name}: (pixel data cannot be decoded|not a readable DICOM file)"):
+        read_dicom_series(series)

@@ -163,6 +163,8 @@ def scan_dicom_folder(folder: str | os.PathLike[str]) -> list[tuple[Path, Datase
         if len(ds) == 0:
             raise DataError(f"{p}: not a readable DICOM file (no data elements)")
         parse_all(ds, p, HEADER_KEYWORDS)
+        if "SOPClassUID" not in ds and "Modality" not in ds:  # garbage after a DICM marker parses to stray elements
+            raise DataError(f"{p}: not a readable DICOM file (neither SOPClassUID nor Modality)")
         out.append((p, ds))
     return out
 
@@ -191,6 +193,9 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
 
 def _select_series(folder: Path, headers: list[_Header], series_uid: str | None) -> list[_Header]:
     images = [h for h in headers if _is_image(h.ds)]
+    broken = [h for h in headers if not _is_image(h.ds) and (h.ds.get("Modality") == "CT" or h.ds.get("SOPClassUID") == CTImageStorage)]
+    if broken:  # else a damaged slice would silently drop out of its series
+        raise DataError(f"{broken[0].path}: a CT slice without Rows/Columns; the file is damaged")
     if not images:
         if headers:
             kinds = sorted({str(h.ds.get("Modality", "?")) for h in headers})
