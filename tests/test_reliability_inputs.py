@@ -330,3 +330,21 @@ def test_corrupt_slice_deep_inside_a_series_is_named(series, damage):
     bad.write_bytes(data[:-100] if damage == "truncated pixels" else data[:132] + bytes(range(256)) * 4)
     with pytest.raises(DataError, match=rf"{bad.name}: (pixel data cannot be decoded|not a readable DICOM file)"):
         read_dicom_series(series)
+
+
+def test_volume_refuses_a_non_finite_affine():
+    aff = np.eye(4)
+    aff[0, 3] = np.nan
+    with pytest.raises(ValueError, match="Volume affine must be finite"):
+        Volume(np.zeros((2, 2, 2)), aff)
+
+
+def test_nifti_qform_only_with_qfac_zero_reads_as_the_standard_says(tmp_path):
+    """nifti1.h: a qfac (pixdim[0]) other than -1 is taken as 1; such files are sloppy but not broken."""
+    def qform_only(hdr):
+        hdr.set_qform(AFFINE, code=1)
+        hdr["sform_code"] = 0
+        hdr["pixdim"][0] = 0
+
+    vol = read_nifti(save_nifti(tmp_path / "ct.nii", ct(), edit=qform_only))
+    np.testing.assert_allclose(vol.affine, AFFINE, atol=1e-6)

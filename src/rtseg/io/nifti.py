@@ -61,7 +61,7 @@ def _geometry(p: Path, img: nib.Nifti1Pair) -> np.ndarray:
         )
     check_spacing(p, raw["pixdim"][1:4].tolist(), "header pixdim[1:4]")
     field = f"sform (sform_code {sform_code})" if sform_code else f"qform (qform_code {qform_code})"
-    affine = np.asarray(raw.get_best_affine(), dtype=np.float64)
+    affine = np.asarray(img.affine, dtype=np.float64)  # same as the stored one now; qfac 0 is read as 1 per nifti1.h
     check_affine(p, affine, field)
     return affine
 
