@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -27,10 +28,11 @@ import fuzz_targets as ft  # noqa: E402  (shared with the CI test)
 OUTCOMES = ("read", "refused", "uncaught", "hang")
 
 
-def fuzz_reader(reader: str, corpus: ft.Corpus, examples: int, run_seed: int, limit_s: float, folder: Path) -> tuple[Counter, list[str], float]:
-    """Outcome counts, findings and seconds for ``examples`` written inputs."""
+def fuzz_reader(reader: str, corpus: ft.Corpus, examples: int, run_seed: int, limit_s: float,
+                folder: Path) -> tuple[Counter, list[tuple[str, str]], float]:
+    """Outcome counts, findings (what happened, the input) and seconds for ``examples`` written inputs."""
     counts: Counter = Counter()
-    findings: list[str] = []
+    findings: list[tuple[str, str]] = []
 
     @seed(run_seed)
     @settings(max_examples=examples, database=None, deadline=None, phases=[Phase.generate],
@@ -43,7 +45,7 @@ def fuzz_reader(reader: str, corpus: ft.Corpus, examples: int, run_seed: int, li
         outcome, detail = ft.classify(reader, files, folder, limit_s)
         counts[outcome] += 1
         if outcome in ("uncaught", "hang"):
-            findings.append(f"{detail}\n      input: {mutation!r}"[:600])
+            findings.append((detail, repr(mutation)[:400]))
 
     t0 = time.perf_counter()
     one()
@@ -70,19 +72,22 @@ def main() -> int:
           f"seed {args.seed}, {args.examples} inputs per reader")
     print(f"{'reader':<14}{'inputs':>8}{'read':>7}{'refused':>9}{'uncaught':>10}{'hang':>6}{'seconds':>9}")
     total: Counter = Counter()
-    all_findings: list[str] = []
+    all_findings: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for reader in args.readers:
             counts, findings, secs = fuzz_reader(reader, corpus, args.examples, args.seed, args.limit, Path(tmp) / reader)
             n = sum(counts[k] for k in OUTCOMES)
             total.update(counts)
             total["seconds"] += int(round(secs))
-            all_findings += [f"{reader}: {f}" for f in findings]
+            all_findings += [(f"{reader}: {what}", mutation) for what, mutation in findings]
             print(f"{reader:<14}{n:>8}{counts['read']:>7}{counts['refused']:>9}{counts['uncaught']:>10}{counts['hang']:>6}{secs:>9.1f}")
     n = total["read"] + total["refused"] + total["uncaught"] + total["hang"]
     print(f"{'total':<14}{n:>8}{total['read']:>7}{total['refused']:>9}{total['uncaught']:>10}{total['hang']:>6}{total['seconds']:>9}")
-    for f, k in Counter(all_findings).most_common():
-        print(f"  finding ({k}x): {f}")
+    kinds: dict[str, list[str]] = {}
+    for what, mutation in all_findings:  # one line per exception type and place, with its first input
+        kinds.setdefault(re.sub(r"file position [0-9A-F]+|: '.*?' in", "...", what), []).append(mutation)
+    for what, inputs in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
+        print(f"  finding ({len(inputs)}x): {what}\n      e.g. {inputs[0]}")
     return 1 if total["uncaught"] or total["hang"] else 0
 
 
