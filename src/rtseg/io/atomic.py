@@ -23,7 +23,9 @@ class WriteError(RtsegError):
 
 
 def _fsync(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    if directory and not hasattr(os, "O_DIRECTORY"):  # Windows: a folder cannot be opened, nor needs syncing
+        return
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     try:
         os.fsync(fd)
     except OSError as exc:
