@@ -17,7 +17,8 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str]) -> Pa
     target = Path(path)
     data = {"rtseg_format": FORMAT_VERSION, **payload}
     with atomic_path(target) as tmp:
-        torch.save(data, tmp)
+        with open(tmp, "wb") as fh:  # through a Python file, so a full disk raises OSError(ENOSPC), not a bare RuntimeError
+            torch.save(data, fh)
     return target
 
 

@@ -29,6 +29,8 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMEN
 from rtseg import __version__
 from rtseg.errors import DataError
 from rtseg.io.atomic import atomic_path
+from rtseg.io.dicom_values import count, float_list, parse_all, rescale, single_slice_spacing
+from rtseg.io.integrity import check_finite, check_size, check_spacing
 from rtseg.io.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,12 @@ PATIENT_STUDY_KEYWORDS: tuple[str, ...] = (
     "AccessionNumber",
     "StudyDescription",
 )
+
+HEADER_KEYWORDS: tuple[str, ...] = PATIENT_STUDY_KEYWORDS + (
+    "Modality", "SeriesInstanceUID", "SeriesDescription", "SeriesNumber", "SOPClassUID", "SOPInstanceUID",
+    "FrameOfReferenceUID", "PositionReferenceIndicator", "Rows", "Columns", "NumberOfFrames",
+)
+"""Header values this module reads: parsed once while scanning, so a malformed one is refused there."""
 
 _NON_DICOM_SUFFIXES = {
     ".txt", ".md", ".json", ".csv", ".xml", ".html", ".pdf", ".png", ".jpg", ".jpeg",
@@ -154,6 +162,9 @@ def scan_dicom_folder(folder: str | os.PathLike[str]) -> list[tuple[Path, Datase
             raise DataError(f"{p}: not a readable DICOM file ({type(exc).__name__})") from None
         if len(ds) == 0:
             raise DataError(f"{p}: not a readable DICOM file (no data elements)")
+        parse_all(ds, p, HEADER_KEYWORDS)
+        if "SOPClassUID" not in ds and "Modality" not in ds:  # garbage after a DICM marker parses to stray elements
+            raise DataError(f"{p}: not a readable DICOM file (neither SOPClassUID nor Modality)")
         out.append((p, ds))
     return out
 
@@ -180,19 +191,11 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
     return [_info(uid, hs) for uid, hs in sorted(_series_infos(headers).items())]
 
 
-def _float_list(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
-    value = ds.get(keyword)
-    try:
-        arr = np.array([float(v) for v in value], dtype=np.float64)  # type: ignore[union-attr]
-    except Exception:
-        arr = np.empty(0)
-    if arr.shape != (n,):
-        raise DataError(f"{path}: {keyword} missing or malformed (expected {n} numbers)")
-    return arr
-
-
 def _select_series(folder: Path, headers: list[_Header], series_uid: str | None) -> list[_Header]:
     images = [h for h in headers if _is_image(h.ds)]
+    broken = [h for h in headers if not _is_image(h.ds) and (h.ds.get("Modality") == "CT" or h.ds.get("SOPClassUID") == CTImageStorage)]
+    if broken:  # else a damaged slice would silently drop out of its series
+        raise DataError(f"{broken[0].path}: a CT slice without Rows/Columns; the file is damaged")
     if not images:
         if headers:
             kinds = sorted({str(h.ds.get("Modality", "?")) for h in headers})
@@ -226,14 +229,15 @@ def _check_same(folder: Path, hs: list[_Header], what: str, values: list[Any], s
 
 def _geometry(folder: Path, hs: list[_Header]) -> tuple[list[_Header], np.ndarray]:
     """Sort slices along the normal, validate spacing, return (sorted headers, LPS affine)."""
-    iops = [_float_list(h.ds, "ImageOrientationPatient", 6, h.path) for h in hs]
-    ipps = [_float_list(h.ds, "ImagePositionPatient", 3, h.path) for h in hs]
-    pss = [_float_list(h.ds, "PixelSpacing", 2, h.path) for h in hs]
-    sizes = [(int(h.ds.Rows), int(h.ds.Columns)) for h in hs]
+    iops = [float_list(h.ds, "ImageOrientationPatient", 6, h.path) for h in hs]
+    ipps = [float_list(h.ds, "ImagePositionPatient", 3, h.path) for h in hs]
+    pss = [float_list(h.ds, "PixelSpacing", 2, h.path) for h in hs]
+    sizes = [(count(h.ds, "Rows", h.path), count(h.ds, "Columns", h.path)) for h in hs]
     _check_same(folder, hs, "sizes (rows x columns)", [f"{r}x{c}" for r, c in sizes], lambda a, b: a == b)
     _check_same(folder, hs, "orientation (ImageOrientationPatient)", iops, lambda a, b: np.allclose(a, b, atol=1e-4))
     _check_same(folder, hs, "pixel spacing", pss, lambda a, b: np.allclose(a, b, atol=1e-4))
-    frames = [int(h.ds.get("NumberOfFrames", 1) or 1) for h in hs]
+    check_spacing(hs[0].path, pss[0].tolist(), "PixelSpacing")
+    frames = [count(h.ds, "NumberOfFrames", h.path, 1) for h in hs]
     if max(frames) > 1:
         raise DataError(f"{folder}: multi-frame (enhanced) images are not supported; export the series as single-frame slices")
 
@@ -278,8 +282,7 @@ def _geometry(folder: Path, hs: list[_Header]) -> tuple[list[_Header], np.ndarra
             )
         dz = float((proj[-1] - proj[0]) / (n - 1))
     else:
-        ds = hs[0].ds
-        dz = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
+        dz = single_slice_spacing(hs[0].ds, hs[0].path)
 
     lps = np.eye(4)
     lps[:3, 0] = row_cos * col_sp  # column index runs along the row direction
@@ -297,8 +300,7 @@ def _pixels(h: _Header) -> tuple[np.ndarray, float, float]:
         raise DataError(f"{h.path}: pixel data cannot be decoded ({type(exc).__name__})") from None
     if px.ndim != 2:
         raise DataError(f"{h.path}: expected one grey-level image, found pixel array of shape {px.shape}")
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    slope, intercept = rescale(ds, h.path)
     return px, slope, intercept
 
 
@@ -312,7 +314,8 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
         raise DataError(f"{root}: series modality is {modality or 'missing'}, expected CT")
     hs, lps = _geometry(root, hs)
 
-    rows, cols = int(hs[0].ds.Rows), int(hs[0].ds.Columns)
+    rows, cols = count(hs[0].ds, "Rows", hs[0].path), count(hs[0].ds, "Columns", hs[0].path)
+    check_size(root, (cols, rows, len(hs)), 4, "Columns x Rows x slices")
     hu = np.empty((cols, rows, len(hs)), dtype=np.float32)  # exact for integer HU (|v| < 2**24)
     exact = True
     for k, h in enumerate(hs):
@@ -320,7 +323,9 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
         if px.shape != (rows, cols):
             raise DataError(f"{h.path}: pixel data is {px.shape[0]}x{px.shape[1]}, header says {rows}x{cols}")
         exact &= slope.is_integer() and intercept.is_integer()
-        hu[:, :, k] = px.T.astype(np.float64) * slope + intercept
+        with np.errstate(over="ignore", invalid="ignore"):  # an absurd slope overflows: refused just below
+            hu[:, :, k] = px.T.astype(np.float64) * slope + intercept
+        check_finite(f"{h.path} (RescaleSlope {slope:g}, RescaleIntercept {intercept:g})", hu[:, :, k])
     if exact and hu.min() >= np.iinfo(np.int16).min and hu.max() <= np.iinfo(np.int16).max:
         array = hu.astype(np.int16)
     else:

@@ -17,10 +17,12 @@ def read_json(path: str | os.PathLike[str], what: str) -> Any:
         raise DataError(f"{what} {p}: file not found")
     try:
         return json.loads(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise DataError(f"{p}: not valid JSON (not UTF-8 text; a binary file?)") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p}: not valid JSON (not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+    except RecursionError:
+        raise DataError(f"{p}: not valid JSON (nested too deeply)") from None
 
 
 def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:

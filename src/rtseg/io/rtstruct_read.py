@@ -138,6 +138,8 @@ def read_rtstruct(path: str | os.PathLike[str]) -> RtStruct:
         raise DataError(f"{p}: RTSTRUCT file not found")
     try:
         ds = pydicom.dcmread(p)
+        for _ in ds.iterall():  # pydicom parses lazily: a damaged element must fail here, not deep in the walk below
+            pass
     except Exception as exc:
         raise DataError(f"{p}: not a readable DICOM file ({type(exc).__name__})") from None
     if _text(ds, "SOPClassUID") != RTStructureSetStorage and _text(ds, "Modality") != "RTSTRUCT":

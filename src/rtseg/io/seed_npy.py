@@ -16,6 +16,7 @@ import numpy as np
 
 from rtseg.errors import DataError
 from rtseg.io.atomic import atomic_path
+from rtseg.io.integrity import NonFinitePolicy, check_finite, check_numeric, exc_summary, check_size, check_spacing
 from rtseg.io.volume import Volume
 
 CT_DIR, SEG_DIR, ONEHOT_DIR = "CT", "SEG", "SEG_onehot"
@@ -36,14 +37,46 @@ def to_seed_array(volume: Volume) -> np.ndarray:
     return np.ascontiguousarray(nio.apply_orientation(volume.array, ornt).transpose(2, 1, 0))
 
 
-def read_npy(path: str | os.PathLike[str], spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Volume:
+def _npy_header(p: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from the .npy header, checked against the file length and the memory limit
+    before the array is allocated (np.load would trust a header that claims terabytes)."""
+    try:
+        with open(p, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+            offset = fh.tell()
+    except Exception as exc:  # numpy raises ValueError, SyntaxError, ... for corrupt headers
+        raise DataError(f"{p}: not a readable .npy array ({exc_summary(exc)})") from None
+    check_numeric(p, dtype)
+    if len(shape) != 3:
+        raise DataError(f"{p}: expected a 3D (D,H,W) array, found shape {shape}")
+    nbytes = check_size(p, shape, dtype.itemsize, "header shape")
+    size = p.stat().st_size
+    if size - offset < nbytes:
+        raise DataError(f"{p}: truncated: header says {shape} {dtype} ({nbytes} bytes of data), file holds {size - offset}")
+    return shape, dtype
+
+
+def read_npy(path: str | os.PathLike[str], spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+             nonfinite: NonFinitePolicy = "error") -> Volume:
+    """Read a (D, H, W) seed array; NaN/inf voxels are an error unless ``nonfinite`` gives their replacement."""
     p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: file not found")
+    check_spacing(p, spacing, "given spacing (D, H, W)")
+    shape, _ = _npy_header(p)
     try:
         arr = np.load(p, allow_pickle=False)
     except Exception as exc:
         raise DataError(f"{p}: not a readable .npy array ({type(exc).__name__})") from None
-    if arr.ndim != 3:
-        raise DataError(f"{p}: expected a 3D (D,H,W) array, found shape {arr.shape}")
+    if arr.shape != shape:  # cannot happen with numpy's own reader; guards a second header
+        raise DataError(f"{p}: header shape {shape} does not match the data read {arr.shape}")
+    arr = check_finite(p, arr, nonfinite)
     return Volume(arr, seed_affine(spacing), {"source": str(p)})
 
 
@@ -55,6 +88,11 @@ def write_npy(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
     return target
 
 
+def _npy_stems(folder: Path) -> set[str]:
+    """Case ids of a folder's .npy files; hidden ones (an interrupted atomic write's temporary) are not cases."""
+    return {p.stem for p in folder.glob("*.npy") if not p.name.startswith(".")}
+
+
 def seed_case_ids(split_dir: str | os.PathLike[str]) -> list[str]:
     """Patient ids present in a seed split, checked for pairing CT <-> SEG."""
     d = Path(split_dir)
@@ -63,8 +101,7 @@ def seed_case_ids(split_dir: str | os.PathLike[str]) -> list[str]:
         raise DataError(f"{d}: missing folder {CT_DIR}/ (seed layout is <split>/CT/*.npy and <split>/SEG/*.npy)")
     if not seg_dir.is_dir():
         raise DataError(f"{d}: missing folder {SEG_DIR}/ (seed layout is <split>/CT/*.npy and <split>/SEG/*.npy)")
-    cts = {p.stem for p in ct_dir.glob("*.npy")}
-    segs = {p.stem for p in seg_dir.glob("*.npy")}
+    cts, segs = _npy_stems(ct_dir), _npy_stems(seg_dir)
     if not cts:
         raise DataError(f"{ct_dir}: no .npy volumes found")
     only_ct, only_seg = sorted(cts - segs), sorted(segs - cts)

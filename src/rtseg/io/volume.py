@@ -26,6 +26,8 @@ class Volume:
         aff = np.asarray(self.affine, dtype=np.float64)
         if aff.shape != (4, 4):
             raise ValueError(f"Volume affine must be 4x4, got {aff.shape}")
+        if not np.all(np.isfinite(aff)):  # readers refuse such files; this catches a computed one
+            raise ValueError(f"Volume affine must be finite, got {aff.tolist()}")
         object.__setattr__(self, "affine", aff)
 
     @property
