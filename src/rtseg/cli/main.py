@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rtseg.cli.export",
     "rtseg.cli.plan",
     "rtseg.cli.demo",
+    "rtseg.cli.serve",
 )
 
 
