@@ -103,7 +103,7 @@ class ServeConfig(_Strict):
 
     store: str = Field(..., description="folder for received series, the job database, the outbox and the log")
     host: str = Field("127.0.0.1", description="address to listen on (default 127.0.0.1: this machine only)")
-    port: int = Field(11112, ge=1, le=65535, description="TCP port to listen on (default 11112)")
+    port: int = Field(11112, ge=0, le=65535, description="TCP port to listen on (default 11112; 0: any free port)")
     ae_title: str = Field("RTSEG", description="this node's AE title (default RTSEG)")
     checkpoint: Optional[str] = Field(None, description="checkpoint of the catch-all rule (used when no rules are given)")
     destination: list[str] = Field(default_factory=list, description=f"where the catch-all rule sends RTSTRUCTs: "
