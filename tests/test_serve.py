@@ -35,8 +35,8 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class InProcessNode:
-    def __init__(self, tmp: Path, **keys: object) -> None:
-        self.cfg = load_serve_config(None, {"port": 0, "store": str(tmp / "store"), "series_timeout": 1.0, **keys})
+    def __init__(self, tmp: Path, config: Path | None = None, **keys: object) -> None:
+        self.cfg = load_serve_config(config, {"port": 0, "store": str(tmp / "store"), "series_timeout": 1.0, **keys})
         self.handlers = setup_logging(self.cfg.store_path / LOG_NAME, to_stderr=False)
         self.node = Node(self.cfg)
         self.host, self.port = self.node.start()
@@ -64,10 +64,11 @@ def tps(tmp_path: Path, processes: list) -> StoreSCP:
 
 @pytest.fixture
 def node_factory(tmp_path: Path, ckpt: Path, processes: list) -> Iterator:
-    def make(**keys: object) -> InProcessNode:
-        keys.setdefault("checkpoint", str(ckpt))
+    def make(config: Path | None = None, **keys: object) -> InProcessNode:
+        if config is None:
+            keys.setdefault("checkpoint", str(ckpt))
         keys.setdefault("device", "cpu")
-        n = InProcessNode(tmp_path, **keys)
+        n = InProcessNode(tmp_path, config, **keys)
         processes.append(n)
         return n
 

@@ -21,6 +21,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from rtseg.errors import ConfigError
 from rtseg.serve.assembly import SeriesStore
 from rtseg.serve.config import ServeConfig
 from rtseg.serve.jobs import InstanceInfo, JobQueue
@@ -88,8 +89,14 @@ class StorageSCP:
                     (evt.EVT_ABORTED, self.on_aborted), (evt.EVT_REJECTED, self.on_rejected)]
         server_class = type("Server", (_AddressCheckingServer,),
                             {"allowed": [ipaddress.ip_network(a, strict=False) for a in self.cfg.allow_address]})
-        self.server = self.ae.make_server((self.cfg.host, self.cfg.port), evt_handlers=handlers,
-                                          ssl_context=tls_context(self.cfg), server_class=server_class)
+        try:
+            self.server = self.ae.make_server((self.cfg.host, self.cfg.port), evt_handlers=handlers,
+                                              ssl_context=tls_context(self.cfg), server_class=server_class)
+        except ssl.SSLError as exc:
+            raise ConfigError(f"tls_cert/tls_key/tls_ca: cannot load the TLS files ({exc.reason or exc})") from None
+        except OSError as exc:
+            raise ConfigError(f"host/port: cannot listen on {self.cfg.host}:{self.cfg.port} "
+                              f"({exc.strerror or exc}); is another node running there?") from None
         self.ae._servers.append(self.server)  # so AE.shutdown() finds it, as for start_server()
         self._thread = threading.Thread(target=self.server.serve_forever, name="rtseg-scp", daemon=True)
         self._thread.start()

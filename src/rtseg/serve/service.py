@@ -93,11 +93,17 @@ class Node:
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            self.start()
-            while not stop.wait(0.5):
-                pass
+            try:
+                self.start()
+            except BaseException:  # e.g. a checkpoint that does not load: nothing was started
+                self.queue.close()
+                raise
+            try:
+                while not stop.wait(0.5):
+                    pass
+            finally:
+                self.stop()
         finally:
-            self.stop()
             for s, h in previous.items():
                 signal.signal(s, h)
 
