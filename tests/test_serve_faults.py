@@ -39,6 +39,18 @@ def node_args(ckpt_path: Path, destination: str) -> list[str]:
             "--series-timeout", "1", "--retry-initial-s", "0.5", "--retry-max-s", "1"]
 
 
+def tps_and_node(tmp_path: Path, ckpt_path: Path, processes: list, tps_up: bool = True) -> tuple[StoreSCP, NodeProcess]:
+    """storescp as the TPS (``tps_up=False``: its port chosen but nothing listening yet) and the node as a process."""
+    need_tools("storescu", "storescp", "echoscu")
+    tps_ = StoreSCP(tmp_path / "tps", port=free_port())
+    processes.append(tps_)
+    if tps_up:
+        tps_.start()
+    node = NodeProcess(tmp_path / "store", node_args(ckpt_path, tps_.destination))
+    processes.append(node)
+    return tps_, node.start()
+
+
 def states(store: Path) -> list[str]:
     return [s for _, s, _ in job_states(store)]
 
@@ -70,13 +82,9 @@ def test_aborted_association_reports_the_partial_series_and_names_missing_slices
 
 @pytest.mark.slow
 def test_kill9_while_receiving_then_restart_and_resend(tmp_path: Path, ckpt: Path, processes: list) -> None:
-    need_tools("storescu", "storescp", "echoscu")
     files = sorted(shared_series().glob("*.dcm"))
-    tps_ = StoreSCP(tmp_path / "tps").start()
-    processes.append(tps_)
-    store = tmp_path / "store"
-    node = NodeProcess(store, node_args(ckpt, tps_.destination)).start()
-    processes.append(node)
+    tps_, node = tps_and_node(tmp_path, ckpt, processes)
+    store = node.store
     send_some(node.port, files[:10], abort=False)
     node.kill9()
     assert states(store) == ["received"]
@@ -91,12 +99,8 @@ def test_kill9_while_receiving_then_restart_and_resend(tmp_path: Path, ckpt: Pat
 
 @pytest.mark.slow
 def test_kill9_while_contouring_resumes_and_delivers_once(tmp_path: Path, ckpt: Path, processes: list) -> None:
-    need_tools("storescu", "storescp", "echoscu")
-    tps_ = StoreSCP(tmp_path / "tps").start()
-    processes.append(tps_)
-    store = tmp_path / "store"
-    node = NodeProcess(store, node_args(ckpt, tps_.destination)).start()
-    processes.append(node)
+    tps_, node = tps_and_node(tmp_path, ckpt, processes)
+    store = node.store
     storescu(node.port, shared_series())
     wait_for(lambda: states(store) == ["contouring"], 60, "contouring to start", poll=0.02)
     node.kill9()
@@ -110,12 +114,8 @@ def test_kill9_while_contouring_resumes_and_delivers_once(tmp_path: Path, ckpt: 
 
 @pytest.mark.slow
 def test_kill9_while_sending_to_a_destination_that_is_down_then_up(tmp_path: Path, ckpt: Path, processes: list) -> None:
-    need_tools("storescu", "storescp", "echoscu")
-    tps_ = StoreSCP(tmp_path / "tps", port=free_port())  # not started yet: the TPS is down
-    processes.append(tps_)
-    store = tmp_path / "store"
-    node = NodeProcess(store, node_args(ckpt, tps_.destination)).start()
-    processes.append(node)
+    tps_, node = tps_and_node(tmp_path, ckpt, processes, tps_up=False)  # the TPS is down
+    store = node.store
     storescu(node.port, shared_series())
     wait_for(lambda: states(store) == ["sending"] and deliveries(store)[0][1] >= 2, 120, "failed sending attempts")
     node.kill9()
@@ -130,12 +130,8 @@ def test_kill9_while_sending_to_a_destination_that_is_down_then_up(tmp_path: Pat
 
 @pytest.mark.slow
 def test_sigterm_stops_cleanly_and_the_queue_resumes(tmp_path: Path, ckpt: Path, processes: list) -> None:
-    need_tools("storescu", "storescp", "echoscu")
-    tps_ = StoreSCP(tmp_path / "tps").start()
-    processes.append(tps_)
-    store = tmp_path / "store"
-    node = NodeProcess(store, node_args(ckpt, tps_.destination)).start()
-    processes.append(node)
+    tps_, node = tps_and_node(tmp_path, ckpt, processes)
+    store = node.store
     storescu(node.port, shared_series())
     wait_for(lambda: states(store) in (["complete"], ["contouring"]), 60, "the series to be complete", poll=0.02)
     node.proc.send_signal(signal.SIGTERM)

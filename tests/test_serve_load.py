@@ -14,7 +14,7 @@ import pytest
 from dicom_checks import assert_dciodvfy_clean
 from rtseg.serve.scp import free_port
 from test_serve import ckpt, node_factory, tps  # noqa: F401  (fixtures)
-from test_serve_support import copy_series, need_tools, processes, shared_series, wait_for
+from test_serve_support import copy_series, need_tools, processes, shared_series, stop_process, wait_for
 
 __all__ = ["processes", "node_factory", "ckpt", "tps"]
 
@@ -86,13 +86,7 @@ class Orthanc:
             return json.loads(r.read() or b"null")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
         self.log.close()
 

@@ -23,6 +23,20 @@ SERIES = ROOT.parent / "shared" / "data" / "dicom-ct-series"
 PYTHON = sys.executable
 
 
+def stop_process(proc: Optional[subprocess.Popen], timeout: float = 20) -> Optional[int]:
+    """SIGTERM, then SIGKILL if it does not end within ``timeout``; returns the exit status."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def need_tools(*names: str) -> None:
     missing = [n for n in names if shutil.which(n) is None]
     if missing:
@@ -97,13 +111,7 @@ class StoreSCP:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
         self.proc = None
 
     def received(self) -> list[pydicom.Dataset]:
@@ -135,15 +143,9 @@ class NodeProcess:
     def stop(self) -> Optional[int]:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        rc = stop_process(self.proc, 60)
         self.stderr.close()
-        rc, self.proc = self.proc.returncode, None
+        self.proc = None
         return rc
 
 

@@ -146,10 +146,7 @@ class StorageSCP:
             self.queue.mark_interrupted(s.stored | set(s.refused),
                                         f"association from {r.ae_title} aborted before the series was sent completely")
             event(logging.WARNING, "association aborted", calling_ae=r.ae_title, peer=r.address,
-                  series=sorted(self.queue_refs(s.stored | set(s.refused))))
-
-    def queue_refs(self, uids: set[str]) -> list[str]:
-        return [series_ref(u) for u in uids]
+                  series=sorted(series_ref(u) for u in s.stored | set(s.refused)))
 
     # ------------------------------------------------------------------ C-STORE
 

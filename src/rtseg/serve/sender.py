@@ -60,8 +60,8 @@ class Sender:
     def send(self, d: Delivery) -> None:
         try:
             error = c_store(d.rtstruct, d.destination, self.cfg.ae_title)
-        except (OSError, RuntimeError, ValueError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # an unreadable outbox file or a network library error: retried like a refusal
+            error = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
         if error is None:
             finished = self.queue.delivered(d.id)
             event(logging.INFO, "rtstruct delivered", job=d.job_id, series=d.series_ref, destination=d.destination,
@@ -74,10 +74,14 @@ class Sender:
 
     def run(self, poll_s: float = 0.2) -> None:
         while not self.stop.is_set():
-            due = self.queue.due_deliveries()
-            for d in due:
-                if self.stop.is_set():
-                    break
-                self.send(d)
+            try:
+                due = self.queue.due_deliveries()
+                for d in due:
+                    if self.stop.is_set():
+                        break
+                    self.send(d)
+            except Exception:  # keep delivering; the queue still holds every pending delivery
+                logging.getLogger("rtseg.serve").exception("sender loop error")
+                due = []
             if not due:
                 self.stop.wait(poll_s)

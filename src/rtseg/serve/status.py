@@ -41,6 +41,8 @@ def job_rows(store: str | Path, limit: Optional[int] = None) -> list[dict[str, A
 def _detail(j: dict[str, Any]) -> str:
     if j["error"]:
         return j["error"]
+    if j["interrupted"]:
+        return f"interrupted: {j['interrupted']} (waiting for the sender to send the series again)"
     pending = [d for d in j["deliveries"] if d["state"] != "sent"]
     if pending:
         d = pending[0]

@@ -14,7 +14,7 @@ from typing import Callable
 
 from rtseg.errors import RtsegError
 from rtseg.serve.assembly import SeriesStore
-from rtseg.serve.config import ServeConfig, Rule
+from rtseg.serve.config import Rule, ServeConfig
 from rtseg.serve.contour import Contourer
 from rtseg.serve.jobs import JobQueue
 from rtseg.serve.logs import event, short_hash
@@ -66,8 +66,12 @@ class Worker:
 
     def run(self, poll_s: float = 0.2) -> None:
         while not self.stop.is_set():
-            job = self.queue.claim()
+            try:
+                job = self.queue.claim()
+                if job is not None:
+                    self.process(dict(job))
+            except Exception:  # e.g. the disk is full: keep the thread alive, the job stays claimed until restart
+                logging.getLogger("rtseg.serve").exception("worker loop error")
+                job = None
             if job is None:
                 self.stop.wait(poll_s)
-                continue
-            self.process(dict(job))
