@@ -168,3 +168,18 @@ def test_status_lists_jobs_with_state_and_timings(node_factory, tps: StoreSCP, c
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert rc == 0 and rows[0]["state"] == "done" and rows[0]["latency_s"] > 0
     assert rows[0]["deliveries"][0]["state"] == "sent"
+
+
+@pytest.mark.parametrize("limit, stored, words", [({"max_instances_per_series": 5}, 5, "max_instances_per_series=5"),
+                                                 ({"max_instance_mb": 0.1}, 0, "exceeds max_instance_mb=0.1")])
+def test_instance_limits_refuse_with_out_of_resources(node_factory, limit: dict, stored: int, words: str) -> None:
+    need_tools("storescu")
+    node = node_factory(**limit)
+    res = storescu(node.port, shared_series(), check=False)
+    assert "Refused: OutOfResources" in res.stderr
+    assert len(list((node.cfg.store_path / "series").rglob("*.dcm"))) == stored
+    refused = [e for e in node.log() if e["event"] == "instance refused"]
+    assert refused and words in refused[0]["reason"]
+    if stored:
+        jobs = wait_for(lambda: [j for j in node.states() if j[1] == "failed"], 30, "the partial series to fail")
+        assert words in jobs[0][2]

@@ -12,7 +12,6 @@ import pytest
 from pydicom.uid import CTImageStorage, JPEG2000Lossless
 from pynetdicom import AE
 
-from test_predict import make_checkpoint
 from test_serve import node_factory  # noqa: F401  (fixture)
 from test_serve import ckpt, tps  # noqa: F401  (fixtures)
 from test_serve_support import NodeProcess, StoreSCP, job_states, need_tools, processes, shared_series, storescu, wait_for
@@ -142,7 +141,3 @@ def test_sigterm_stops_cleanly_and_the_queue_resumes(tmp_path: Path, ckpt: Path,
     wait_for(lambda: states(store) == ["done"], 120, "the job to be done after the restart")
     assert len(tps_.received()) == 1
 
-
-def test_make_checkpoint_is_the_predict_tests_one() -> None:
-    """The serve tests use test_predict's checkpoint maker (no second copy of it)."""
-    assert make_checkpoint.__module__ == "test_predict"
