@@ -75,6 +75,7 @@ def node_factory(tmp_path: Path, ckpt: Path, processes: list) -> Iterator:
     yield make
 
 
+@pytest.mark.slow
 def test_series_is_contoured_and_delivered_like_predict(node_factory, tps: StoreSCP, ckpt: Path, tmp_path: Path) -> None:
     series = shared_series()
     node = node_factory(destination=[tps.destination], allow=["SCANNER1"])
