@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -135,6 +136,7 @@ def main() -> int:
     from test_serve_support import StoreSCP, copy_series
 
     logging.getLogger("rtseg.serve").setLevel(logging.WARNING)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop storescp and the node
     tmp = Path(tempfile.mkdtemp(prefix="rtseg-serve-bench-"))
     ckpt = args.checkpoint or make_model(args.model, tmp, args.demo_minutes)
     copies = [copy_series(SERIES, tmp / "copies" / f"s{i:02d}") for i in range(2 * args.series)]

@@ -157,10 +157,11 @@ def test_quota_full_answers_out_of_resources_and_corrupts_nothing(node_factory, 
     assert not list((node.cfg.store_path / "outbox").glob("*.dcm"))
 
 
-def test_status_lists_jobs_with_state_and_timings(node_factory, tps: StoreSCP, capsys) -> None:
+def test_complete_on_release_and_status_lists_jobs_with_state_and_timings(node_factory, tps: StoreSCP, capsys) -> None:
     series = shared_series()
-    node = node_factory(destination=[tps.destination])
+    node = node_factory(destination=[tps.destination], series_timeout=600, complete_on_release=True)
     storescu(node.port, series)
+    # done long before the 600 s timeout: the release completed the series
     wait_for(lambda: [s for _, s, _ in node.states()] == ["done"], 120, "the job to be done")
     rc = cli_main.main(["serve", "status", "--store", str(node.cfg.store_path)])
     out = capsys.readouterr().out
