@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
+import sqlite3
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -97,8 +98,6 @@ def test_series_is_contoured_and_delivered_like_predict(node_factory, tps: Store
     storescu(node.port, series)
     n_files = len(list((node.cfg.store_path / "series").rglob("*.dcm")))
     assert n_files == len(list(series.glob("*.dcm")))
-    import time
-
     time.sleep(2.5)
     assert [s for _, s, _ in node.states()] == ["done"] and len(tps.received()) == 1
     text = (node.cfg.store_path / LOG_NAME).read_text()
@@ -106,8 +105,9 @@ def test_series_is_contoured_and_delivered_like_predict(node_factory, tps: Store
     assert str(ds.PatientID) not in text and str(ds.PatientName) not in text and ds.SeriesInstanceUID not in text
     events = [e["event"] for e in node.log()]
     assert {"series complete", "contoured", "rtstruct delivered"} <= set(events)
-    timings = json.loads(__import__("sqlite3").connect(node.cfg.store_path / "jobs.sqlite").execute(
-        "SELECT timings FROM jobs").fetchone()[0])
+    con = sqlite3.connect(node.cfg.store_path / "jobs.sqlite")
+    timings = json.loads(con.execute("SELECT timings FROM jobs").fetchone()[0])
+    con.close()
     assert set(timings) == {"read", "inference", "write"}
 
 

@@ -12,8 +12,7 @@ import pytest
 from pydicom.uid import CTImageStorage, JPEG2000Lossless
 from pynetdicom import AE
 
-from test_serve import node_factory  # noqa: F401  (fixture)
-from test_serve import ckpt, tps  # noqa: F401  (fixtures)
+from test_serve import ckpt, node_factory, tps  # noqa: F401  (fixtures)
 from test_serve_support import NodeProcess, StoreSCP, job_states, need_tools, processes, shared_series, storescu, wait_for
 from rtseg.serve.scp import free_port
 

@@ -18,7 +18,7 @@ from rtseg.io.atomic import atomic_path
 from rtseg.io.dicom_series import scan_dicom_folder
 from rtseg.serve.config import ServeConfig
 from rtseg.serve.jobs import JobQueue
-from rtseg.serve.logs import event, short_hash
+from rtseg.serve.logs import event
 from rtseg.serve.routing import SeriesAttributes, route
 
 
