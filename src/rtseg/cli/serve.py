@@ -1,0 +1,82 @@
+"""``rtseg serve``: run the DICOM node; ``rtseg serve status``: list its jobs."""
+from __future__ import annotations
+
+import argparse
+import json
+import typing
+from typing import Any
+
+NAME = "serve"
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per config key (``ae_title`` -> ``--ae-title``), help text from the schema: no key without a flag."""
+    from rtseg.serve.config import FLAG_KEYS, ServeConfig
+
+    for key in FLAG_KEYS:
+        field = ServeConfig.model_fields[key]
+        flag = "--" + key.replace("_", "-")
+        help_text = field.description or key
+        ann = field.annotation
+        args = typing.get_args(ann)
+        base = next((a for a in args if a is not type(None)), ann) if args else ann
+        if typing.get_origin(ann) is list or typing.get_origin(base) is list:
+            p.add_argument(flag, dest=key, action="append", default=None, metavar="VALUE", help=help_text)
+        elif base is bool:
+            p.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            p.add_argument(flag, dest=key, type=base if base in (int, float) else str, default=None,
+                           metavar={int: "N", float: "NUM"}.get(base, key.split("_")[-1].upper()), help=help_text)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        NAME,
+        help="run a DICOM node that contours every CT series it receives and sends the RTSTRUCT back",
+        description="A DICOM Storage SCP (C-ECHO, C-STORE of CT Image Storage). Each received series is assembled, "
+        "routed to a checkpoint, contoured by a worker and its RTSTRUCT sent by C-STORE to the destinations, with "
+        "retries. Jobs live in STORE/jobs.sqlite and survive restarts; events go to STORE/serve.log.jsonl. Keys come "
+        "from --config and/or the flags below (flags win). 'rtseg serve status --store DIR' lists the jobs. "
+        "See docs/SERVE.md.",
+    )
+    p.add_argument("action", nargs="?", choices=("run", "status"), default="run",
+                   help="run (default): start the node; status: list the jobs in --store")
+    p.add_argument("--config", default=None, metavar="YML", help="YAML file with the keys below (and rules:)")
+    p.add_argument("--json", action="store_true", help="status: one JSON object per job instead of a table")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="status: only the N most recent jobs")
+    _add_config_flags(p)
+    p.set_defaults(func=run)
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    from rtseg.serve.config import FLAG_KEYS
+
+    return {k: getattr(args, k) for k in FLAG_KEYS}
+
+
+def run(args: argparse.Namespace) -> int:
+    from rtseg.errors import ConfigError
+
+    if args.action == "status":
+        from rtseg.serve.status import format_table, job_rows
+
+        store = args.store
+        if store is None and args.config is not None:
+            from rtseg.serve.config import load_serve_config
+
+            store = load_serve_config(args.config, _flags(args)).store
+        if store is None:
+            raise ConfigError("status needs --store DIR (or --config naming the store)")
+        jobs = job_rows(store, args.limit)
+        if args.json:
+            for j in jobs:
+                print(json.dumps(j, default=str))
+        else:
+            print(format_table(jobs) if jobs else "no jobs yet")
+        return 0
+    from rtseg.serve.config import load_serve_config
+    from rtseg.serve.service import run_node
+
+    cfg = load_serve_config(args.config, _flags(args))
+    run_node(cfg)
+    return 0

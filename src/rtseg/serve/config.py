@@ -1,0 +1,213 @@
+"""``rtseg serve`` configuration: one YAML file, every top-level key also a command-line flag.
+
+Validated like the training config (pydantic, unknown keys refused, errors
+name the file and key). ``rules`` is the only key without a flag: from flags
+alone, ``--checkpoint`` and ``--destination`` make the one catch-all rule.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rtseg.config.loader import format_validation_error
+from rtseg.errors import ConfigError
+
+CALLER = "caller"
+"""Destination meaning: back to the calling AE title, at the caller's address, on ``caller_port``."""
+
+_DEST = re.compile(r"^(?P<ae>[^@\\]{1,16})@(?P<host>[^:@]+):(?P<port>\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A DICOM storage SCP the RTSTRUCT is sent to."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+def parse_destination(text: str) -> Destination:
+    """``AE@host:port`` -> Destination; anything else is a ConfigError naming the text."""
+    m = _DEST.match(text.strip())
+    if not m or not 1 <= int(m["port"]) <= 65535:
+        raise ConfigError(f"destination {text!r}: expected AE@host:port (AE title of 1-16 characters, port 1-65535) "
+                          f"or '{CALLER}'")
+    return Destination(m["ae"].strip(), m["host"], int(m["port"]))
+
+
+def _check_ae_title(value: str) -> str:
+    if not 1 <= len(value.strip()) <= 16 or "\\" in value:
+        raise ValueError(f"AE title {value!r} must be 1-16 characters without backslash")
+    return value.strip()
+
+
+def _check_destinations(values: list[str]) -> list[str]:
+    for v in values:
+        if v != CALLER:
+            try:
+                parse_destination(v)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+    return values
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Match(_Strict):
+    """Conditions on a series; all given ones must hold (absent = any)."""
+
+    calling_ae: Optional[list[str]] = Field(None, description="calling AE titles")
+    modality: Optional[list[str]] = Field(None, description="Modality values, e.g. [CT]")
+    body_part: Optional[list[str]] = Field(None, description="BodyPartExamined values (case-insensitive)")
+    series_description: Optional[str] = Field(None, description="regular expression searched in SeriesDescription")
+
+    @field_validator("series_description")
+    @classmethod
+    def _regex(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression ({exc})") from None
+        return v
+
+
+class Rule(_Strict):
+    """Which checkpoint contours a matching series and where its RTSTRUCT goes."""
+
+    name: str
+    match: Match = Field(default_factory=Match)
+    checkpoint: str
+    destinations: list[str] = Field(default_factory=list, description=f"AE@host:port or '{CALLER}'")
+
+    @field_validator("destinations")
+    @classmethod
+    def _dest(cls, v: list[str]) -> list[str]:
+        return _check_destinations(v)
+
+
+class ServeConfig(_Strict):
+    """Every key but ``rules`` is also a flag (``ae_title`` -> ``--ae-title``)."""
+
+    store: str = Field(..., description="folder for received series, the job database, the outbox and the log")
+    host: str = Field("127.0.0.1", description="address to listen on (default 127.0.0.1: this machine only)")
+    port: int = Field(11112, ge=0, le=65535, description="TCP port to listen on (default 11112; 0: any free port)")
+    ae_title: str = Field("RTSEG", description="this node's AE title (default RTSEG)")
+    checkpoint: Optional[str] = Field(None, description="checkpoint of the catch-all rule (used when no rules are given)")
+    destination: list[str] = Field(default_factory=list, description=f"where the catch-all rule sends RTSTRUCTs: "
+                                   f"AE@host:port or '{CALLER}', repeatable")
+    caller_port: Optional[int] = Field(None, ge=1, le=65535, description="port of the caller's storage SCP, for "
+                                       f"destination '{CALLER}'")
+    allow: list[str] = Field(default_factory=list, description="calling AE titles allowed to connect, repeatable "
+                             "(none given: any AE title, with a warning)")
+    allow_address: list[str] = Field(default_factory=list, description="client addresses or networks allowed, e.g. "
+                                     "10.1.2.0/24, repeatable (none given: any)")
+    series_timeout: float = Field(10.0, gt=0, description="seconds without a new instance after which a series is "
+                                  "complete (default 10)")
+    complete_on_release: bool = Field(False, description="a series is also complete when its association is released")
+    workers: int = Field(1, ge=1, le=16, description="contouring workers, each with its own copy of the model")
+    device: str = Field("auto", description="auto, cpu or cuda[:N] (default auto)")
+    quota_mb: Optional[float] = Field(None, gt=0, description="storage quota for received instances in MB; when "
+                                      "full, C-STORE answers 'out of resources'")
+    max_instance_mb: float = Field(64.0, gt=0, description="largest accepted instance in MB (default 64)")
+    max_instances_per_series: int = Field(3000, ge=1, description="most instances accepted per series (default 3000)")
+    retry_initial_s: float = Field(2.0, gt=0, description="first wait before resending to a destination (doubles)")
+    retry_max_s: float = Field(300.0, gt=0, description="longest wait between sending attempts")
+    tls_cert: Optional[str] = Field(None, description="PEM certificate: listen with TLS (needs tls_key)")
+    tls_key: Optional[str] = Field(None, description="PEM private key of tls_cert")
+    tls_ca: Optional[str] = Field(None, description="PEM CA bundle: require and verify client certificates")
+    rules: list[Rule] = Field(default_factory=list, description="routing rules, first match wins (YAML only)")
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae(cls, v: str) -> str:
+        return _check_ae_title(v)
+
+    @field_validator("destination")
+    @classmethod
+    def _dest(cls, v: list[str]) -> list[str]:
+        return _check_destinations(v)
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, v: list[str]) -> list[str]:
+        return [_check_ae_title(a) for a in v]
+
+    @field_validator("allow_address")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for a in v:
+            try:
+                ipaddress.ip_network(a, strict=False)
+            except ValueError:
+                raise ValueError(f"{a!r} is not an IP address or network (e.g. 10.1.2.3 or 10.1.2.0/24)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ServeConfig":
+        if not self.rules and not self.checkpoint:
+            raise ValueError("give a checkpoint (--checkpoint) or routing rules (rules:)")
+        if self.rules and (self.checkpoint or self.destination):
+            raise ValueError("checkpoint/destination make the catch-all rule; with rules, put them in a rule")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_ca and not self.tls_cert:
+            raise ValueError("tls_ca needs tls_cert and tls_key")
+        uses_caller = any(CALLER in r.destinations for r in self.effective_rules())
+        if uses_caller and self.caller_port is None:
+            raise ValueError(f"destination '{CALLER}' needs caller_port (the port of the caller's storage SCP)")
+        return self
+
+    def effective_rules(self) -> list[Rule]:
+        """The rules, or the catch-all rule made of ``checkpoint`` and ``destination``."""
+        if self.rules:
+            return list(self.rules)
+        return [Rule(name="default", checkpoint=str(self.checkpoint), destinations=list(self.destination))]
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.store)
+
+
+FLAG_KEYS: tuple[str, ...] = tuple(k for k in ServeConfig.model_fields if k != "rules")
+
+
+def load_serve_config(path: Optional[str | Path], flags: dict[str, Any]) -> ServeConfig:
+    """YAML file (optional) overlaid with the flags that were given (``None`` = not given)."""
+    data: dict[str, Any] = {}
+    source = "command line"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of keys at the top level, found {type(loaded).__name__}")
+        data = dict(loaded or {})
+        source = str(p)
+    given = {k: v for k, v in flags.items() if v is not None and not (isinstance(v, list) and not v)}
+    unknown = sorted(set(given) - set(FLAG_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown}")
+    data.update(given)
+    if given and path is not None:
+        source = f"{source} (with command-line flags)"
+    try:
+        return ServeConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(source, err)) from None

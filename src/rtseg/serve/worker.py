@@ -1,0 +1,77 @@
+"""Contouring workers: each takes the oldest complete job, contours it, queues its deliveries.
+
+A worker loads each checkpoint it needs once and keeps it. A failing series
+(the DICOM reader's gap/tilt/size/modality checks, a broken checkpoint) fails
+its job with the reason; the worker goes on with the next.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from rtseg.errors import RtsegError
+from rtseg.serve.assembly import SeriesStore
+from rtseg.serve.config import Rule, ServeConfig
+from rtseg.serve.contour import Contourer
+from rtseg.serve.jobs import JobQueue
+from rtseg.serve.logs import event, short_hash
+from rtseg.serve.routing import resolve_destinations
+
+
+class Worker:
+    def __init__(self, cfg: ServeConfig, queue: JobQueue, store: SeriesStore, stop: threading.Event,
+                 make_contourer: Callable[[str, str], Contourer] = Contourer) -> None:
+        self.cfg, self.queue, self.store, self.stop = cfg, queue, store, stop
+        self.outbox = cfg.store_path / "outbox"
+        self.outbox.mkdir(parents=True, exist_ok=True)
+        self._make = make_contourer
+        self._models: dict[str, Contourer] = {}
+        self._rules = {r.name: r for r in cfg.effective_rules()}
+
+    def contourer(self, checkpoint: str) -> Contourer:
+        if checkpoint not in self._models:
+            t0 = time.perf_counter()
+            self._models[checkpoint] = self._make(checkpoint, self.cfg.device)
+            event(logging.INFO, "model loaded", checkpoint=Path(checkpoint).name,
+                  seconds=round(time.perf_counter() - t0, 2))
+        return self._models[checkpoint]
+
+    def process(self, job: dict) -> None:
+        jid, ref = int(job["id"]), job["series_ref"]
+        rule: Rule | None = self._rules.get(job["rule"])
+        if rule is None:  # the config changed between runs: the rule that matched is gone
+            self.queue.set_final(jid, "failed", f"routing rule {job['rule']!r} no longer exists in the config")
+            return
+        out = self.outbox / f"job{jid:06d}_{short_hash(job['series_uid'])}_rtstruct.dcm"
+        event(logging.INFO, "contouring", job=jid, series=ref, rule=rule.name)
+        try:
+            timings = self.contourer(job["checkpoint"]).contour(self.store.series_dir(job["series_uid"]), out)
+        except RtsegError as exc:
+            self.queue.set_final(jid, "failed", str(exc))
+            event(logging.ERROR, "contouring failed", job=jid, series=ref, reason=str(exc))
+            return
+        except Exception as exc:  # a bug or a broken file must not stop the node; the job keeps the reason
+            msg = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            self.queue.set_final(jid, "failed", msg)
+            event(logging.ERROR, "contouring failed", job=jid, series=ref, reason=msg)
+            logging.getLogger("rtseg.serve").debug("traceback", exc_info=True)
+            return
+        dests = resolve_destinations(rule, job["calling_ae"], job["peer_host"], self.cfg.caller_port)
+        self.queue.contoured(jid, out, timings, [str(d) for d in dests])
+        event(logging.INFO, "contoured", job=jid, series=ref, **{f"{k}_s": round(v, 3) for k, v in timings.items()},
+              destinations=[str(d) for d in dests])
+
+    def run(self, poll_s: float = 0.2) -> None:
+        while not self.stop.is_set():
+            try:
+                job = self.queue.claim()
+                if job is not None:
+                    self.process(dict(job))
+            except Exception:  # e.g. the disk is full: keep the thread alive, the job stays claimed until restart
+                logging.getLogger("rtseg.serve").exception("worker loop error")
+                job = None
+            if job is None:
+                self.stop.wait(poll_s)
