@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -11,6 +11,7 @@ from rtseg.config.schema import Config
 from rtseg.data.cases import PreparedCase, prepare_cases
 from rtseg.data.datasets import CaseRef, list_cases, load_case, load_partial_labels
 from rtseg.data.normalization import Normalization, dataset_statistics
+from rtseg.data.plan import Plan, make_plan
 from rtseg.data.preprocess import Preprocessing
 from rtseg.errors import ConfigError
 
@@ -31,19 +32,19 @@ def split_refs(cfg: Config, split: str) -> list[CaseRef]:
     return list_cases(d.NAME, d.PATH, split, d.TRAIN_SPLIT, d.VAL_SPLIT, d.SPLITS)
 
 
-def build_preprocessing(cfg: Config, train_refs: list[CaseRef], plan: Optional[dict] = None) -> Preprocessing:
+def build_preprocessing(cfg: Config, train_refs: list[CaseRef], plan: Optional[Plan] = None) -> Preprocessing:
     d = cfg.DATASET
     mode = d.NORMALIZE
     window = tuple(d.HU_WINDOW)
     mean = std = None
-    if plan is not None and plan.get("normalization"):
-        pn = plan["normalization"]
+    if plan is not None:
+        pn = plan.normalization
         if "NORMALIZE" not in d.model_fields_set:  # the config's explicit choice wins over the plan
-            mode = pn["mode"]
-        if mode == "zscore_dataset" and pn.get("mean") is not None:
-            mean, std = pn["mean"], pn["std"]
-            if "HU_WINDOW" not in d.model_fields_set:
-                window = tuple(pn["window"])
+            mode = pn.mode  # type: ignore[assignment]
+        if mode == "zscore_dataset" and pn.mean is not None:
+            mean, std = pn.mean, pn.std
+            if "HU_WINDOW" not in d.model_fields_set and pn.window is not None:
+                window = tuple(pn.window)
     if mode == "zscore_dataset" and mean is None:
         imgs, labs = [], []
         for ref in train_refs:
@@ -52,9 +53,19 @@ def build_preprocessing(cfg: Config, train_refs: list[CaseRef], plan: Optional[d
             labs.append(lab.array)
         mean, std, window = dataset_statistics(imgs, labs, window)  # type: ignore[arg-type]
     spacing = d.SPACING
-    if spacing is None and plan is not None and plan.get("target_spacing"):
-        spacing = tuple(plan["target_spacing"])
+    if spacing is None and plan is not None:
+        spacing = plan.target_spacing
     return Preprocessing(Normalization(mode, window, mean, std), spacing)  # type: ignore[arg-type]
+
+
+def check_patch(patch: Sequence[int], stride: int, batch_size: int, model_name: str) -> None:
+    """Reject patches the network cannot take: not a stride multiple, or a one-value bottleneck under BatchNorm."""
+    if any(p % stride for p in patch):
+        raise ConfigError(f"DATASET.PATCH_SIZE {list(patch)}: each size must be a multiple of the model's total stride {stride}")
+    if batch_size * int(np.prod([p // stride for p in patch])) < 2:
+        raise ConfigError(f"DATASET.PATCH_SIZE {list(patch)} with TRAINING.BATCH_SIZE {batch_size}: the {model_name} "
+                          f"bottleneck would hold one value per channel (BatchNorm needs more); use patches >= {2 * stride} "
+                          "along one axis or a batch of 2")
 
 
 def auto_patch_size(cases: list[PreparedCase], stride: int, cap: int = 128) -> tuple[int, int, int]:
@@ -63,17 +74,15 @@ def auto_patch_size(cases: list[PreparedCase], stride: int, cap: int = 128) -> t
     return tuple(int(max(stride, min(cap, (m // stride) * stride))) for m in mins)  # type: ignore[return-value]
 
 
-def plan_for(cfg: Config, stride: int) -> dict:
+def plan_for(cfg: Config, stride: int) -> Plan:
     """Compute a plan from the training split with the config's model/memory settings."""
-    from rtseg.data.plan import make_plan
-
     d = cfg.DATASET
     return make_plan(split_refs(cfg, d.TRAIN_SPLIT), d.N_CLASSES, d.class_names(), stride=stride,
                      memory_budget_gib=cfg.TRAINING.MEMORY_BUDGET_GIB, base_filters=cfg.MODEL.BASE_FILTERS,
                      batch_size=cfg.TRAINING.BATCH_SIZE, bf16=cfg.CUDA and cfg.TRAINING.AMP)
 
 
-def prepare_training_data(cfg: Config, stride: int, plan: Optional[dict] = None, need_val: bool = True,
+def prepare_training_data(cfg: Config, stride: int, plan: Optional[Plan] = None, need_val: bool = True,
                           fixed: Optional[tuple[Preprocessing, tuple[int, int, int]]] = None) -> TrainingData:
     """``fixed`` (preprocessing, patch) comes from a checkpoint when resuming, so nothing drifts."""
     d = cfg.DATASET
@@ -87,12 +96,11 @@ def prepare_training_data(cfg: Config, stride: int, plan: Optional[dict] = None,
     train = prepare_cases(train_refs, spec, d.N_CLASSES, known, d.ABSENT_IS_UNKNOWN, desc="train cases")
     val = prepare_cases(val_refs, spec, d.N_CLASSES, known, d.ABSENT_IS_UNKNOWN, desc="val cases")
     patch = fixed[1] if fixed else d.PATCH_SIZE
-    if patch is None and plan is not None and plan.get("patch_size"):
-        patch = tuple(plan["patch_size"])
+    if patch is None and plan is not None:
+        patch = plan.patch_size
     if patch is None:
         patch = auto_patch_size(train, stride)
-    if any(p % stride for p in patch):
-        raise ConfigError(f"DATASET.PATCH_SIZE {list(patch)}: each size must be a multiple of the model's total stride {stride}")
+    check_patch(patch, stride, cfg.TRAINING.BATCH_SIZE, cfg.MODEL.NAME)
     counts = np.zeros(d.N_CLASSES, dtype=np.int64)
     for c in train:
         lab = c.label[c.label < d.N_CLASSES]
