@@ -58,10 +58,14 @@ def build_preprocessing(cfg: Config, train_refs: list[CaseRef], plan: Optional[P
     return Preprocessing(Normalization(mode, window, mean, std), spacing)  # type: ignore[arg-type]
 
 
-def check_patch(patch: Sequence[int], stride: int, batch_size: int, model_name: str) -> None:
-    """Reject patches the network cannot take: not a stride multiple, or a one-value bottleneck under BatchNorm."""
+def check_patch_stride(patch: Sequence[int], stride: int) -> None:
     if any(p % stride for p in patch):
         raise ConfigError(f"DATASET.PATCH_SIZE {list(patch)}: each size must be a multiple of the model's total stride {stride}")
+
+
+def check_patch(patch: Sequence[int], stride: int, batch_size: int, model_name: str) -> None:
+    """Reject training patches the network cannot take: not a stride multiple, or a one-value BatchNorm bottleneck."""
+    check_patch_stride(patch, stride)
     if batch_size * int(np.prod([p // stride for p in patch])) < 2:
         raise ConfigError(f"DATASET.PATCH_SIZE {list(patch)} with TRAINING.BATCH_SIZE {batch_size}: the {model_name} "
                           f"bottleneck would hold one value per channel (BatchNorm needs more); use patches >= {2 * stride} "
@@ -100,7 +104,7 @@ def prepare_training_data(cfg: Config, stride: int, plan: Optional[Plan] = None,
         patch = plan.patch_size
     if patch is None:
         patch = auto_patch_size(train, stride)
-    check_patch(patch, stride, cfg.TRAINING.BATCH_SIZE, cfg.MODEL.NAME)
+    check_patch_stride(patch, stride)
     counts = np.zeros(d.N_CLASSES, dtype=np.int64)
     for c in train:
         lab = c.label[c.label < d.N_CLASSES]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -162,6 +163,7 @@ class Trainer:
         data = prepare_training_data(self.cfg, stride, self.plan, fixed=fixed)
         if not data.val:
             raise DataError(f"DATASET.VAL_SPLIT {dataset_cfg.VAL_SPLIT!r}: no validation cases")
+        check_patch(data.patch_size, stride, self.training_cfg.BATCH_SIZE, self.cfg.MODEL.NAME)  # a patch found in the data
         weights = frequency_weights(torch.from_numpy(data.class_voxels)) if self.training_cfg.LOSS_FUNC.class_weighted else None
         self.criterion = SegmentationLoss(self.training_cfg.LOSS_FUNC, weights).to(self.device)
         self.partial = any(not c.known.all() for c in data.train)
@@ -204,7 +206,8 @@ class Trainer:
         loss = self.criterion(logits.float(), y, known) + state.adversary.generator_loss(x, logits, state.iteration, y)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.guard.step_is_finite(loss, self.params, state.model):
+        finite = self.guard.step_is_finite(loss, self.params, state.model)
+        if finite:
             state.optimizer.step()
             self.adv_stats = state.adversary.discriminator_step(x, logits.detach(), y, state.iteration)
             self.running += loss.detach()
@@ -216,7 +219,9 @@ class Trainer:
                         f"{', '.join(batch['case_id'])}: step skipped ({state.skipped_steps} so far)")
         else:
             raise self.guard.diverged(loss, state.iteration + 1, batch["case_id"], self.last_saved, str(self.run_dir))
-        state.scheduler.step()
+        with warnings.catch_warnings():  # a skipped first step steps the schedule before the optimizer, on purpose
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`", UserWarning)
+            state.scheduler.step()  # also on a skipped step: the LR stays a function of the iteration
         state.iteration += 1
 
     def report(self, t0: float, start: int) -> None:
@@ -310,6 +315,8 @@ def _prepare_run_dir(cfg: Config, run_dir: Path, dist_info: DistInfo) -> Path:
     run_dir = Path(broadcast_object(str(run_dir), dist_info))  # all ranks use the run dir rank 0 chose
     if dist_info.is_main:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        for stale in (run_dir / "checkpoints").glob(".*.tmp*"):  # half-written by a killed run (atomic_path's temp names)
+            stale.unlink()
         with atomic_path(run_dir / "config.yaml") as tmp:
             tmp.write_text(config_to_yaml(cfg))
     barrier(dist_info)
