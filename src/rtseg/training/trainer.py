@@ -108,7 +108,7 @@ class Trainer:
         self.cfg, self.run_dir, self.dist_info = cfg, run_dir, dist_info
         self.training_cfg = cfg.TRAINING
         self.resume, self.plan = resume, plan
-        self.last_saved: Optional[int] = int(resume["iteration"]) if resume is not None else None
+        self.last_saved: Optional[int] = None  # the iteration of checkpoints/last.pt
         self.adv_stats: dict[str, float] = {}
         self.last_metrics: dict[str, Any] = {}
 
@@ -119,7 +119,7 @@ class Trainer:
         training_cfg = self.training_cfg
         seed_everything(training_cfg.SEED)
         self.device = select_device(self.cfg.CUDA, self.dist_info.local_rank if self.dist_info.enabled else None)
-        self.mfmt = memory_format(self.device, training_cfg.CHANNELS_LAST)
+        self.memory_format = memory_format(self.device, training_cfg.CHANNELS_LAST)
         model, self.spec = build_network(self.cfg)
         stride = model_stride(model)
         check_adversarial_labels(self.cfg)
@@ -133,15 +133,20 @@ class Trainer:
         # -- the config is accepted: the run directory, then data
         self.run_dir = _prepare_run_dir(self.cfg, self.run_dir, self.dist_info)
         self.run_log = RunLog(self.run_dir, self.dist_info.is_main)
-        model.to(self.device).to(memory_format=self.mfmt)  # in place: the optimizer keeps the same parameters
+        model.to(self.device).to(memory_format=self.memory_format)  # in place: the optimizer keeps the same parameters
         self.state.adversary.to(self.device)
         if self.resume is None and self.cfg.MODEL.INIT_MODEL:
             load_init_weights(model, self.cfg.MODEL.INIT_MODEL)
         self.data = self._prepare_data(stride, fixed)
         if self.resume is not None:
-            self.state.restore(self.resume, str(self.run_dir / "checkpoints" / LAST), with_rng=not self.dist_info.enabled)
-            self.run_log.info(f"resuming at iteration {self.state.iteration}")
+            self.restore(self.resume)
         self._setup_loop()
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Continue where ``payload`` (last.pt) stopped; exactly so in one process (RNG states included)."""
+        self.state.restore(payload, str(self.run_dir / "checkpoints" / LAST), with_rng=not self.dist_info.enabled)
+        self.last_saved = self.state.iteration
+        self.run_log.info(f"resuming at iteration {self.state.iteration}")
 
     def _fixed_grid(self) -> Optional[tuple[Any, tuple[int, int, int]]]:
         """A resumed run keeps its checkpoint's preprocessing, patch and plan; else the plan file, if any."""
@@ -197,7 +202,7 @@ class Trainer:
     def train_step(self, batch: dict[str, Any]) -> None:
         """One update (or, on a non-finite loss/gradient, a stop before it or a counted skip)."""
         state, device = self.state, self.device
-        x = batch["image"].to(device, non_blocking=True).contiguous(memory_format=self.mfmt)
+        x = batch["image"].to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
         y = batch["label"].to(device, non_blocking=True)
         known = batch["known"].to(device, non_blocking=True) if self.partial else None
         self.guard.snapshot(state.model)
@@ -244,7 +249,7 @@ class Trainer:
         cases = self.data.val[dist_info.rank :: dist_info.world_size]  # may be empty: the all_reduce below still runs
         sync_buffers(state.model, dist_info)  # every rank validates rank 0's BatchNorm statistics (the checkpoint's)
         cm = validate(state.model, cases, self.data.patch_size, self.cfg.DATASET.N_CLASSES, self.device,
-                      training_cfg.VAL_OVERLAP, training_cfg.AMP, memory_format=self.mfmt)
+                      training_cfg.VAL_OVERLAP, training_cfg.AMP, memory_format=self.memory_format)
         all_reduce_sum(cm.matrix, dist_info)
         metrics = cm.compute(self.cfg.DATASET.class_names())
         self.last_metrics = {"iteration": state.iteration, **metrics}
