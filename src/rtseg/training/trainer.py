@@ -225,7 +225,7 @@ class Trainer:
         else:
             raise self.guard.diverged(loss, state.iteration + 1, batch["case_id"], self.last_saved, str(self.run_dir))
         with warnings.catch_warnings():  # a skipped first step steps the schedule before the optimizer, on purpose
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`", UserWarning)
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before", UserWarning)
             state.scheduler.step()  # also on a skipped step: the LR stays a function of the iteration
         state.iteration += 1
 
