@@ -114,8 +114,8 @@ def test_fit_on_the_forced_gpu_path(data: Path, tmp_path: Path, monkeypatch: pyt
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("RTSEG_TEST_COMPILE") != "1",
-                    reason="torch.compile on the CPU builds C++ kernels: this test passed in 332 s on the 2-core CI "
-                           "machine (first compiled step 230 s), too long for every run; set RTSEG_TEST_COMPILE=1 to run it")
+                    reason="torch.compile on the CPU builds C++ kernels: this test passed in 332 s on the 2-core machine "
+                           "with an empty inductor cache (83 s warm), too long for every run; set RTSEG_TEST_COMPILE=1 to run it")
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="no C++ compiler: torch.compile (inductor) cannot build CPU kernels")
 def test_fit_compiled_on_the_forced_gpu_path(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
