@@ -87,3 +87,54 @@ def test_shipped_configs_load():
     for path in sorted(root.glob("*.yml")):
         cfg = load_config(path)
         assert len(cfg.DATASET.class_names()) == cfg.DATASET.N_CLASSES
+
+
+def test_valid_names_come_from_the_registries(tmp_path):
+    """Optimizer, scheduler, loss and model names are checked against the tables training builds from."""
+    from rtseg.config.names import LOSSES, OPTIMIZERS, SCHEDULERS
+    from rtseg.models.registry import _REGISTRY, register_model
+
+    for key, section, table in (("OPTIM", "TRAINING", OPTIMIZERS), ("LR_SCHEDULER", "TRAINING", SCHEDULERS),
+                                ("LOSS_FUNC", "TRAINING", LOSSES)):
+        data = yaml.safe_load(yaml.safe_dump(BASE))
+        data[section][key] = {"name": "nonesuch"}
+        with pytest.raises(ConfigError) as exc:
+            load_config(write(tmp_path, data))
+        assert f"{section}.{key}.name: got 'nonesuch'" in str(exc.value)
+        assert "valid names: " + ", ".join(sorted(table)) in str(exc.value)
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["ADVERSARIAL"] = {"D_OPTIM": "adamw"}  # any registered optimizer, not a second list
+    assert load_config(write(tmp_path, data)).ADVERSARIAL.D_OPTIM == "adamw"
+    data["ADVERSARIAL"] = {"D_OPTIM": "lbfgs2"}
+    with pytest.raises(ConfigError, match="ADVERSARIAL.D_OPTIM: got 'lbfgs2'"):
+        load_config(write(tmp_path, data))
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["MODEL"]["NAME"] = "Plugin_Net"
+    with pytest.raises(ConfigError, match="MODEL.NAME: got 'Plugin_Net'; unknown model 'Plugin_Net'; valid names: .*ResUnet_3D"):
+        load_config(write(tmp_path, data))
+    register_model("Plugin_Net")(lambda **kw: None)  # a model registered elsewhere is valid at once
+    try:
+        assert load_config(write(tmp_path, data)).MODEL.NAME == "Plugin_Net"
+    finally:
+        del _REGISTRY["Plugin_Net"]
+
+
+def test_poly_lr_max_iter_defaults_to_iter_max(tmp_path):
+    import torch
+
+    from rtseg.training.optim import build_optimizer, build_scheduler
+
+    def lr_after(cfg, steps: int) -> float:
+        opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg.TRAINING.OPTIM)
+        sch = build_scheduler(opt, cfg.TRAINING.LR_SCHEDULER, cfg.TRAINING.ITER_MAX)
+        for _ in range(steps):
+            opt.step()
+            sch.step()
+        return opt.param_groups[0]["lr"]
+
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["TRAINING"] = {"ITER_MAX": 100, "OPTIM": {"name": "sgd", "lr": 1.0}, "LR_SCHEDULER": {"name": "poly_lr"}}
+    cfg = load_config(write(tmp_path, data))
+    assert lr_after(cfg, 50) == pytest.approx(0.5**0.9) and lr_after(cfg, 100) == 0.0  # (1 - it/ITER_MAX)^0.9
+    data["TRAINING"]["LR_SCHEDULER"]["max_iter"] = 200  # an explicit value wins
+    assert lr_after(load_config(write(tmp_path, data)), 100) == pytest.approx(0.5**0.9)

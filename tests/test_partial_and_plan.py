@@ -82,11 +82,11 @@ def test_plan_is_deterministic_and_round_trips_through_checkpoint(tmp_path):
     refs = list_cases(DatasetConfig(NAME="nifti", PATH=str(root), N_CLASSES=6), "train")
     p1 = make_plan(refs, 6, NAMES, stride=8, memory_budget_gib=0.01, base_filters=4, batch_size=2)
     p2 = make_plan(refs, 6, NAMES, stride=8, memory_budget_gib=0.01, base_filters=4, batch_size=2)
-    assert json.dumps(p1, sort_keys=True) == json.dumps(p2, sort_keys=True)
-    assert p1["target_spacing"] == [1.5, 1.5, 2.0]
-    assert estimate_memory_gib(p1["patch_size"], 2, 4) <= 0.01 and all(s % 8 == 0 for s in p1["patch_size"])
-    assert p1["normalization"]["mode"] == "zscore_dataset" and p1["normalization"]["std"] > 0
-    assert abs(sum(p1["class_frequencies"]) - 1) < 1e-9
+    assert json.dumps(p1.to_dict(), sort_keys=True) == json.dumps(p2.to_dict(), sort_keys=True)
+    assert p1.target_spacing == (1.5, 1.5, 2.0)
+    assert estimate_memory_gib(p1.patch_size, 2, 4) <= 0.01 and all(s % 8 == 0 for s in p1.patch_size)
+    assert p1.normalization.mode == "zscore_dataset" and p1.normalization.std > 0
+    assert abs(sum(p1.class_frequencies) - 1) < 1e-9
     cfg = config_from_dict({
         "CUDA": False,
         "MODEL": {"NAME": "ResUnet_3D", "BASE_FILTERS": 4},
@@ -107,3 +107,25 @@ def test_choose_patch_shrinks_largest_physical_axis():
     patch = choose_patch([128, 128, 128], [1.0, 1.0, 3.0], 16, budget_gib=estimate_memory_gib([128, 128, 112], 2, 16), batch=2,
                          base_filters=16, bf16=False)
     assert patch == [128, 128, 112]
+
+
+def test_old_and_hand_edited_plans_load_and_round_trip(tmp_path):
+    """plan.json files (and plans inside checkpoints) written before Plan was typed read back unchanged."""
+    import pytest
+
+    from rtseg.data.plan import Plan, load_plan
+    from rtseg.errors import DataError
+
+    old = {"version": 1, "n_cases": 3, "class_names": NAMES, "target_spacing": [1.5, 1.5, 2.0], "median_shape": [24, 24, 16],
+           "patch_size": [24, 24, 16], "batch_size": 2, "memory_budget_gib": 0.01, "estimated_memory_gib": 0.003,
+           "normalization": {"mode": "zscore_dataset", "mean": 12.5, "std": 40.25, "window": [-100.0, 300.0]},
+           "class_frequencies": [0.9, 0.02, 0.02, 0.02, 0.02, 0.02], "class_voxels": [900, 20, 20, 20, 20, 20]}
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(old))
+    plan = load_plan(path)
+    assert plan.patch_size == (24, 24, 16) and plan.normalization.window == (-100.0, 300.0)
+    assert plan.to_dict() == old and list(plan.to_dict()) == list(old)  # same keys, same order, same values
+    minimal = {"target_spacing": [1, 1, 3], "patch_size": [32, 32, 16], "normalization": {"mode": "ct_window"}, "note": "mine"}
+    assert Plan.from_dict(minimal).to_dict() == {**minimal, "target_spacing": [1.0, 1.0, 3.0]}
+    with pytest.raises(DataError, match="not an rtseg plan \\(missing 'patch_size'\\)"):
+        Plan.from_dict({"target_spacing": [1, 1, 1], "normalization": {"mode": "none"}}, "x.json")

@@ -1,9 +1,16 @@
-"""Device choice and the GPU fast path (bf16 autocast, channels-last 3D)."""
+"""Device choice and the GPU fast path (bf16 autocast, channels-last 3D).
+
+The fast path is what a GPU runs; ``RTSEG_FORCE_GPU_PATH=1`` (or ``force=True``) makes the
+CPU take the same path (``torch.autocast("cpu", dtype=torch.bfloat16)``, channels-last 3D),
+so CI without a GPU exercises the training step, validation and sliding window a GPU runs.
+Every caller (trainer, validation, Predictor) goes through ``autocast`` and ``memory_format``.
+"""
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import ContextManager
+import os
+from typing import ContextManager, Optional
 
 import torch
 
@@ -31,14 +38,28 @@ def resolve_device(device: str) -> torch.device:
         raise ConfigError(f"--device {device!r}: expected auto, cpu or cuda[:N]") from None
 
 
-def autocast(device: torch.device, enabled: bool) -> ContextManager[object]:
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+FORCE_GPU_PATH_ENV = "RTSEG_FORCE_GPU_PATH"
+
+
+def gpu_path(device: torch.device, force: Optional[bool] = None) -> bool:
+    """Whether ``device`` takes the GPU fast path: CUDA always; the CPU when forced (argument, else the env var)."""
+    if device.type == "cuda":
+        return True
+    if force is None:
+        force = os.environ.get(FORCE_GPU_PATH_ENV, "").strip().lower() in ("1", "true", "yes")
+    return device.type == "cpu" and force
+
+
+def autocast(device: torch.device, enabled: bool, force: Optional[bool] = None) -> ContextManager[object]:
+    """bf16 autocast on the fast path when ``enabled`` (TRAINING.AMP / --amp), else a no-op context."""
+    if enabled and gpu_path(device, force):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def memory_format(device: torch.device, channels_last: bool) -> torch.memory_format:
-    return torch.channels_last_3d if device.type == "cuda" and channels_last else torch.contiguous_format
+def memory_format(device: torch.device, channels_last: bool, force: Optional[bool] = None) -> torch.memory_format:
+    """channels-last 3D on the fast path when ``channels_last`` (TRAINING.CHANNELS_LAST), else contiguous."""
+    return torch.channels_last_3d if channels_last and gpu_path(device, force) else torch.contiguous_format
 
 
 def gpu_memory_report(device: torch.device) -> str:

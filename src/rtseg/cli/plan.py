@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"MODEL.NAME: {exc}") from None
     plan = plan_for(cfg, stride)
     save_plan(plan, Path(args.out))
-    print(json.dumps({k: plan[k] for k in ("n_cases", "target_spacing", "median_shape", "patch_size", "estimated_memory_gib", "normalization")}, indent=2))
+    saved = plan.to_dict()
+    print(json.dumps({k: saved[k] for k in ("n_cases", "target_spacing", "median_shape", "patch_size", "estimated_memory_gib", "normalization")}, indent=2))
     print(f"plan written to {args.out}")
     return 0

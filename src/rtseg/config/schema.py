@@ -9,6 +9,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from rtseg.config.names import LOSSES, OPTIMIZERS, SCHEDULERS, check_name, model_names
 from rtseg.labels import IGNORE_INDEX, PELVIS_CLASS_NAMES, SEED_COLOR_MAP, default_class_names, default_colors
 
 NormalizeName = Literal["none", "l2", "ct_window", "zscore", "zscore_dataset"]
@@ -26,6 +27,11 @@ class ModelConfig(_Section):
     ADV: bool = False
     DROPOUT: float = Field(0.2, ge=0.0, lt=1.0)
     MRF: bool = Field(False, description="append a trainable mean-field MRF layer after the logits")
+
+    @field_validator("NAME")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return check_name(v, model_names(), "model")
 
 
 class DatasetConfig(_Section):
@@ -121,7 +127,12 @@ class OptimConfig(_Section):
     """Optimizer name plus its keyword arguments (checked against the optimizer's signature later)."""
 
     model_config = ConfigDict(extra="allow")
-    name: Literal["sgd", "adam", "adamw", "asgd", "adamax", "adadelta", "adagrad", "rmsprop"] = "adam"
+    name: str = "adam"
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return check_name(v, OPTIMIZERS, "optimizer")
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -129,22 +140,37 @@ class OptimConfig(_Section):
 
 class SchedulerConfig(_Section):
     model_config = ConfigDict(extra="allow")
-    name: Literal["constant_lr", "poly_lr", "multi_step", "cosine_annealing", "exp_lr"] = "constant_lr"
+    name: str = "constant_lr"
     warmup_iters: int = Field(0, ge=0)
     warmup_mode: Literal["linear", "constant"] = "linear"
     warmup_factor: float = Field(0.2, gt=0.0, le=1.0)
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return check_name(v, SCHEDULERS, "LR scheduler")
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
 
 class LossConfig(_Section):
-    name: Literal["cross_entropy3d", "dice", "dice_ce", "dice_ce_weighted", "focal"] = "cross_entropy3d"
+    name: str = "cross_entropy3d"
     reduction: Literal["mean", "sum"] = "mean"
     ignore_index: int = IGNORE_INDEX
     dice_weight: float = Field(1.0, ge=0.0)
     ce_weight: float = Field(1.0, ge=0.0)
     focal_gamma: float = Field(2.0, ge=0.0)
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return check_name(v, LOSSES, "loss")
+
+    @property
+    def class_weighted(self) -> bool:
+        """Whether the loss weighs classes by their inverse frequency on the training set."""
+        return LOSSES[self.name]
 
 
 class TrainingConfig(_Section):
@@ -157,14 +183,17 @@ class TrainingConfig(_Section):
     LR_SCHEDULER: SchedulerConfig = Field(default_factory=SchedulerConfig)
     LOSS_FUNC: LossConfig = Field(default_factory=LossConfig)
     SEED: int = 0
-    AMP: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
-    CHANNELS_LAST: bool = Field(True, description="channels-last 3D memory format on GPU")
+    AMP: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU unless RTSEG_FORCE_GPU_PATH=1)")
+    CHANNELS_LAST: bool = Field(True, description="channels-last 3D memory format on GPU (CPU: as AMP)")
     COMPILE: bool = False
     SYNC_BN: bool = False
     VAL_OVERLAP: float = Field(0.5, ge=0.0, lt=1.0)
     RUNS_DIR: str = "runs"
     MEMORY_BUDGET_GIB: float = Field(4.0, gt=0.0, description="training-step memory the plan's patch size must fit")
     MAX_MINUTES: Optional[float] = Field(None, gt=0.0, description="stop training after this wall-clock budget")
+    NONFINITE: Literal["stop", "skip"] = Field(
+        "stop", description="a NaN/inf loss or gradient: stop with an error naming the batch, or skip the step (counted)"
+    )
 
 
 class AdversarialConfig(_Section):
@@ -174,10 +203,15 @@ class AdversarialConfig(_Section):
     OBJECTIVE: Literal["lsgan", "hinge"] = "lsgan"
     LABEL_SMOOTHING: float = Field(0.1, ge=0.0, lt=0.5)
     D_LR: float = Field(1e-4, gt=0.0)
-    D_OPTIM: Literal["adam", "sgd", "rmsprop"] = "adam"
+    D_OPTIM: str = Field("adam", description="any TRAINING.OPTIM name; adam uses betas (0.5, 0.999), sgd momentum 0.9")
     D_STEPS: int = Field(1, ge=1, le=10)
     D_BASE_FILTERS: int = Field(16, ge=1, le=256)
     WARMUP_ITERS: int = Field(0, ge=0)
+
+    @field_validator("D_OPTIM")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        return check_name(v, OPTIMIZERS, "optimizer")
 
 
 class Config(_Section):

@@ -1,12 +1,15 @@
-"""Data-driven planning, nnU-Net style but as plain data: a JSON-able dict training and inference read.
+"""Data-driven planning, nnU-Net style but as plain data: a typed ``Plan`` with a JSON form.
 
 The plan is a pure function of the training cases (deterministic), so it can
-be recomputed, diffed and saved inside checkpoints.
+be recomputed, diffed and saved inside checkpoints. ``Plan.to_dict`` is the JSON
+file format (unchanged since version 1); ``Plan.from_dict`` reads plan.json files and the
+plans inside checkpoints, also hand-edited ones that carry only the keys training reads.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -42,9 +45,85 @@ def choose_patch(median_shape: Sequence[int], spacing: Sequence[float], stride: 
     return patch
 
 
+REQUIRED_KEYS = ("target_spacing", "patch_size", "normalization")
+# Keys after the required ones, in the order plan.json has always written them; absent ones stay absent.
+_OPTIONAL_KEYS = ("version", "n_cases", "class_names", "median_shape", "batch_size", "memory_budget_gib",
+                  "estimated_memory_gib", "class_frequencies", "class_voxels")
+_KEY_ORDER = ("version", "n_cases", "class_names", "target_spacing", "median_shape", "patch_size", "batch_size",
+              "memory_budget_gib", "estimated_memory_gib", "normalization", "class_frequencies", "class_voxels")
+
+
+@dataclass(frozen=True)
+class PlanNormalization:
+    """The CT normalization a plan proposes; ``mean``/``std`` set only for zscore_dataset."""
+
+    mode: str
+    mean: Optional[float] = None
+    std: Optional[float] = None
+    window: Optional[tuple[float, float]] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"mode": self.mode, "mean": self.mean, "std": self.std, "window": list(self.window) if self.window else None}
+        return {k: v for k, v in out.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PlanNormalization":
+        window = data.get("window")
+        return cls(str(data["mode"]), _opt_float(data.get("mean")), _opt_float(data.get("std")),
+                   (float(window[0]), float(window[1])) if window is not None else None)
+
+
+def _opt_float(v: Any) -> Optional[float]:
+    return None if v is None else float(v)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Spacing, patch size and normalization for training (the rest documents how they were chosen)."""
+
+    target_spacing: tuple[float, float, float]
+    patch_size: tuple[int, int, int]
+    normalization: PlanNormalization
+    version: Optional[int] = PLAN_VERSION
+    n_cases: Optional[int] = None
+    class_names: Optional[list[str]] = None
+    median_shape: Optional[list[int]] = None
+    batch_size: Optional[int] = None
+    memory_budget_gib: Optional[float] = None
+    estimated_memory_gib: Optional[float] = None
+    class_frequencies: Optional[list[float]] = None
+    class_voxels: Optional[list[int]] = None
+    extras: dict[str, Any] = field(default_factory=dict)  # keys of newer or hand-edited plans, kept as they are
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan.json form (lists, not tuples, so it equals its JSON round trip)."""
+        values = {"target_spacing": list(self.target_spacing), "patch_size": list(self.patch_size),
+                  "normalization": self.normalization.to_dict(), **{k: getattr(self, k) for k in _OPTIONAL_KEYS}}
+        out = {k: values[k] for k in _KEY_ORDER if values[k] is not None}
+        return {**out, **self.extras}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "plan") -> "Plan":
+        if not isinstance(data, dict):
+            raise DataError(f"{source}: not an rtseg plan (expected a JSON object, found {type(data).__name__})")
+        for key in REQUIRED_KEYS:
+            if key not in data:
+                raise DataError(f"{source}: not an rtseg plan (missing {key!r})")
+        try:
+            return cls(
+                target_spacing=tuple(float(v) for v in data["target_spacing"]),  # type: ignore[arg-type]
+                patch_size=tuple(int(v) for v in data["patch_size"]),  # type: ignore[arg-type]
+                normalization=PlanNormalization.from_dict(data["normalization"]),
+                **{k: data.get(k) for k in _OPTIONAL_KEYS},
+                extras={k: v for k, v in data.items() if k not in _KEY_ORDER},
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise DataError(f"{source}: malformed plan ({type(exc).__name__}: {exc})") from None
+
+
 def make_plan(refs: Sequence[CaseRef], n_classes: int, class_names: Sequence[str], stride: int = 16,
               memory_budget_gib: float = 4.0, base_filters: int = 16, batch_size: int = 2, bf16: bool = True,
-              window: tuple[float, float] = (-1024.0, 3071.0)) -> dict[str, Any]:
+              window: tuple[float, float] = (-1024.0, 3071.0)) -> Plan:
     if not refs:
         raise DataError("cannot plan: the training split has no cases")
     spacings, shapes, images, labels = [], [], [], []
@@ -70,32 +149,29 @@ def make_plan(refs: Sequence[CaseRef], n_classes: int, class_names: Sequence[str
     patch = choose_patch(median_shape, target, stride, memory_budget_gib, batch_size, base_filters, bf16)
     mean, std, (lo, hi) = dataset_statistics(images, labels, window)
     freq = counts / max(1, counts.sum())
-    return {
-        "version": PLAN_VERSION,
-        "n_cases": len(refs),
-        "class_names": list(class_names),
-        "target_spacing": [round(float(t), 4) for t in target],
-        "median_shape": [int(s) for s in median_shape],
-        "patch_size": patch,
-        "batch_size": batch_size,
-        "memory_budget_gib": memory_budget_gib,
-        "estimated_memory_gib": round(estimate_memory_gib(patch, batch_size, base_filters, bf16), 3),
-        "normalization": {"mode": "zscore_dataset", "mean": round(mean, 4), "std": round(std, 4), "window": [round(lo, 2), round(hi, 2)]},
-        "class_frequencies": [float(f) for f in freq],
-        "class_voxels": [int(c) for c in counts],
-    }
+    return Plan(
+        version=PLAN_VERSION,
+        n_cases=len(refs),
+        class_names=list(class_names),
+        target_spacing=tuple(round(float(t), 4) for t in target),  # type: ignore[arg-type]
+        median_shape=[int(s) for s in median_shape],
+        patch_size=tuple(patch),  # type: ignore[arg-type]
+        batch_size=batch_size,
+        memory_budget_gib=memory_budget_gib,
+        estimated_memory_gib=round(estimate_memory_gib(patch, batch_size, base_filters, bf16), 3),
+        normalization=PlanNormalization("zscore_dataset", round(float(mean), 4), round(float(std), 4),
+                                        (round(float(lo), 2), round(float(hi), 2))),
+        class_frequencies=[float(f) for f in freq],
+        class_voxels=[int(c) for c in counts],
+    )
 
 
-def save_plan(plan: dict[str, Any], path: str | Path) -> Path:
-    return write_json(plan, path)
+def save_plan(plan: Plan, path: str | Path) -> Path:
+    return write_json(plan.to_dict(), path)
 
 
-def load_plan(path: str | Path) -> dict[str, Any]:
+def load_plan(path: str | Path) -> Plan:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"DATASET.PLAN {p}: plan file not found (create it with: rtseg plan -c CFG --out {p})")
-    plan = read_json(p, "DATASET.PLAN")
-    for key in ("target_spacing", "patch_size", "normalization"):
-        if key not in plan:
-            raise DataError(f"{p}: not an rtseg plan (missing {key!r})")
-    return plan
+    return Plan.from_dict(read_json(p, "DATASET.PLAN"), str(p))

@@ -3,7 +3,7 @@ sample can be replayed exactly (and workers need no shared random state)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -80,7 +80,7 @@ class PatchDataset(Dataset):
     def params(self, index: int) -> PatchParams:
         return sample_params(np.random.default_rng([self.seed, index]), self.cases, self.patch, self.fg)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         prm = self.params(index)
         case = self.cases[prm.case]
         img = crop(case.image, prm.start, self.patch, self.pad_values[prm.case])  # type: ignore[arg-type]
@@ -88,4 +88,5 @@ class PatchDataset(Dataset):
         sample = {"image": torch.from_numpy(img)[None], "label": torch.from_numpy(lab.astype(np.int64))[None]}
         if self.augment is not None:
             sample = self.augment(sample, prm.aug_seed)
-        return {"image": sample["image"].float(), "label": sample["label"][0].long(), "known": torch.from_numpy(case.known.copy())}
+        return {"image": sample["image"].float(), "label": sample["label"][0].long(), "known": torch.from_numpy(case.known.copy()),
+                "case_id": case.case_id}  # so a bad batch can be named

@@ -1,6 +1,7 @@
 """ARPM-net's adversarial term: a discriminator judges CT x segmentation products.
 
-Per training iteration the loop does::
+The term is a strategy (``AdversarialTerm``) with a no-op default, ``NoAdversary``, so the
+training loop is the same with and without MODEL.ADV. Per training iteration the loop does::
 
     seg_logits = model(x)
     loss = seg_loss + adv.generator_loss(x, seg_logits, iteration, y)
@@ -16,23 +17,77 @@ Losses are computed in float32, so the step works under bf16 autocast.
 from __future__ import annotations
 
 import copy
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rtseg.config.schema import IGNORE_INDEX, AdversarialConfig
+from rtseg.config.schema import IGNORE_INDEX, AdversarialConfig, Config, OptimConfig
 from rtseg.errors import DataError
 from rtseg.models.discriminator import discriminator_input
+from rtseg.training.distributed import DistInfo, average_gradients_on_step, broadcast_module
+from rtseg.training.optim import build_optimizer
+
+# The usual GAN settings where the optimizer has them (beta1 = 0.5; momentum for SGD).
+D_OPTIM_DEFAULTS: dict[str, dict[str, Any]] = {"adam": {"betas": (0.5, 0.999)}, "sgd": {"momentum": 0.9}}
 
 
-def _build_optimizer(params: Any, cfg: AdversarialConfig) -> torch.optim.Optimizer:
-    if cfg.D_OPTIM == "adam":
-        return torch.optim.Adam(params, lr=cfg.D_LR, betas=(0.5, 0.999))  # beta1=0.5: the usual GAN setting
-    if cfg.D_OPTIM == "sgd":
-        return torch.optim.SGD(params, lr=cfg.D_LR, momentum=0.9)
-    return torch.optim.RMSprop(params, lr=cfg.D_LR)
+class AdversarialTerm(Protocol):
+    """What the training loop asks of an adversarial term (see the module docstring for the order)."""
+
+    def generator_loss(self, x: torch.Tensor, seg_logits: torch.Tensor, iteration: int,
+                       y: Optional[torch.Tensor] = None) -> torch.Tensor: ...
+
+    def discriminator_step(self, x: torch.Tensor, seg_logits: torch.Tensor, y: torch.Tensor,
+                           iteration: int) -> dict[str, float]: ...
+
+    def to(self, device: torch.device | str) -> "AdversarialTerm": ...
+
+    def distribute(self, info: DistInfo) -> None: ...
+
+    def state_dict(self) -> Optional[dict[str, Any]]: ...
+
+    def load_state_dict(self, state: Optional[dict[str, Any]]) -> None: ...
+
+    def log_text(self, stats: dict[str, float]) -> str: ...
+
+
+class NoAdversary:
+    """The default: no discriminator, no extra loss, nothing to save."""
+
+    def generator_loss(self, x: torch.Tensor, seg_logits: torch.Tensor, iteration: int,
+                       y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return torch.zeros((), dtype=torch.float32, device=seg_logits.device)
+
+    def discriminator_step(self, x: torch.Tensor, seg_logits: torch.Tensor, y: torch.Tensor, iteration: int) -> dict[str, float]:
+        return {}
+
+    def to(self, device: torch.device | str) -> "NoAdversary":
+        return self
+
+    def distribute(self, info: DistInfo) -> None:
+        return None
+
+    def state_dict(self) -> Optional[dict[str, Any]]:
+        return None
+
+    def load_state_dict(self, state: Optional[dict[str, Any]]) -> None:
+        return None  # a checkpoint of an ADV run resumed without ADV: the discriminator is dropped
+
+    def log_text(self, stats: dict[str, float]) -> str:
+        return ""
+
+
+def build_adversary(cfg: Config) -> AdversarialTerm:
+    """``AdversarialStep`` for MODEL.ADV (discriminator on the CPU; move it with ``.to``), else ``NoAdversary``."""
+    if not cfg.MODEL.ADV:
+        return NoAdversary()
+    from rtseg.models.discriminator import Discriminator3D
+
+    n_classes = cfg.DATASET.N_CLASSES
+    disc = Discriminator3D(in_channels=n_classes, base_filters=cfg.ADVERSARIAL.D_BASE_FILTERS)
+    return AdversarialStep(disc, cfg.ADVERSARIAL, n_classes, cfg.TRAINING.LOSS_FUNC.ignore_index)
 
 
 class AdversarialStep:
@@ -45,13 +100,22 @@ class AdversarialStep:
         self.cfg = cfg
         self.n_classes = n_classes
         self.ignore_index = ignore_index
-        self.optimizer = _build_optimizer(discriminator.parameters(), cfg)
+        self.optimizer = build_optimizer(discriminator.parameters(), OptimConfig(name=cfg.D_OPTIM, lr=cfg.D_LR),
+                                         "ADVERSARIAL.D_OPTIM", D_OPTIM_DEFAULTS.get(cfg.D_OPTIM))
         # Above this score a sample counts as "real" (d_acc): midway between the LSGAN targets, or the hinge's 0.
         self._threshold = 0.5 if cfg.OBJECTIVE == "lsgan" else 0.0
 
     def to(self, device: torch.device | str) -> "AdversarialStep":
-        self.discriminator.to(device)
+        self.discriminator.to(device)  # in place: the optimizer keeps the same parameters
         return self
+
+    def distribute(self, info: DistInfo) -> None:
+        """The discriminator trains outside DDP: same start on every rank, averaged gradients."""
+        broadcast_module(self.discriminator, info)
+        average_gradients_on_step(self.optimizer, info)
+
+    def log_text(self, stats: dict[str, float]) -> str:
+        return f"D loss {stats['d_loss']:.4f} D acc {stats['d_acc']:.2f}" if stats else ""
 
     # -- inputs -----------------------------------------------------------------
 
@@ -160,7 +224,10 @@ class AdversarialStep:
     def state_dict(self) -> dict[str, Any]:
         return {"discriminator": self.discriminator.state_dict(), "optimizer": self.optimizer.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Optional[dict[str, Any]]) -> None:
+        """``None`` (a checkpoint written without ADV) keeps the fresh discriminator."""
+        if state is None:
+            return
         missing = [k for k in ("discriminator", "optimizer") if k not in state]
         if missing:
             raise DataError(f"checkpoint's adversarial state lacks {', '.join(missing)}; expected discriminator and optimizer")

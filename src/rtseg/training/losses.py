@@ -7,12 +7,13 @@ Dice terms skip unknown classes.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rtseg.config.names import LOSSES
 from rtseg.config.schema import LossConfig
 
 
@@ -69,27 +70,47 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, known: Optional[t
     return 1.0 - d[counted].mean()
 
 
+def _ce(loss: "SegmentationLoss", logits: torch.Tensor, target: torch.Tensor, known: Optional[torch.Tensor]) -> torch.Tensor:
+    return cross_entropy3d(logits, target, known, loss.cfg.ignore_index, reduction=loss.cfg.reduction)
+
+
+def _focal(loss: "SegmentationLoss", logits: torch.Tensor, target: torch.Tensor, known: Optional[torch.Tensor]) -> torch.Tensor:
+    c = loss.cfg
+    return cross_entropy3d(logits, target, known, c.ignore_index, loss.class_weights, c.reduction, gamma=c.focal_gamma)
+
+
+def _dice(loss: "SegmentationLoss", logits: torch.Tensor, target: torch.Tensor, known: Optional[torch.Tensor]) -> torch.Tensor:
+    return soft_dice_loss(logits, target, known, loss.cfg.ignore_index)
+
+
+def _dice_ce(loss: "SegmentationLoss", logits: torch.Tensor, target: torch.Tensor, known: Optional[torch.Tensor]) -> torch.Tensor:
+    c = loss.cfg
+    weight = loss.class_weights if c.class_weighted else None
+    ce = cross_entropy3d(logits, target, known, c.ignore_index, weight, c.reduction)
+    return c.dice_weight * soft_dice_loss(logits, target, known, c.ignore_index) + c.ce_weight * ce
+
+
+_LOSSES: dict[str, Callable[["SegmentationLoss", torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]] = {
+    "cross_entropy3d": _ce, "focal": _focal, "dice": _dice, "dice_ce": _dice_ce, "dice_ce_weighted": _dice_ce,
+}
+if set(_LOSSES) != set(LOSSES):  # the config's table and these implementations must name the same losses
+    raise ImportError(f"rtseg.config.names.LOSSES {sorted(LOSSES)} != implemented {sorted(_LOSSES)}")
+
+
 class SegmentationLoss(nn.Module):
+    """The loss TRAINING.LOSS_FUNC names; class-weighted losses need ``class_weights``."""
+
     def __init__(self, cfg: LossConfig, class_weights: Optional[torch.Tensor] = None) -> None:
         super().__init__()
         self.cfg = cfg
+        self.class_weights: Optional[torch.Tensor]
         if class_weights is not None:
             self.register_buffer("class_weights", class_weights.float())
         else:
             self.class_weights = None
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, known: Optional[torch.Tensor] = None) -> torch.Tensor:
-        c = self.cfg
-        if c.name == "cross_entropy3d":
-            return cross_entropy3d(logits, target, known, c.ignore_index, reduction=c.reduction)
-        if c.name == "focal":
-            return cross_entropy3d(logits, target, known, c.ignore_index, self.class_weights, c.reduction, gamma=c.focal_gamma)
-        dice = soft_dice_loss(logits, target, known, c.ignore_index)
-        if c.name == "dice":
-            return dice
-        weight = self.class_weights if c.name == "dice_ce_weighted" else None
-        ce = cross_entropy3d(logits, target, known, c.ignore_index, weight, c.reduction)
-        return c.dice_weight * dice + c.ce_weight * ce
+        return _LOSSES[self.cfg.name](self, logits, target, known)
 
 
 def frequency_weights(voxel_counts: torch.Tensor) -> torch.Tensor:

@@ -1,40 +1,33 @@
-"""The seed's optimizers and LR schedulers (stepped every iteration), with warm-up and a poly decay that decays."""
+"""The one optimizer factory (segmenter and discriminator) and the LR schedules (stepped every iteration).
+
+Names and scheduler arguments come from ``rtseg.config.names``, the table the schema validates
+against; this module implements exactly those names (checked at import).
+"""
 from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from rtseg.config.names import FROM_ITER_MAX, OPTIMIZERS, SCHEDULERS
 from rtseg.config.schema import OptimConfig, SchedulerConfig
 from rtseg.errors import ConfigError
 
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "asgd": torch.optim.ASGD,
-    "adamax": torch.optim.Adamax,
-    "adadelta": torch.optim.Adadelta,
-    "adagrad": torch.optim.Adagrad,
-    "rmsprop": torch.optim.RMSprop,
-}
-
-# scheduler -> (allowed arguments with defaults; ``None`` = required)
-SCHEDULER_ARGS: dict[str, dict[str, Any]] = {
-    "constant_lr": {},
-    "poly_lr": {"max_iter": None, "decay_iter": 1, "gamma": 0.9},
-    "multi_step": {"milestones": None, "gamma": 0.1},
-    "cosine_annealing": {"T_max": None, "eta_min": 0.0},
-    "exp_lr": {"gamma": None},
-}
+Schedule = Callable[[int], float]
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig, key: str = "TRAINING.OPTIM") -> torch.optim.Optimizer:
-    cls = OPTIMIZERS[cfg.name]
-    kwargs = cfg.kwargs()
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    return getattr(torch.optim, OPTIMIZERS[name])  # type: ignore[no-any-return]
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig, key: str = "TRAINING.OPTIM",
+                    defaults: Optional[dict[str, Any]] = None) -> torch.optim.Optimizer:
+    """``cfg.name`` with its arguments over ``defaults``; unknown arguments name ``key``."""
+    cls = optimizer_class(cfg.name)
+    kwargs = {**(defaults or {}), **cfg.kwargs()}
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params")]
     for k in kwargs:
         if k not in allowed:
@@ -45,45 +38,79 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig, key:
         raise ConfigError(f"{key}: invalid arguments for {cfg.name!r}: {exc}") from None
 
 
-def lr_factor_fn(cfg: SchedulerConfig, base_lr: float = 1.0, key: str = "TRAINING.LR_SCHEDULER") -> Callable[[int], float]:
-    """Multiplicative LR factor as a function of the iteration (0-based), warm-up included."""
-    spec = SCHEDULER_ARGS[cfg.name]
+def _resolved_args(cfg: SchedulerConfig, key: str, iter_max: Optional[int]) -> dict[str, Any]:
+    spec = SCHEDULERS[cfg.name]
     kwargs = cfg.kwargs()
     for k in kwargs:
         if k not in spec:
             allowed = ", ".join(list(spec) + ["warmup_iters", "warmup_mode", "warmup_factor"])
             raise ConfigError(f"{key}.{k}: unknown argument for {cfg.name!r}; allowed: {allowed}")
-    args = {**{k: v for k, v in spec.items() if v is not None}, **kwargs}
-    for k, v in spec.items():
-        if v is None and k not in args:
+    defaults = {k: (iter_max if v == FROM_ITER_MAX else v) for k, v in spec.items()}
+    args = {**{k: v for k, v in defaults.items() if v is not None}, **kwargs}
+    for k in spec:
+        if k not in args:
             raise ConfigError(f"{key}.{k}: required for {cfg.name!r}")
+    return args
 
-    def num(name: str, positive: bool = True) -> float:
-        v = args[name]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (positive and v <= 0):
-            raise ConfigError(f"{key}.{name}: expected a positive number, got {v!r}")
+
+class _Args:
+    """Scheduler arguments with type checks that name the key."""
+
+    def __init__(self, args: dict[str, Any], key: str) -> None:
+        self.args, self.key = args, key
+
+    def num(self, name: str) -> float:
+        v = self.args[name]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise ConfigError(f"{self.key}.{name}: expected a positive number, got {v!r}")
         return float(v)
 
-    name = cfg.name
-    if name == "constant_lr":
-        base: Callable[[int], float] = lambda it: 1.0
-    elif name == "poly_lr":
-        max_iter, gamma, step = num("max_iter"), num("gamma"), max(1, int(num("decay_iter")))
-        base = lambda it: max(0.0, 1.0 - (it - it % step) / max_iter) ** gamma
-    elif name == "multi_step":
-        ms = args["milestones"]
+    def milestones(self) -> list[int]:
+        ms = self.args["milestones"]
         if not isinstance(ms, list) or not all(isinstance(m, int) for m in ms):
-            raise ConfigError(f"{key}.milestones: expected a list of iterations, got {ms!r}")
-        g = num("gamma")
-        mss = sorted(ms)
-        base = lambda it: g ** sum(it >= m for m in mss)
-    elif name == "cosine_annealing":
-        t_max, eta = num("T_max"), float(args["eta_min"]) / base_lr  # eta_min is an absolute LR, as in torch
-        base = lambda it: eta + (1 - eta) * (1 + math.cos(math.pi * min(it, t_max) / t_max)) / 2
-    else:
-        g = num("gamma")
-        base = lambda it: g**it
+            raise ConfigError(f"{self.key}.milestones: expected a list of iterations, got {ms!r}")
+        return sorted(ms)
 
+
+def _constant(a: _Args, base_lr: float) -> Schedule:
+    return lambda it: 1.0
+
+
+def _poly(a: _Args, base_lr: float) -> Schedule:
+    max_iter, gamma, step = a.num("max_iter"), a.num("gamma"), max(1, int(a.num("decay_iter")))
+    return lambda it: max(0.0, 1.0 - (it - it % step) / max_iter) ** gamma
+
+
+def _multi_step(a: _Args, base_lr: float) -> Schedule:
+    milestones, gamma = a.milestones(), a.num("gamma")
+    return lambda it: gamma ** sum(it >= m for m in milestones)
+
+
+def _cosine(a: _Args, base_lr: float) -> Schedule:
+    t_max, eta = a.num("T_max"), float(a.args["eta_min"]) / base_lr  # eta_min is an absolute LR, as in torch
+    return lambda it: eta + (1 - eta) * (1 + math.cos(math.pi * min(it, t_max) / t_max)) / 2
+
+
+def _exp(a: _Args, base_lr: float) -> Schedule:
+    gamma = a.num("gamma")
+    return lambda it: gamma**it
+
+
+_SCHEDULES: dict[str, Callable[[_Args, float], Schedule]] = {
+    "constant_lr": _constant, "poly_lr": _poly, "multi_step": _multi_step, "cosine_annealing": _cosine, "exp_lr": _exp,
+}
+if set(_SCHEDULES) != set(SCHEDULERS):  # the config's table and these implementations must name the same schedules
+    raise ImportError(f"rtseg.config.names.SCHEDULERS {sorted(SCHEDULERS)} != implemented {sorted(_SCHEDULES)}")
+
+
+def lr_factor_fn(cfg: SchedulerConfig, base_lr: float = 1.0, key: str = "TRAINING.LR_SCHEDULER",
+                 iter_max: Optional[int] = None) -> Schedule:
+    """Multiplicative LR factor as a function of the iteration (0-based), warm-up included.
+
+    ``iter_max`` (TRAINING.ITER_MAX) is the default of arguments that default to the run's length
+    (poly_lr's max_iter); an explicit value in the config wins.
+    """
+    base = _SCHEDULES[cfg.name](_Args(_resolved_args(cfg, key, iter_max), key), base_lr)
     w_iters, w_mode, w_factor = cfg.warmup_iters, cfg.warmup_mode, cfg.warmup_factor
 
     def factor(it: int) -> float:
@@ -95,5 +122,5 @@ def lr_factor_fn(cfg: SchedulerConfig, base_lr: float = 1.0, key: str = "TRAININ
     return factor
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig) -> LambdaLR:
-    return LambdaLR(optimizer, lr_factor_fn(cfg, float(optimizer.param_groups[0]["lr"])))
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, iter_max: Optional[int] = None) -> LambdaLR:
+    return LambdaLR(optimizer, lr_factor_fn(cfg, float(optimizer.param_groups[0]["lr"]), iter_max=iter_max))
