@@ -11,7 +11,7 @@ from rtseg.cli.main import main
 from rtseg.config.schema import PELVIS_CLASS_NAMES
 from rtseg.errors import ConfigError, DataError
 from rtseg.io.nifti import read_nifti
-from rtseg.io.seed_npy import read_npy, seed_case_ids
+from rtseg.io.legacy_npy import read_npy, legacy_npy_case_ids
 from rtseg.synthetic import (
     BLADDER,
     FEMUR_L,
@@ -155,7 +155,7 @@ def test_seed_layout(tmp_path: Path) -> None:
     for split, ids in (("train", ["phantom_000", "phantom_001"]), ("val", ["phantom_002"])):
         d = tmp_path / split
         assert {p.name for p in d.iterdir()} == {"CT", "SEG", "SEG_onehot"}
-        assert seed_case_ids(d) == ids
+        assert legacy_npy_case_ids(d) == ids
         for sub in ("CT", "SEG", "SEG_onehot"):
             assert sorted(p.stem for p in (d / sub).glob("*.npy")) == ids
     ct = np.load(tmp_path / "val" / "CT" / "phantom_002.npy")
