@@ -49,6 +49,8 @@ def _index_folder(folder: Path, what: str) -> dict[str, Path]:
         raise DataError(f"{folder}: {what} folder not found")
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):  # hidden: e.g. an interrupted atomic write's .<name>.XXXX.tmp.nii.gz
+            continue
         cid = label_case_id(p) if p.is_file() else None  # images beside the labels are skipped
         if cid is None:
             continue
