@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from rtseg.errors import DataError, RtsegError
 from rtseg.io.atomic import atomic_path
-from rtseg.io.dicom_series import LPS_TO_RAS, list_dicom_series, read_dicom_series, scan_dicom_folder
+from rtseg.io.dicom_geometry import LPS_TO_RAS
+from rtseg.io.dicom_series import list_dicom_series, read_dicom_series, scan_dicom_folder
 from rtseg.io.legacy_npy import CT_DIR, SEG_DIR, legacy_npy_stems, read_npy, to_legacy_npy_array, write_legacy_npy_case
 from rtseg.io.naming import CT_SUFFIX, LABELS_SUFFIX, cases_in, ct_file, labels_file
 from rtseg.io.nifti import read_nifti, write_nifti
