@@ -18,6 +18,7 @@ import numpy as np
 from rtseg.errors import DataError
 from rtseg.io.atomic import atomic_path
 from rtseg.io.integrity import NonFinitePolicy, check_finite, check_numeric, exc_summary, check_size, check_spacing
+from rtseg.io.naming import unpaired
 from rtseg.io.orientation import reorient
 from rtseg.io.volume import Volume
 
@@ -105,14 +106,9 @@ def legacy_npy_case_ids(split_dir: str | os.PathLike[str]) -> list[str]:
     cts, segs = legacy_npy_stems(ct_dir), legacy_npy_stems(seg_dir)
     if not cts:
         raise DataError(f"{ct_dir}: no .npy volumes found")
-    only_ct, only_seg = sorted(cts - segs), sorted(segs - cts)
-    if only_ct or only_seg:
-        parts = []
-        if only_ct:
-            parts.append(f"CT without SEG: {', '.join(only_ct[:5])}")
-        if only_seg:
-            parts.append(f"SEG without CT: {', '.join(only_seg[:5])}")
-        raise DataError(f"{d}: unpaired files ({'; '.join(parts)}); files are paired by identical names")
+    missing = unpaired(("CT without SEG", cts - segs), ("SEG without CT", segs - cts))
+    if missing:
+        raise DataError(f"{d}: unpaired files ({missing}); files are paired by identical names")
     return sorted(cts)
 
 
