@@ -90,7 +90,7 @@ def test_npy_non_finite_voxels_error_and_replacement(tmp_path, caplog):
 
 
 def test_training_data_with_a_nan_voxel_is_refused_when_the_case_is_loaded(tmp_path):
-    """The seed layout (training data): the check sits in read_npy, so data.datasets gets it."""
+    """The legacy_npy layout (training data): the check sits in read_npy, so data.datasets gets it."""
     img = ct((8, 8, 8))
     img[5, 6, 7] = np.nan
     write_legacy_npy_case(tmp_path / "train", "p01", img, np.zeros((8, 8, 8), np.uint8))
