@@ -28,7 +28,7 @@ from pydicom.dataset import Dataset
 from rtseg.io.dicom_series import read_dicom_series
 from rtseg.io.nifti import read_nifti
 from rtseg.io.rtstruct import read_rtstruct
-from rtseg.io.seed_npy import read_npy, to_seed_array
+from rtseg.io.legacy_npy import read_npy, to_legacy_npy_array
 from rtseg.io.volume import Volume
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -229,7 +229,7 @@ def load_corpus(n_series_slices: int = 3) -> Corpus:
     crop = img.slicer[40:64, 40:60, 50:66]
     nii = nib.Nifti1Image(np.asarray(crop.dataobj), crop.affine, crop.header)
     buf = io.BytesIO()
-    np.save(buf, to_seed_array(Volume(np.asarray(crop.dataobj).astype(np.float32), crop.affine)), allow_pickle=False)
+    np.save(buf, to_legacy_npy_array(Volume(np.asarray(crop.dataobj).astype(np.float32), crop.affine)), allow_pickle=False)
     slices = tuple(p.read_bytes() for p in sorted(CT_SERIES.glob("*.dcm"))[:n_series_slices])
     return Corpus(nii.to_bytes(), buf.getvalue(), slices, RTSS.read_bytes())
 

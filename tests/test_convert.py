@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from rtseg.cli.main import main
-from rtseg.config.schema import SEED_COLOR_MAP
+from rtseg.labels import PELVIS_COLOR_MAP
 from rtseg.errors import ConfigError
 from rtseg.labels import parse_colors as parse_color_map
 from rtseg.io.dicom_series import read_dicom_series, write_dicom_series
@@ -143,7 +143,7 @@ def _png_case(folder: Path, with_mask: bool = True) -> None:
         mask = np.zeros((42, 56, 3), np.uint8)
         if 9 <= i <= 11:
             ct[14:28, 21:35] = 200
-            mask[14:28, 21:35] = SEED_COLOR_MAP[1]  # label 2 (bladder) in the seed's COLOR_MAP
+            mask[14:28, 21:35] = PELVIS_COLOR_MAP[1]  # label 2 (bladder) in the seed's COLOR_MAP
             mask[14, 21] = (6, 248, 250)  # slightly off colour: still bladder
             mask[27, 34] = (90, 200, 30)  # far from any colour: reported, set to background
         Image.fromarray(ct).save(folder / "CT" / f"img_{i}.png")
@@ -180,8 +180,8 @@ def test_parse_color_map_sources(tmp_path: Path) -> None:
     f.write_text(json.dumps({"COLOR_MAP": [[9, 8, 7]]}))
     assert parse_color_map(str(f)) == [(9, 8, 7)]
     cfg = tmp_path / "cfg.yml"
-    cfg.write_text("DATASET:\n  PATH: data\n  N_CLASSES: 6\n  COLOR_MAP: " + json.dumps([list(c) for c in SEED_COLOR_MAP]) + "\n")
-    assert parse_color_map(str(cfg)) == list(SEED_COLOR_MAP)
+    cfg.write_text("DATASET:\n  PATH: data\n  N_CLASSES: 6\n  COLOR_MAP: " + json.dumps([list(c) for c in PELVIS_COLOR_MAP]) + "\n")
+    assert parse_color_map(str(cfg)) == list(PELVIS_COLOR_MAP)
     for bad in ("[[1, 2]]", "[[1, 2, 300]]", "not json", str(tmp_path / "absent.json")):
         with pytest.raises(ConfigError):
             parse_color_map(bad)
@@ -198,14 +198,14 @@ def _nifti_pair(folder: Path, cid: str, affine: np.ndarray, seed: int) -> None:
     nib.save(nib.Nifti1Image(lab, affine), folder / f"{cid}_labels.nii.gz")
 
 
-def _lps_seed_order(path: Path) -> np.ndarray:
+def _legacy_npy_order(path: Path) -> np.ndarray:
     """Independent reference: nibabel's RAS canonical form, flipped to LPS, as (D, H, W)."""
     ras = np.asarray(nib.as_closest_canonical(nib.load(path)).dataobj)
     return ras[::-1, ::-1, :].transpose(2, 1, 0)
 
 
-def test_nifti_seed_roundtrip_with_bad_cases(tmp_path: Path, capsys) -> None:
-    src, seed, back = tmp_path / "nifti", tmp_path / "seed", tmp_path / "back"
+def test_nifti_legacy_npy_roundtrip_with_bad_cases(tmp_path: Path, capsys) -> None:
+    src, legacy, back = tmp_path / "nifti", tmp_path / "legacy_npy", tmp_path / "back"
     ras = np.diag([2.0, 2.0, 3.0, 1.0])
     lps = np.diag([-2.0, -2.0, 3.0, 1.0])
     odd = np.array([[0, 0, 3.0, 0], [-2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 0, 1]])  # permuted axes
@@ -214,20 +214,20 @@ def test_nifti_seed_roundtrip_with_bad_cases(tmp_path: Path, capsys) -> None:
     _nifti_pair(src / "val", "c3", lps, 3)
     nib.save(nib.Nifti1Image(np.zeros((6, 5, 4), np.int16), ras), src / "train" / "c9_ct.nii.gz")  # bad: no labels
 
-    assert main(["convert", "nifti-to-seed", "--input", str(src), "--out", str(seed)]) == 1
+    assert main(["convert", "nifti-to-legacy-npy", "--input", str(src), "--out", str(legacy)]) == 1
     cap = capsys.readouterr()
     assert "converted 3 of 4 cases, 1 failed" in cap.out and "train/c9: " in cap.err and "c9_labels.nii.gz" in cap.err
     for split, cid in (("train", "c1"), ("train", "c2"), ("val", "c3")):
-        ct = np.load(seed / split / "CT" / f"{cid}.npy")
-        seg = np.load(seed / split / "SEG" / f"{cid}.npy")
-        onehot = np.load(seed / split / "SEG_onehot" / f"{cid}.npy")
-        np.testing.assert_array_equal(ct, _lps_seed_order(src / split / f"{cid}_ct.nii.gz"))
-        np.testing.assert_array_equal(seg, _lps_seed_order(src / split / f"{cid}_labels.nii.gz"))
+        ct = np.load(legacy / split / "CT" / f"{cid}.npy")
+        seg = np.load(legacy / split / "SEG" / f"{cid}.npy")
+        onehot = np.load(legacy / split / "SEG_onehot" / f"{cid}.npy")
+        np.testing.assert_array_equal(ct, _legacy_npy_order(src / split / f"{cid}_ct.nii.gz"))
+        np.testing.assert_array_equal(seg, _legacy_npy_order(src / split / f"{cid}_labels.nii.gz"))
         assert onehot.shape == (4, *seg.shape)
         np.testing.assert_array_equal(onehot.argmax(0), seg)
 
-    np.save(seed / "train" / "CT" / "c7.npy", np.zeros((2, 2, 2)))  # bad: CT without SEG
-    assert main(["convert", "seed-to-nifti", "--input", str(seed), "--out", str(back), "--spacing", "2", "2", "3"]) == 1
+    np.save(legacy / "train" / "CT" / "c7.npy", np.zeros((2, 2, 2)))  # bad: CT without SEG
+    assert main(["convert", "legacy-npy-to-nifti", "--input", str(legacy), "--out", str(back), "--spacing", "2", "2", "3"]) == 1
     cap = capsys.readouterr()
     assert "train/c7: " in cap.err and "no matching SEG/c7.npy" in cap.err
     c1 = nib.load(back / "train" / "c1_ct.nii.gz")
@@ -241,5 +241,5 @@ def test_nifti_seed_roundtrip_with_bad_cases(tmp_path: Path, capsys) -> None:
 
     # a single split folder converts flat, and --no-onehot leaves SEG_onehot out
     flat = tmp_path / "flat"
-    assert main(["convert", "nifti-to-seed", "--input", str(src / "val"), "--out", str(flat), "--no-onehot"]) == 0
+    assert main(["convert", "nifti-to-legacy-npy", "--input", str(src / "val"), "--out", str(flat), "--no-onehot"]) == 0
     assert sorted(p.name for p in flat.iterdir()) == ["CT", "SEG", "conversion_report.json"]

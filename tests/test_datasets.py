@@ -10,7 +10,7 @@ from rtseg.data.orientation import to_canonical
 from rtseg.data.preprocess import Preprocessing, to_network_grid
 from rtseg.errors import DataError
 from rtseg.io.nifti import write_nifti
-from rtseg.io.seed_npy import write_npy, write_seed_case
+from rtseg.io.legacy_npy import write_npy, write_legacy_npy_case
 from rtseg.io.volume import Volume
 from synth import make_nifti_dataset
 
@@ -25,7 +25,7 @@ def test_seed_layout_pairs_by_id_not_order(tmp_path):
     for cid in ("b", "a", "c"):
         ct = rng.normal(size=(4, 5, 6)).astype(np.float32)
         seg = np.full((4, 5, 6), ord(cid) - ord("a"), np.uint8)
-        write_seed_case(tmp_path / "train", cid, ct, seg)
+        write_legacy_npy_case(tmp_path / "train", cid, ct, seg)
     refs = list_cases(dataset("prostateCT_vol", tmp_path), "train")
     assert [r.case_id for r in refs] == ["a", "b", "c"]
     for r in refs:
@@ -34,7 +34,7 @@ def test_seed_layout_pairs_by_id_not_order(tmp_path):
 
 
 def test_seed_layout_errors(tmp_path):
-    write_seed_case(tmp_path / "train", "p1", np.zeros((4, 4, 4), np.float32), np.zeros((4, 4, 4), np.uint8))
+    write_legacy_npy_case(tmp_path / "train", "p1", np.zeros((4, 4, 4), np.float32), np.zeros((4, 4, 4), np.uint8))
     write_npy(np.zeros((4, 4, 4), np.float32), tmp_path / "train" / "CT" / "p2.npy")
     with pytest.raises(DataError, match="unpaired files \\(CT without SEG: p2\\)"):
         list_cases(dataset("prostateCT_vol", tmp_path), "train")

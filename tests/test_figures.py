@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from rtseg.cli.main import main
-from rtseg.config.schema import SEED_COLOR_MAP
+from rtseg.labels import PELVIS_COLOR_MAP
 from rtseg.errors import ConfigError, DataError
 from rtseg.figures import (
     HEADER_PX,
@@ -23,7 +23,7 @@ from rtseg.labels import parse_colors
 from rtseg.io.nifti import write_nifti
 from rtseg.io.volume import Volume, affine_from_spacing
 
-COLORS = list(SEED_COLOR_MAP)
+COLORS = list(PELVIS_COLOR_MAP)
 SHAPE = (12, 10, 7)  # RAS+: x towards the patient's right, y towards anterior, z towards superior
 
 

@@ -11,7 +11,7 @@ from rtseg.cli.main import main
 from rtseg.config.schema import PELVIS_CLASS_NAMES
 from rtseg.errors import ConfigError, DataError
 from rtseg.io.nifti import read_nifti
-from rtseg.io.seed_npy import read_npy, seed_case_ids
+from rtseg.io.legacy_npy import read_npy, legacy_npy_case_ids
 from rtseg.synthetic import (
     BLADDER,
     FEMUR_L,
@@ -149,13 +149,13 @@ def test_nifti_layout(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["phantom_000_ct.nii.gz", "phantom_000_labels.nii.gz"]
 
 
-def test_seed_layout(tmp_path: Path) -> None:
-    write_phantom_dataset(tmp_path, 3, layout="seed", seed=1, split_fractions={"train": 2, "val": 1}, shape=(32, 32, 16), spacing=(8, 8, 10))
+def test_legacy_npy_layout(tmp_path: Path) -> None:
+    write_phantom_dataset(tmp_path, 3, layout="legacy_npy", seed=1, split_fractions={"train": 2, "val": 1}, shape=(32, 32, 16), spacing=(8, 8, 10))
     assert {p.name for p in tmp_path.iterdir()} == {"train", "val", "phantoms.json"}
     for split, ids in (("train", ["phantom_000", "phantom_001"]), ("val", ["phantom_002"])):
         d = tmp_path / split
         assert {p.name for p in d.iterdir()} == {"CT", "SEG", "SEG_onehot"}
-        assert seed_case_ids(d) == ids
+        assert legacy_npy_case_ids(d) == ids
         for sub in ("CT", "SEG", "SEG_onehot"):
             assert sorted(p.stem for p in (d / sub).glob("*.npy")) == ids
     ct = np.load(tmp_path / "val" / "CT" / "phantom_002.npy")
@@ -166,7 +166,7 @@ def test_seed_layout(tmp_path: Path) -> None:
     assert np.array_equal(ct, ref_ct.array[::-1, ::-1, :].transpose(2, 1, 0))
     assert np.array_equal(seg, ref_lab.array[::-1, ::-1, :].transpose(2, 1, 0))
     assert onehot.shape == (6, 16, 32, 32) and np.array_equal(onehot.argmax(0), seg) and np.all(onehot.sum(0) == 1)
-    # the io layer reads the seed layout back onto the original RAS+ geometry (up to the origin)
+    # the io layer reads the legacy_npy layout back onto the original RAS+ geometry (up to the origin)
     vol = read_npy(tmp_path / "val" / "SEG" / "phantom_002.npy", spacing=(10.0, 8.0, 8.0))
     for k in (FEMUR_L, FEMUR_R, PROSTATE, RECTUM):
         assert np.allclose(_centroid_world(vol, k) - _centroid_world(vol, BLADDER), _centroid_world(ref_lab, k) - _centroid_world(ref_lab, BLADDER))

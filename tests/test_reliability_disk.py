@@ -22,7 +22,7 @@ from rtseg.io.dicom_series import read_dicom_series, write_dicom_series
 from rtseg.io.jsonfile import write_json
 from rtseg.io.nifti import read_nifti, write_nifti
 from rtseg.io.rtstruct import write_rtstruct
-from rtseg.io.seed_npy import write_npy
+from rtseg.io.legacy_npy import write_npy
 from rtseg.io.volume import Volume, affine_from_spacing
 
 AFFINE = affine_from_spacing((1.0, 1.0, 2.0))
@@ -77,7 +77,7 @@ def big_json(path: Path) -> Path:
 WRITERS: dict[str, tuple[str, Callable[[Path], Path]]] = {
     "checkpoint": ("last.pt", big_checkpoint),
     "nifti": ("p01_pred.nii.gz", big_nifti),
-    "seed_npy": ("p01.npy", big_npy),
+    "legacy_npy": ("p01.npy", big_npy),
     "report_json": ("summary.json", big_json),
 }
 
@@ -188,7 +188,7 @@ def test_other_errors_in_the_block_pass_through_and_leave_nothing(tmp_path: Path
 WRITER_LOOP = """
 import sys, numpy as np
 from rtseg.io.nifti import write_nifti
-from rtseg.io.seed_npy import write_npy
+from rtseg.io.legacy_npy import write_npy
 from rtseg.io.volume import Volume
 k = 0
 while True:
@@ -208,7 +208,7 @@ def test_kill_9_during_writes_leaves_a_complete_file(tmp_path: Path, delay_s: fl
     import sys
     import time
 
-    from rtseg.io.seed_npy import read_npy, seed_case_ids
+    from rtseg.io.legacy_npy import read_npy, legacy_npy_case_ids
 
     nii, npy = tmp_path / "p01_ct.nii.gz", tmp_path / "train" / "CT" / "p01.npy"
     (tmp_path / "train" / "SEG").mkdir(parents=True)
@@ -226,4 +226,4 @@ def test_kill_9_during_writes_leaves_a_complete_file(tmp_path: Path, delay_s: fl
     arr = read_npy(npy).array
     assert (arr == arr.flat[0]).all() and arr.flat[0] in (ct.flat[0], ct.flat[0] - 1)
     (npy.parent / ".p02.npy.k2x9.tmp.npy").write_bytes(b"\x93NUMPY")  # what a kill leaves when it hits a first write
-    assert seed_case_ids(tmp_path / "train") == ["p01"]
+    assert legacy_npy_case_ids(tmp_path / "train") == ["p01"]

@@ -23,7 +23,7 @@ from rtseg.errors import DataError
 from rtseg.io.dicom_series import read_dicom_series, write_dicom_series
 from rtseg.io.integrity import DEFAULT_MAX_BYTES, MAX_BYTES_ENV, check_finite
 from rtseg.io.nifti import read_nifti
-from rtseg.io.seed_npy import read_npy, write_seed_case
+from rtseg.io.legacy_npy import read_npy, write_legacy_npy_case
 from rtseg.io.volume import Volume, affine_from_spacing
 
 AFFINE = affine_from_spacing((0.8, 0.9, 2.5), (-10.0, 20.0, 30.0))
@@ -90,10 +90,10 @@ def test_npy_non_finite_voxels_error_and_replacement(tmp_path, caplog):
 
 
 def test_training_data_with_a_nan_voxel_is_refused_when_the_case_is_loaded(tmp_path):
-    """The seed layout (training data): the check sits in read_npy, so data.datasets gets it."""
+    """The legacy_npy layout (training data): the check sits in read_npy, so data.datasets gets it."""
     img = ct((8, 8, 8))
     img[5, 6, 7] = np.nan
-    write_seed_case(tmp_path / "train", "p01", img, np.zeros((8, 8, 8), np.uint8))
+    write_legacy_npy_case(tmp_path / "train", "p01", img, np.zeros((8, 8, 8), np.uint8))
     (ref,) = list_cases(DatasetConfig(NAME="prostateCT_vol", PATH=str(tmp_path), N_CLASSES=2), "train")
     with pytest.raises(DataError, match=r"p01\.npy: 1 of 512 voxels are NaN or infinite \(first at voxel \(5, 6, 7\)"):
         load_case(ref, n_classes=2)

@@ -26,14 +26,15 @@ PELVIS_CLASS_NAMES: tuple[str, ...] = (
     "femoral_head_left",
     "femoral_head_right",
 )
-# The seed's COLOR_MAP for the five pelvic organs, then colours for further organs.
-SEED_COLOR_MAP: tuple[RGB, ...] = (
+# COLOR_MAP of the original code base's configs for the five pelvic organs, then colours for further organs.
+PELVIS_COLOR_MAP: tuple[RGB, ...] = (
     (229, 255, 204),
     (0, 255, 255),
     (204, 0, 102),
     (255, 0, 0),
     (0, 255, 0),
 )
+SEED_COLOR_MAP = PELVIS_COLOR_MAP  # the old name, still imported by config/ and apps/demo.py
 EXTRA_COLORS: tuple[RGB, ...] = ((255, 255, 0), (255, 128, 0), (128, 0, 255), (0, 128, 255), (255, 0, 255))
 
 
@@ -50,7 +51,7 @@ def default_colors(n_classes: int, colors: Optional[Sequence[Sequence[int]]] = N
     """RGB per organ (labels 1..N-1): explicit colours, else the seed's map extended cyclically."""
     if colors is not None:
         return [(int(c[0]), int(c[1]), int(c[2])) for c in colors]
-    pool = SEED_COLOR_MAP + EXTRA_COLORS
+    pool = PELVIS_COLOR_MAP + EXTRA_COLORS
     return [pool[i % len(pool)] for i in range(max(1, n_classes - 1))]
 
 

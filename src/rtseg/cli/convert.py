@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from rtseg.cli.common import add_command, add_dir_args, add_spacing_arg, organ_class_names
 from rtseg.errors import ConfigError, RtsegError
@@ -20,6 +21,7 @@ from rtseg.io.nifti import is_nifti, read_nifti, write_nifti
 from rtseg.io.png_slices import DEFAULT_COLOR_TOLERANCE, PngReading
 from rtseg.io.roi_names import load_roi_name_map, roi_names_for
 from rtseg.io.rtstruct import rtstruct_to_labels, write_rtstruct
+from rtseg.io.volume import Volume
 from rtseg.labels import PELVIS_CLASS_NAMES, default_colors, parse_colors
 
 NAME = "convert"
@@ -63,14 +65,19 @@ def _dicom_to_nifti(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rtstruct_to_nifti(args: argparse.Namespace) -> int:
+def _dicom_labels_to_nifti(args: argparse.Namespace, path: str, to_labels: Callable[..., tuple[Volume, Any]]) -> int:
+    """An RTSTRUCT or SEG (``to_labels`` reads it onto the CT) -> a uint8 label NIfTI."""
     out = _nifti_out(args.out)
     classes = organ_class_names(args.classes, "--classes")
     ct = read_dicom_series(args.series, args.series_uid)
-    labels, report = rtstruct_to_labels(args.rtstruct, ct, classes, _aliases(args.alias))
+    labels, report = to_labels(path, ct, classes, _aliases(args.alias))
     write_nifti(labels, out, dtype="uint8")
     print(f"wrote {out}: {report.summary()}")
     return 0
+
+
+def _rtstruct_to_nifti(args: argparse.Namespace) -> int:
+    return _dicom_labels_to_nifti(args, args.rtstruct, rtstruct_to_labels)
 
 
 def _nifti_to_rtstruct(args: argparse.Namespace) -> int:
@@ -103,12 +110,7 @@ def _nifti_to_seg(args: argparse.Namespace) -> int:
 def _seg_to_nifti(args: argparse.Namespace) -> int:
     from rtseg.io.seg import seg_to_labels
 
-    out = _nifti_out(args.out)
-    ct = read_dicom_series(args.series, args.series_uid)
-    labels, report = seg_to_labels(args.seg, ct, organ_class_names(args.classes, "--classes"), _aliases(args.alias))
-    write_nifti(labels, out, dtype="uint8")
-    print(f"wrote {out}: {report.summary()}")
-    return 0
+    return _dicom_labels_to_nifti(args, args.seg, seg_to_labels)
 
 
 def _dicom_dataset(args: argparse.Namespace) -> int:
@@ -147,6 +149,22 @@ def _series_uid(p: argparse.ArgumentParser) -> None:
     p.add_argument("--series-uid", metavar="UID", help=SERIES_UID_HELP)
 
 
+def _labels_to_dicom_args(p: argparse.ArgumentParser, out_metavar: str, out_help: str) -> None:
+    """--series, --labels, --out: labels on a CT grid, written as a DICOM object referencing that series."""
+    p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices the labels are on")
+    p.add_argument("--labels", required=True, metavar="LABELS.nii.gz", help="label NIfTI on the CT grid")
+    p.add_argument("--out", required=True, metavar=out_metavar, help=out_help)
+
+
+def _dicom_to_labels_args(p: argparse.ArgumentParser, option: str, metavar: str, what: str, file_help: str) -> None:
+    """--series, the RTSTRUCT/SEG file, --out, --classes, --alias, --series-uid: a DICOM object -> label NIfTI."""
+    p.add_argument("--series", required=True, metavar="DIR", help=f"folder holding the CT slices the {what} refers to")
+    p.add_argument(option, required=True, metavar=metavar, help=file_help)
+    p.add_argument("--out", required=True, metavar="LABELS.nii.gz", help="output label NIfTI (uint8)")
+    _roi_classes(p)
+    _series_uid(p)
+
+
 def _roi_classes(p: argparse.ArgumentParser) -> None:
     """``--classes`` and ``--alias``: which ROI of an RTSTRUCT becomes which label."""
     p.add_argument("--classes", nargs="+", default=DEFAULT_ORGANS, metavar="NAME", help=CLASSES_HELP)
@@ -162,18 +180,12 @@ def _register_dicom(conv: argparse._SubParsersAction) -> None:
 
     p = add_command(conv, "rtstruct-to-nifti", _rtstruct_to_nifti, help="an RTSTRUCT -> label NIfTI on its CT grid",
                     description="Rasterise the ROIs of an RTSTRUCT onto the CT series it was drawn on.")
-    p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices the RTSTRUCT refers to")
-    p.add_argument("--rtstruct", required=True, metavar="RS.dcm", help="the RT Structure Set file")
-    p.add_argument("--out", required=True, metavar="LABELS.nii.gz", help="output label NIfTI (uint8)")
-    _roi_classes(p)
-    _series_uid(p)
+    _dicom_to_labels_args(p, "--rtstruct", "RS.dcm", "RTSTRUCT", "the RT Structure Set file")
 
     p = add_command(conv, "nifti-to-rtstruct", _nifti_to_rtstruct, help="a label NIfTI -> RTSTRUCT against its DICOM CT series",
                     description="Write the labels (e.g. a prediction) as an RTSTRUCT referencing the CT series, "
                     "one ROI per non-empty label.")
-    p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices the labels are on")
-    p.add_argument("--labels", required=True, metavar="LABELS.nii.gz", help="label NIfTI on the CT grid")
-    p.add_argument("--out", required=True, metavar="RS.dcm", help="output RTSTRUCT file")
+    _labels_to_dicom_args(p, "RS.dcm", "output RTSTRUCT file")
     p.add_argument("--names", nargs="+", metavar="NAME",
                    help="ROI names for labels 1, 2, ..., used as given; default: the TG-263 names of "
                    + " ".join(DEFAULT_ORGANS))
@@ -190,9 +202,7 @@ def _register_seg(conv: argparse._SubParsersAction) -> None:
     p = add_command(conv, "nifti-to-seg", _nifti_to_seg, help="a label NIfTI -> DICOM SEG against its DICOM CT series",
                     description="Write the labels as a DICOM Segmentation (one segment per class, coded anatomy, "
                     "frames referencing the CT slices), which PACS viewers display.")
-    p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices the labels are on")
-    p.add_argument("--labels", required=True, metavar="LABELS.nii.gz", help="label NIfTI on the CT grid")
-    p.add_argument("--out", required=True, metavar="SEG.dcm", help="output SEG file")
+    _labels_to_dicom_args(p, "SEG.dcm", "output SEG file")
     p.add_argument("--classes", nargs="+", default=DEFAULT_ORGANS, metavar="NAME", help=CLASSES_HELP)
     p.add_argument("--roi-names", metavar="FILE", help="JSON or YAML mapping class -> segment label; classes not "
                    "listed get their AAPM TG-263 name")
@@ -202,11 +212,7 @@ def _register_seg(conv: argparse._SubParsersAction) -> None:
     p = add_command(conv, "seg-to-nifti", _seg_to_nifti, help="a DICOM SEG -> label NIfTI on its CT grid",
                     description="Read a DICOM Segmentation (rtseg's, TotalSegmentator's, MONAI Label's, ...) made on "
                     "the CT series; segments are mapped to classes by their labels like RTSTRUCT ROI names.")
-    p.add_argument("--series", required=True, metavar="DIR", help="folder holding the CT slices the SEG refers to")
-    p.add_argument("--seg", required=True, metavar="SEG.dcm", help="the DICOM Segmentation file")
-    p.add_argument("--out", required=True, metavar="LABELS.nii.gz", help="output label NIfTI (uint8)")
-    _roi_classes(p)
-    _series_uid(p)
+    _dicom_to_labels_args(p, "--seg", "SEG.dcm", "SEG", "the DICOM Segmentation file")
 
 
 def _register_datasets(conv: argparse._SubParsersAction) -> None:

@@ -4,19 +4,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rtseg.cli.common import add_command
+
 NAME = "review"
+HELP = "write a self-contained HTML review page of a CT and its contours (works offline)"
+DESCRIPTION = (
+    "Write one HTML file that opens from disk without network: axial, coronal and sagittal views with "
+    "slice sliders, window presets (soft tissue, bone, lung), contours in the organ colours with per-organ toggles "
+    "and opacity, the QA table with flagged organs first and, with --gt, prediction and ground truth side by side "
+    "with Dice/HD95/ASSD. Without --qa the QA is computed here (with --stats: against the training statistics). "
+    "See docs/REVIEW.md."
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        NAME,
-        help="write a self-contained HTML review page of a CT and its contours (works offline)",
-        description="Write one HTML file that opens from disk without network: axial, coronal and sagittal views with "
-        "slice sliders, window presets (soft tissue, bone, lung), contours in the organ colours with per-organ toggles "
-        "and opacity, the QA table with flagged organs first and, with --gt, prediction and ground truth side by side "
-        "with Dice/HD95/ASSD. Without --qa the QA is computed here (with --stats: against the training statistics). "
-        "See docs/REVIEW.md.",
-    )
+    p = add_command(sub, NAME, run, HELP, DESCRIPTION)
     p.add_argument("--ct", required=True, metavar="CT", help="CT volume: NIfTI file or DICOM series folder (HU)")
     p.add_argument("--labels", required=True, metavar="PRED", help="predicted labels (NIfTI) on the CT grid")
     p.add_argument("--gt", metavar="GT", help="ground-truth labels (NIfTI) on the CT grid: adds a second row and metrics")
@@ -32,7 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ct-budget-mb", type=float, default=4.0, metavar="MB",
                    help="size budget of the embedded CT; beyond it the CT is shown at a coarser in-plane grid (default 4.0)")
     p.add_argument("--out", required=True, metavar="HTML", help="output .html file")
-    p.set_defaults(func=run)
 
 
 def _read_ct(path: str):  # noqa: ANN202 - returns rtseg.io.volume.Volume

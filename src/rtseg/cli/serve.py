@@ -6,7 +6,17 @@ import json
 import typing
 from typing import Any
 
+from rtseg.cli.common import add_command
+
 NAME = "serve"
+HELP = "run a DICOM node that contours every CT series it receives and sends the RTSTRUCT back"
+DESCRIPTION = (
+    "A DICOM Storage SCP (C-ECHO, C-STORE of CT Image Storage). Each received series is assembled, "
+    "routed to a checkpoint, contoured by a worker and its RTSTRUCT sent by C-STORE to the destinations, with "
+    "retries. Jobs live in STORE/jobs.sqlite and survive restarts; events go to STORE/serve.log.jsonl. Keys come "
+    "from --config and/or the flags below (flags win). 'rtseg serve status --store DIR' lists the jobs. "
+    "See docs/SERVE.md."
+)
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -30,22 +40,13 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        NAME,
-        help="run a DICOM node that contours every CT series it receives and sends the RTSTRUCT back",
-        description="A DICOM Storage SCP (C-ECHO, C-STORE of CT Image Storage). Each received series is assembled, "
-        "routed to a checkpoint, contoured by a worker and its RTSTRUCT sent by C-STORE to the destinations, with "
-        "retries. Jobs live in STORE/jobs.sqlite and survive restarts; events go to STORE/serve.log.jsonl. Keys come "
-        "from --config and/or the flags below (flags win). 'rtseg serve status --store DIR' lists the jobs. "
-        "See docs/SERVE.md.",
-    )
+    p = add_command(sub, NAME, run, HELP, DESCRIPTION)
     p.add_argument("action", nargs="?", choices=("run", "status"), default="run",
                    help="run (default): start the node; status: list the jobs in --store")
     p.add_argument("--config", default=None, metavar="YML", help="YAML file with the keys below (and rules:)")
     p.add_argument("--json", action="store_true", help="status: one JSON object per job instead of a table")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="status: only the N most recent jobs")
     _add_config_flags(p)
-    p.set_defaults(func=run)
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Find the cases of a split in any supported layout and load them as Volumes.
 
-Layouts: the seed's (``PATH/<split>/CT|SEG/*.npy``), NIfTI split folders
+Layouts: legacy_npy, the original code base's (``PATH/<split>/CT|SEG/*.npy``), NIfTI split folders
 (``PATH/<split>/<id>_ct.nii.gz`` + ``<id>_labels.nii.gz``) and the Medical
 Segmentation Decathlon (``PATH/imagesTr``, ``PATH/labelsTr``, ``dataset.json``).
 """
@@ -17,7 +17,8 @@ from rtseg.errors import DataError
 from rtseg.io.jsonfile import read_json
 from rtseg.io.naming import CT_SUFFIX, LABELS_SUFFIX, cases_in, ct_file, labels_file, nifti_stem
 from rtseg.io.nifti import read_nifti
-from rtseg.io.seed_npy import CT_DIR, SEG_DIR, read_npy, seed_case_ids
+from rtseg.io.layouts import LEGACY_NPY
+from rtseg.io.legacy_npy import CT_DIR, SEG_DIR, legacy_npy_case_ids, read_npy
 from rtseg.io.volume import Volume
 from rtseg.labels import IGNORE_INDEX
 
@@ -60,11 +61,11 @@ def _nifti_split(root: Path, split: str, splits_file: Optional[Path] = None) -> 
     return [CaseRef(cid, cts[cid], labs[cid], "nifti") for cid in sorted(cts)]
 
 
-def _seed_split(root: Path, split: str) -> list[CaseRef]:
+def _legacy_npy_split(root: Path, split: str) -> list[CaseRef]:
     d = root / split
     if not d.is_dir():
-        raise DataError(f"{d}: split folder not found (seed layout is PATH/<split>/CT/*.npy and PATH/<split>/SEG/*.npy)")
-    return [CaseRef(cid, d / CT_DIR / f"{cid}.npy", d / SEG_DIR / f"{cid}.npy", "seed") for cid in seed_case_ids(d)]
+        raise DataError(f"{d}: split folder not found (legacy_npy layout is PATH/<split>/CT/*.npy and PATH/<split>/SEG/*.npy)")
+    return [CaseRef(cid, d / CT_DIR / f"{cid}.npy", d / SEG_DIR / f"{cid}.npy", LEGACY_NPY) for cid in legacy_npy_case_ids(d)]
 
 
 def msd_split_ids(ids: list[str], split: str, root: Path, train: str, val: str) -> list[str]:
@@ -109,7 +110,7 @@ def list_cases(dataset: DatasetConfig, split: str) -> list[CaseRef]:
     if not root.is_dir():
         raise DataError(f"DATASET.PATH {root}: folder not found")
     if dataset.NAME == "prostateCT_vol":
-        return _seed_split(root, split)
+        return _legacy_npy_split(root, split)
     if dataset.NAME == "nifti":
         return _nifti_split(root, split, Path(dataset.SPLITS) if dataset.SPLITS else None)
     if dataset.NAME == "msd":
@@ -119,14 +120,14 @@ def list_cases(dataset: DatasetConfig, split: str) -> list[CaseRef]:
 
 def load_case(ref: CaseRef, n_classes: int) -> tuple[Volume, Volume]:
     """Image and label volumes on the same grid; label values checked against N_CLASSES."""
-    if ref.layout == "seed":
+    if ref.layout == LEGACY_NPY:
         img, lab = read_npy(ref.image), read_npy(ref.label)  # type: ignore[arg-type]
     else:
         img = read_nifti(ref.image)
         lab = read_nifti(ref.label)  # type: ignore[arg-type]
     if img.shape != lab.shape:
         raise DataError(f"{ref.label}: label shape {lab.shape} does not match image shape {img.shape} ({ref.image.name})")
-    if ref.layout != "seed" and not np.allclose(img.affine, lab.affine, atol=1e-3):
+    if ref.layout != LEGACY_NPY and not np.allclose(img.affine, lab.affine, atol=1e-3):
         raise DataError(f"{ref.label}: label affine differs from the image's ({ref.image.name}); they must share one grid")
     labels = np.asarray(lab.array)
     if not np.issubdtype(labels.dtype, np.integer):

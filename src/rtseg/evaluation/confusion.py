@@ -1,4 +1,4 @@
-"""The seed's validation metrics from a confusion matrix accumulated on the device."""
+"""Validation metrics from a confusion matrix accumulated on the device (the ones the original code base reported)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -31,10 +31,10 @@ class ConfusionMatrix:
         self.matrix += other.matrix.to(self.matrix.device)
 
     def compute(self, class_names: list[str]) -> dict[str, object]:
-        return seed_metrics(self.matrix.double().cpu(), class_names)
+        return confusion_metrics(self.matrix.double().cpu(), class_names)
 
 
-def seed_metrics(hist: torch.Tensor, class_names: list[str]) -> dict[str, object]:
+def confusion_metrics(hist: torch.Tensor, class_names: list[str]) -> dict[str, object]:
     """Overall acc, mean class acc, frequency-weighted IoU, per-class Dice (= 2 IoU / (1 + IoU)), mean organ Dice.
 
     Classes absent from both truth and prediction get Dice NaN and are left out of the mean.

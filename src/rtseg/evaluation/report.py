@@ -20,7 +20,7 @@ from tqdm import tqdm
 from rtseg.errors import DataError
 from rtseg.evaluation.surface import FLAG_KEYS, METRIC_KEYS, case_metrics, labels_present
 from rtseg.io.atomic import atomic_path
-from rtseg.io.naming import LABEL_SUFFIXES, label_case_id
+from rtseg.io.naming import LABEL_SUFFIXES, label_case_id, unpaired
 from rtseg.io.nifti import read_nifti
 
 CSV_NAME = "metrics.csv"
@@ -41,7 +41,6 @@ METRIC_TITLES: dict[str, str] = {
     "vol_gt_ml": "Vol GT (ml)",
 }
 TABLE_METRICS: tuple[str, ...] = ("dice", "iou", "hd", "hd95", "assd", "avg_hd", "surface_dice", "rvd")
-_LIST_MAX = 8
 
 
 def _index_folder(folder: Path, what: str) -> dict[str, Path]:
@@ -49,6 +48,8 @@ def _index_folder(folder: Path, what: str) -> dict[str, Path]:
         raise DataError(f"{folder}: {what} folder not found")
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):  # hidden: e.g. an interrupted atomic write's .<name>.XXXX.tmp.nii.gz
+            continue
         cid = label_case_id(p) if p.is_file() else None  # images beside the labels are skipped
         if cid is None:
             continue
@@ -60,25 +61,14 @@ def _index_folder(folder: Path, what: str) -> dict[str, Path]:
     return found
 
 
-def _names(paths: Iterable[Path]) -> str:
-    names = sorted(p.name for p in paths)
-    more = f" and {len(names) - _LIST_MAX} more" if len(names) > _LIST_MAX else ""
-    return ", ".join(names[:_LIST_MAX]) + more
-
-
 def pair_files(pred_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[str]) -> list[tuple[str, Path, Path]]:
     """``(case id, prediction, ground truth)`` sorted by id; every file must have a partner."""
     pred = _index_folder(Path(pred_dir), "prediction")
     gt = _index_folder(Path(gt_dir), "ground-truth")
-    only_pred = [pred[c] for c in pred.keys() - gt.keys()]
-    only_gt = [gt[c] for c in gt.keys() - pred.keys()]
-    if only_pred or only_gt:
-        parts = []
-        if only_pred:
-            parts.append(f"predictions without ground truth in {pred_dir}: {_names(only_pred)}")
-        if only_gt:
-            parts.append(f"ground truths without prediction in {gt_dir}: {_names(only_gt)}")
-        raise DataError("unpaired files (case id = file name minus " + "/".join(LABEL_SUFFIXES) + "): " + "; ".join(parts))
+    missing = unpaired((f"predictions without ground truth in {pred_dir}", [pred[c].name for c in pred.keys() - gt.keys()]),
+                       (f"ground truths without prediction in {gt_dir}", [gt[c].name for c in gt.keys() - pred.keys()]))
+    if missing:
+        raise DataError("unpaired files (case id = file name minus " + "/".join(LABEL_SUFFIXES) + "): " + missing)
     return [(c, pred[c], gt[c]) for c in sorted(pred)]
 
 

@@ -40,7 +40,7 @@ def load_checkpoint(path: str | os.PathLike[str], require_rtseg: bool = True) ->
 
 
 def extract_state_dict(data: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Model weights from our checkpoints, the seed's ({'model_state': ...}) or a bare state dict; strips 'module.'."""
+    """Model weights from our checkpoints, the original code base's ({'model_state': ...}) or a bare state dict; strips 'module.'."""
     for key in ("model", "model_state", "state_dict"):
         if key in data and isinstance(data[key], dict):
             data = data[key]

@@ -22,18 +22,17 @@ from tqdm import tqdm
 
 from rtseg.errors import DataError, RtsegError
 from rtseg.io.atomic import atomic_path
-from rtseg.io.dicom_series import LPS_TO_RAS, list_dicom_series, read_dicom_series, scan_dicom_folder
+from rtseg.io.dicom_geometry import LPS_TO_RAS
+from rtseg.io.dicom_series import list_dicom_series, read_dicom_series, scan_dicom_folder
+from rtseg.io.legacy_npy import CT_DIR, SEG_DIR, legacy_npy_stems, read_npy, to_legacy_npy_array, write_legacy_npy_case
 from rtseg.io.naming import CT_SUFFIX, LABELS_SUFFIX, cases_in, ct_file, labels_file
 from rtseg.io.nifti import read_nifti, write_nifti
-from rtseg.io.orientation import reorient
 from rtseg.io.png_slices import PngReading, natural_key, png_case_to_volumes
 from rtseg.io.rtstruct_read import RoiMappingReport, match_roi_names, read_rtstruct, rtstruct_to_labels
-from rtseg.io.seed_npy import CT_DIR, SEG_DIR, read_npy, write_seed_case
 from rtseg.io.volume import Volume
 
 log = logging.getLogger(__name__)
 
-NPY_LAYOUT_AXES = "LPS"  # the prostateCT_vol .npy arrays: axis 0 to patient left, 1 to posterior, 2 to superior
 REPORT_NAME = "conversion_report.json"
 _KEEP_DTYPES = (np.dtype(np.int16), np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
@@ -230,12 +229,12 @@ def _nifti_case_to_legacy_npy(d: Path, cid: str, target: Path, n_classes: int | 
     ct, lab = read_nifti(d / ct_file(cid)), read_nifti(lab_path)
     if not lab.same_grid(ct):
         raise DataError(f"{lab_path}: labels (shape {lab.shape}) are not on the CT grid (shape {ct.shape})")
-    ct, lab = reorient(ct, NPY_LAYOUT_AXES)[0], reorient(lab, NPY_LAYOUT_AXES)[0]
-    seg = _labels_as_uint8(lab.array, str(lab_path))
+    seg = _labels_as_uint8(to_legacy_npy_array(lab), str(lab_path))
     if n_classes is not None and seg.size and int(seg.max()) >= n_classes:
         raise DataError(f"{lab_path}: label {int(seg.max())} found, but only {n_classes} classes")
-    ct_arr = ct.array if ct.array.dtype in _KEEP_DTYPES else ct.array.astype(np.float32)
-    write_seed_case(target, cid, ct_arr.transpose(2, 1, 0), seg.transpose(2, 1, 0), n_classes if onehot else None)
+    ct_arr = to_legacy_npy_array(ct)
+    ct_arr = ct_arr if ct_arr.dtype in _KEEP_DTYPES else ct_arr.astype(np.float32)
+    write_legacy_npy_case(target, cid, ct_arr, seg, n_classes if onehot else None)
     return None
 
 
@@ -309,7 +308,7 @@ def convert_legacy_npy_to_nifti(
     affine = LPS_TO_RAS @ np.diag([float(spacing[0]), float(spacing[1]), float(spacing[2]), 1.0])
     cases: list[tuple[str, Callable[[], str | None]]] = []
     for split, d in splits:
-        ids = {p.stem for p in (d / CT_DIR).glob("*.npy")} | {p.stem for p in (d / SEG_DIR).glob("*.npy")}
+        ids = legacy_npy_stems(d / CT_DIR) | legacy_npy_stems(d / SEG_DIR)
         target = out / split if split else out
         prefix = f"{split}/" if split else ""
         cases += [(prefix + cid, partial(_legacy_npy_case_to_nifti, d, cid, target, affine)) for cid in sorted(ids, key=natural_key)]

@@ -1,4 +1,4 @@
-"""Checks a volume passes where it enters rtseg (NIfTI, seed .npy, DICOM readers).
+"""Checks a volume passes where it enters rtseg (NIfTI, legacy_npy .npy, DICOM readers).
 
 A NaN voxel, an unknown geometry or a header that claims more voxels than fit
 in memory would otherwise surface later as a silently wrong contour or an

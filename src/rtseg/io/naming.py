@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 from rtseg.io.nifti import NIFTI_SUFFIXES
 
 NIFTI_EXTENSION = ".nii.gz"
+LIST_MAX = 8  # file names an error message lists before '... and N more'
 CT_SUFFIX, LABELS_SUFFIX, PREDICTION_SUFFIX = "_ct", "_labels", "_pred"
 #: Stripped from an image file's stem to get its case id (nnU-Net's ``_0000`` included).
 IMAGE_SUFFIXES: tuple[str, ...] = (CT_SUFFIX, "_image", "_img", "_0000")
@@ -63,3 +64,20 @@ def cases_in(folder: Path, suffix: str) -> dict[str, Path]:
     """``{id: path}`` for the files ``<id><suffix>.nii.gz`` in ``folder`` (a dataset's CT or labels files)."""
     tail = suffix + NIFTI_EXTENSION
     return {p.name[: -len(tail)]: p for p in folder.glob(f"*{tail}")}
+
+
+def listed(names: Iterable[str], most: int = LIST_MAX) -> str:
+    """Sorted names for an error message, the first ``most`` of them and how many more."""
+    ordered = sorted(names)
+    more = f" and {len(ordered) - most} more" if len(ordered) > most else ""
+    return ", ".join(ordered[:most]) + more
+
+
+def unpaired(*groups: tuple[str, Iterable[str]]) -> str:
+    """``"CT without SEG: p2; SEG without CT: p7"`` for the groups of files lacking a partner; "" if none do."""
+    parts = []
+    for what, names in groups:
+        names = list(names)
+        if names:
+            parts.append(f"{what}: {listed(names)}")
+    return "; ".join(parts)

@@ -1,7 +1,7 @@
 """Reorientation by axis permutation and flips only: lossless and exactly invertible.
 
-The one canonicaliser: the network's RAS+ grid (``rtseg.data.orientation``) and the seed's
-LPS arrays (``rtseg.io.dataset_convert``) are both ``reorient(volume, axcodes)``.
+The one canonicaliser: the network's RAS+ grid (``rtseg.data.orientation``) and the legacy_npy
+LPS arrays (``rtseg.io.legacy_npy``) are both ``reorient(volume, axcodes)``.
 """
 from __future__ import annotations
 

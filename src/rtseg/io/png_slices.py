@@ -1,10 +1,10 @@
-"""The seed's 2D PNG slices + RGB colour masks -> image and label volumes.
+"""The original code base's 2D PNG slices + RGB colour masks -> image and label volumes.
 
 Layout of one patient: ``<case>/CT/*.png`` (grey-level slices) and
 ``<case>/MASK/*.png`` (RGB masks, one colour per organ, black background),
 paired by file name and stacked in natural order of the names (slice_2 before
 slice_10). Image and labels go through the same geometric resampling (the
-seed subsampled the CT with stride 2 and the masks with stride 7, so they did
+original code base subsampled the CT with stride 2 and the masks with stride 7, so they did
 not line up); the CT is interpolated linearly, the labels by nearest neighbour.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from PIL import Image
 from skimage.transform import resize
 
 from rtseg.errors import DataError
-from rtseg.io.dicom_series import LPS_TO_RAS
+from rtseg.io.dicom_geometry import LPS_TO_RAS
 from rtseg.io.volume import Volume
 
 PNG_CT_DIR, PNG_MASK_DIR = "CT", "MASK"

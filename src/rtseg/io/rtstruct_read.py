@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import RTStructureSetStorage
 
 from rtseg.errors import ConfigError, DataError
-from rtseg.io.dicom_series import LPS_TO_RAS
+from rtseg.io.dicom_geometry import LPS_TO_RAS
 from rtseg.io.rasterize import fill_box
 from rtseg.io.roi_names import match_roi_names
 from rtseg.io.volume import Volume

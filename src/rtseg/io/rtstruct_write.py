@@ -33,7 +33,8 @@ from rtseg.errors import DataError
 from rtseg.io.atomic import atomic_path
 from rtseg.io.contours import DEFAULT_HOLE_ENCODING, DEFAULT_TOLERANCE_MM, HOLE_ENCODINGS, effective_tolerance, \
     encode_slice, simplify_polygons
-from rtseg.io.dicom_series import LPS_TO_RAS, new_dicom_dataset
+from rtseg.io.dicom_geometry import LPS_TO_RAS
+from rtseg.io.dicom_write import new_dicom_dataset
 from rtseg.io.roi_names import check_roi_names, roi_names_for
 from rtseg.io.volume import Volume
 

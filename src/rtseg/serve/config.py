@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rtseg.config.loader import format_validation_error
 from rtseg.errors import ConfigError
+from rtseg.io.yamlfile import read_yaml_mapping
 
 CALLER = "caller"
 """Destination meaning: back to the calling AE title, at the caller's address, on ``caller_port``."""
@@ -189,17 +189,8 @@ def load_serve_config(path: Optional[str | Path], flags: dict[str, Any]) -> Serv
     data: dict[str, Any] = {}
     source = "command line"
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping of keys at the top level, found {type(loaded).__name__}")
-        data = dict(loaded or {})
-        source = str(p)
+        data = read_yaml_mapping(path)
+        source = str(Path(path))
     given = {k: v for k, v in flags.items() if v is not None and not (isinstance(v, list) and not v)}
     unknown = sorted(set(given) - set(FLAG_KEYS))
     if unknown:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from rtseg.io.nifti import write_nifti
-from rtseg.io.seed_npy import write_seed_case
+from rtseg.io.legacy_npy import write_legacy_npy_case
 from rtseg.io.volume import Volume, affine_from_spacing
 
 
@@ -46,7 +46,7 @@ def make_legacy_npy_dataset(
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         for i in range(n):
             img, lab = blob_case(rng, shape, n_classes, radius)
-            write_seed_case(root / split, f"p{split}{i:02d}", img, lab, n_classes)
+            write_legacy_npy_case(root / split, f"p{split}{i:02d}", img, lab, n_classes)
     return root
 
 

@@ -14,7 +14,7 @@ from rtseg.errors import ConfigError, DataError
 from rtseg.io.atomic import atomic_path
 from rtseg.io.layouts import LEGACY_NPY, NIFTI, canonical_layout
 from rtseg.io.nifti import write_nifti
-from rtseg.io.seed_npy import to_seed_array, write_seed_case
+from rtseg.io.legacy_npy import to_legacy_npy_array, write_legacy_npy_case
 from rtseg.io.volume import Volume
 from rtseg.labels import PELVIS_CLASS_NAMES
 from rtseg.synthetic.canvas import N_CLASSES
@@ -48,13 +48,13 @@ def split_counts(n_cases: int, fractions: Mapping[str, float] | None = None) -> 
 
 
 def legacy_npy_arrays(ct: Volume, labels: Volume) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays in the legacy_npy (D, H, W) order, as ``rtseg.io.seed_npy`` reads them back.
+    """Arrays in the legacy_npy (D, H, W) order, as ``rtseg.io.legacy_npy`` reads them back.
 
     D = axial slices (inferior -> superior), H = rows (anterior -> posterior), W = columns
     (patient's right -> left), i.e. the original code base's radiological PNG slices stacked; for our
     axis-aligned RAS grid that is ``array[::-1, ::-1, :].transpose(2, 1, 0)``.
     """
-    return to_seed_array(ct), to_seed_array(labels)
+    return to_legacy_npy_array(ct), to_legacy_npy_array(labels)
 
 
 def _resolve_counts(n_cases: int | None, splits: Mapping[str, int] | None, split_fractions: Mapping[str, float] | None) -> dict[str, int]:
@@ -95,7 +95,7 @@ def _write_case(folder: Path, case_id: str, ct: Volume, lab: Volume, layout: str
         write_nifti(lab, folder / f"{case_id}_labels.nii.gz", dtype=np.uint8)
     else:
         ct_a, lab_a = legacy_npy_arrays(ct, lab)
-        write_seed_case(folder, case_id, ct_a, lab_a, n_classes=N_CLASSES)
+        write_legacy_npy_case(folder, case_id, ct_a, lab_a, n_classes=N_CLASSES)
 
 
 def _manifest(layout: str, seed: int, shape: Sequence[int], spacing: Sequence[float], ids: dict[str, list[str]]) -> dict[str, object]:

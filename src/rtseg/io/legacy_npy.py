@@ -1,11 +1,12 @@
-"""The seed's dataset layout: PATH/<split>/CT/*.npy, SEG/*.npy, optional SEG_onehot/*.npy.
+"""The legacy_npy layout (the original code base's ``prostateCT_vol``): PATH/<split>/CT/*.npy,
+SEG/*.npy, optional SEG_onehot/*.npy.
 
-Volumes are (D, H, W) arrays with no geometry. We read them the way the seed's
-PNG slices were drawn (radiological display): D = slices (inferior -> superior),
+Volumes are (D, H, W) arrays with no geometry. We read them the way the original
+code base's PNG slices were drawn (radiological display): D = slices (inferior -> superior),
 H = image rows (anterior -> posterior), W = image columns (patient right -> left),
-i.e. LPS axis order, unit spacing unless given. ``to_seed_array`` writes any
+i.e. LPS axis order, unit spacing unless given. ``to_legacy_npy_array`` writes any
 Volume that way. Files are paired by patient id (file stem), not by listing
-order as the seed did.
+order as the original code base did.
 """
 from __future__ import annotations
 
@@ -17,24 +18,25 @@ import numpy as np
 from rtseg.errors import DataError
 from rtseg.io.atomic import atomic_path
 from rtseg.io.integrity import NonFinitePolicy, check_finite, check_numeric, exc_summary, check_size, check_spacing
+from rtseg.io.naming import unpaired
+from rtseg.io.orientation import reorient
 from rtseg.io.volume import Volume
 
 CT_DIR, SEG_DIR, ONEHOT_DIR = "CT", "SEG", "SEG_onehot"
+#: Axis order of the arrays before the (D, H, W) transpose: 0 to patient left, 1 to posterior, 2 to superior.
+LEGACY_NPY_AXES = "LPS"
 
 
-def seed_affine(spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
-    """RAS+ affine of a (D, H, W) seed array; ``spacing`` is per array axis (D, H, W)."""
+def legacy_npy_affine(spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """RAS+ affine of a (D, H, W) legacy_npy array; ``spacing`` is per array axis (D, H, W)."""
     aff = np.zeros((4, 4))
     aff[2, 0], aff[1, 1], aff[0, 2], aff[3, 3] = spacing[0], -spacing[1], -spacing[2], 1.0
     return aff
 
 
-def to_seed_array(volume: Volume) -> np.ndarray:
-    """Reorient to LPS axis order and transpose to (D, H, W), the inverse of ``seed_affine``."""
-    import nibabel.orientations as nio
-
-    ornt = nio.ornt_transform(nio.io_orientation(volume.affine), nio.axcodes2ornt("LPS"))
-    return np.ascontiguousarray(nio.apply_orientation(volume.array, ornt).transpose(2, 1, 0))
+def to_legacy_npy_array(volume: Volume) -> np.ndarray:
+    """Reorient to LPS axis order and transpose to (D, H, W), the inverse of ``legacy_npy_affine``."""
+    return np.ascontiguousarray(reorient(volume, LEGACY_NPY_AXES)[0].array.transpose(2, 1, 0))
 
 
 def _npy_header(p: Path) -> tuple[tuple[int, ...], np.dtype]:
@@ -64,7 +66,7 @@ def _npy_header(p: Path) -> tuple[tuple[int, ...], np.dtype]:
 
 def read_npy(path: str | os.PathLike[str], spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
              nonfinite: NonFinitePolicy = "error") -> Volume:
-    """Read a (D, H, W) seed array; NaN/inf voxels are an error unless ``nonfinite`` gives their replacement."""
+    """Read a (D, H, W) legacy_npy array; NaN/inf voxels are an error unless ``nonfinite`` gives their replacement."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found")
@@ -77,7 +79,7 @@ def read_npy(path: str | os.PathLike[str], spacing: tuple[float, float, float] =
     if arr.shape != shape:  # cannot happen with numpy's own reader; guards a second header
         raise DataError(f"{p}: header shape {shape} does not match the data read {arr.shape}")
     arr = check_finite(p, arr, nonfinite)
-    return Volume(arr, seed_affine(spacing), {"source": str(p)})
+    return Volume(arr, legacy_npy_affine(spacing), {"source": str(p)})
 
 
 def write_npy(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
@@ -88,35 +90,30 @@ def write_npy(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
     return target
 
 
-def _npy_stems(folder: Path) -> set[str]:
+def legacy_npy_stems(folder: Path) -> set[str]:
     """Case ids of a folder's .npy files; hidden ones (an interrupted atomic write's temporary) are not cases."""
     return {p.stem for p in folder.glob("*.npy") if not p.name.startswith(".")}
 
 
-def seed_case_ids(split_dir: str | os.PathLike[str]) -> list[str]:
-    """Patient ids present in a seed split, checked for pairing CT <-> SEG."""
+def legacy_npy_case_ids(split_dir: str | os.PathLike[str]) -> list[str]:
+    """Patient ids present in a legacy_npy split, checked for pairing CT <-> SEG."""
     d = Path(split_dir)
     ct_dir, seg_dir = d / CT_DIR, d / SEG_DIR
     if not ct_dir.is_dir():
-        raise DataError(f"{d}: missing folder {CT_DIR}/ (seed layout is <split>/CT/*.npy and <split>/SEG/*.npy)")
+        raise DataError(f"{d}: missing folder {CT_DIR}/ (legacy_npy layout is <split>/CT/*.npy and <split>/SEG/*.npy)")
     if not seg_dir.is_dir():
-        raise DataError(f"{d}: missing folder {SEG_DIR}/ (seed layout is <split>/CT/*.npy and <split>/SEG/*.npy)")
-    cts, segs = _npy_stems(ct_dir), _npy_stems(seg_dir)
+        raise DataError(f"{d}: missing folder {SEG_DIR}/ (legacy_npy layout is <split>/CT/*.npy and <split>/SEG/*.npy)")
+    cts, segs = legacy_npy_stems(ct_dir), legacy_npy_stems(seg_dir)
     if not cts:
         raise DataError(f"{ct_dir}: no .npy volumes found")
-    only_ct, only_seg = sorted(cts - segs), sorted(segs - cts)
-    if only_ct or only_seg:
-        parts = []
-        if only_ct:
-            parts.append(f"CT without SEG: {', '.join(only_ct[:5])}")
-        if only_seg:
-            parts.append(f"SEG without CT: {', '.join(only_seg[:5])}")
-        raise DataError(f"{d}: unpaired files ({'; '.join(parts)}); files are paired by identical names")
+    missing = unpaired(("CT without SEG", cts - segs), ("SEG without CT", segs - cts))
+    if missing:
+        raise DataError(f"{d}: unpaired files ({missing}); files are paired by identical names")
     return sorted(cts)
 
 
-def write_seed_case(split_dir: str | os.PathLike[str], case_id: str, ct: np.ndarray, seg: np.ndarray, n_classes: int | None = None) -> None:
-    """Write one patient in the seed layout (with SEG_onehot when ``n_classes`` is given)."""
+def write_legacy_npy_case(split_dir: str | os.PathLike[str], case_id: str, ct: np.ndarray, seg: np.ndarray, n_classes: int | None = None) -> None:
+    """Write one patient in the legacy_npy layout (with SEG_onehot when ``n_classes`` is given)."""
     d = Path(split_dir)
     write_npy(ct, d / CT_DIR / f"{case_id}.npy")
     write_npy(seg, d / SEG_DIR / f"{case_id}.npy")
