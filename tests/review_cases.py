@@ -6,12 +6,12 @@ import functools
 import numpy as np
 from scipy import ndimage
 
-from rtseg.config.schema import PELVIS_CLASS_NAMES, SEED_COLOR_MAP
+from rtseg.config.schema import PELVIS_CLASS_NAMES, PELVIS_COLOR_MAP
 from rtseg.synthetic import generate_patient
 from rtseg.review.organ_stats import compute_stats
 
 NAMES = PELVIS_CLASS_NAMES
-COLORS = SEED_COLOR_MAP
+COLORS = PELVIS_COLOR_MAP
 CLEAN_SEED = 103  # a held-out phantom with every organ inside the training ranges (see test_clean_case_has_no_flags)
 
 

@@ -8,7 +8,7 @@ import torch
 from rtseg.config import config_from_dict
 from rtseg.io.checkpoint import load_checkpoint
 from rtseg.training.trainer import fit
-from synth import make_seed_dataset
+from synth import make_legacy_npy_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def cfg_for(path, **model):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return make_seed_dataset(tmp_path_factory.mktemp("adv"), n_train=2, n_val=1, n_test=0, shape=(16, 16, 16))
+    return make_legacy_npy_dataset(tmp_path_factory.mktemp("adv"), n_train=2, n_val=1, n_test=0, shape=(16, 16, 16))
 
 
 def test_adversarial_training_updates_both_and_logs_losses(data, tmp_path):

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 import torch.multiprocessing as mp
-from synth import make_seed_dataset
+from synth import make_legacy_npy_dataset
 
 from rtseg.cli.main import main
 from rtseg.config.loader import config_from_dict
@@ -161,7 +161,7 @@ def test_ddp_two_ranks_agree_with_one_process(tmp_path: Path) -> None:
     from rtseg.training.trainer import fit
     from rtseg.training.validate import validate
 
-    data = make_seed_dataset(tmp_path / "data", n_train=2, n_val=3, n_test=0, shape=SHAPE)
+    data = make_legacy_npy_dataset(tmp_path / "data", n_train=2, n_val=3, n_test=0, shape=SHAPE)
     runs = tmp_path / "runs"
     adv_model = {"ADV": True}
 
@@ -234,7 +234,7 @@ def test_ddp_two_ranks_agree_with_one_process(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_torchrun_cli_rank_without_val_cases(tmp_path: Path) -> None:
     """The real launcher and CLI: two ranks, one validation case (rank 1 validates nothing but joins the reduction)."""
-    data = make_seed_dataset(tmp_path / "data", n_train=2, n_val=1, n_test=0, shape=SHAPE)
+    data = make_legacy_npy_dataset(tmp_path / "data", n_train=2, n_val=1, n_test=0, shape=SHAPE)
     runs = tmp_path / "runs"
     import yaml
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import torch
-from synth import make_seed_dataset
+from synth import make_legacy_npy_dataset
 
 from rtseg.config import config_from_dict
 from rtseg.device import FORCE_GPU_PATH_ENV, autocast, gpu_path, memory_format
@@ -39,7 +39,7 @@ def _cfg(data: Path, runs: Path, **training: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # 40^3 volumes and 32^3 patches (a 2-voxel bottleneck): validation slides several overlapping windows
-    return make_seed_dataset(tmp_path_factory.mktemp("gpu"), n_train=2, n_val=1, n_test=0, shape=(40, 40, 40))
+    return make_legacy_npy_dataset(tmp_path_factory.mktemp("gpu"), n_train=2, n_val=1, n_test=0, shape=(40, 40, 40))
 
 
 def test_switch_by_environment_or_argument(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ import torch
 
 from rtseg.cli.main import main
 from rtseg.io.checkpoint import load_checkpoint
-from synth import make_seed_dataset
+from synth import make_legacy_npy_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +16,7 @@ TINY = ["TRAINING.BATCH_SIZE=1", "TRAINING.WORKERS=0", "MODEL.BASE_FILTERS=2", "
 
 @pytest.fixture(scope="module")
 def seed_dataset(tmp_path_factory) -> Path:
-    return make_seed_dataset(tmp_path_factory.mktemp("seedds"), n_train=2, n_val=1, n_test=1, shape=(32, 16, 16))
+    return make_legacy_npy_dataset(tmp_path_factory.mktemp("seedds"), n_train=2, n_val=1, n_test=1, shape=(32, 16, 16))
 
 
 def test_each_seed_config_trains_and_validates(seed_configs, seed_dataset, tmp_path, capsys):
@@ -59,7 +59,7 @@ TRAINING:
 
 
 def test_learns_and_resumes(tmp_path, capsys):
-    data = make_seed_dataset(tmp_path / "data", n_train=4, n_val=2, n_test=1, shape=(32, 32, 32), n_classes=3, radius=(5, 8))
+    data = make_legacy_npy_dataset(tmp_path / "data", n_train=4, n_val=2, n_test=1, shape=(32, 32, 32), n_classes=3, radius=(5, 8))
     cfg = tmp_path / "learn.yml"
     cfg.write_text(LEARN.format(path=data, iters=30, val=30))
     run = tmp_path / "run"

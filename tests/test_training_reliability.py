@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from synth import make_seed_dataset
+from synth import make_legacy_npy_dataset
 
 import rtseg.training.trainer as trainer_module
 from rtseg.config import config_from_dict
@@ -41,7 +41,7 @@ def _cfg(data: Path, runs: Path, model: dict[str, Any] | None = None, **training
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_seed_dataset(tmp_path_factory.mktemp("rel"), n_train=2, n_val=1, n_test=0, shape=(16, 16, 16))
+    return make_legacy_npy_dataset(tmp_path_factory.mktemp("rel"), n_train=2, n_val=1, n_test=0, shape=(16, 16, 16))
 
 
 def test_adversarial_with_partial_labels_rejected_before_any_data_is_read(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rtseg.errors import ConfigError
-from rtseg.io.yamlfile import read_yaml_mapping
+from rtseg.config.yamlfile import read_yaml_mapping
 
 
 def test_reads_the_top_level_mapping(tmp_path: Path) -> None:

@@ -34,7 +34,6 @@ PELVIS_COLOR_MAP: tuple[RGB, ...] = (
     (255, 0, 0),
     (0, 255, 0),
 )
-SEED_COLOR_MAP = PELVIS_COLOR_MAP  # the old name, still imported by config/ and apps/demo.py
 EXTRA_COLORS: tuple[RGB, ...] = ((255, 255, 0), (255, 128, 0), (128, 0, 255), (0, 128, 255), (255, 0, 255))
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from rtseg.config import config_from_dict
-from rtseg.config.schema import PELVIS_CLASS_NAMES, SEED_COLOR_MAP
+from rtseg.config.schema import PELVIS_CLASS_NAMES, PELVIS_COLOR_MAP
 from rtseg.data.datasets import CaseRef
 from rtseg.io.jsonfile import write_json
 from rtseg.io.naming import prediction_file
@@ -34,7 +34,7 @@ def demo_config(data_dir: Path, runs_dir: Path, iterations: int, minutes: float,
         "DATASET": {
             "NAME": "nifti", "PATH": str(data_dir), "N_CLASSES": 6, "TEST_SPLIT": "test",
             "NORMALIZE": "ct_window", "HU_WINDOW": [-250.0, 350.0], "PATCH_SIZE": list(DEMO_SHAPE),
-            "COLOR_MAP": [list(c) for c in SEED_COLOR_MAP], "CLASS_NAMES": list(PELVIS_CLASS_NAMES), "FG_OVERSAMPLE": 0.5,
+            "COLOR_MAP": [list(c) for c in PELVIS_COLOR_MAP], "CLASS_NAMES": list(PELVIS_CLASS_NAMES), "FG_OVERSAMPLE": 0.5,
         },
         "TRAINING": {
             "ITER_MAX": iterations, "BATCH_SIZE": 2, "WORKERS": 0, "VAL_INTERVAL": max(1, iterations // 4),

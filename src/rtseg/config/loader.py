@@ -9,6 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from rtseg.config.schema import Config
+from rtseg.config.yamlfile import read_yaml_mapping
 from rtseg.errors import ConfigError
 
 
@@ -69,17 +70,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
 
 def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> Config:
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping of sections at the top level, found {type(data).__name__}")
-    data = apply_overrides(data, overrides)
+    data = apply_overrides(read_yaml_mapping(p, entries="sections"), overrides)
     return config_from_dict(data, str(p))
 
 

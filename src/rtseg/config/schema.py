@@ -10,7 +10,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rtseg.config.names import LOSSES, OPTIMIZERS, SCHEDULERS, check_name, model_names
-from rtseg.labels import IGNORE_INDEX, PELVIS_CLASS_NAMES, SEED_COLOR_MAP, default_class_names, default_colors
+from rtseg.labels import IGNORE_INDEX, PELVIS_CLASS_NAMES, PELVIS_COLOR_MAP, default_class_names, default_colors
 
 NormalizeName = Literal["none", "l2", "ct_window", "zscore", "zscore_dataset"]
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from rtseg.config.loader import format_validation_error
 from rtseg.errors import ConfigError
-from rtseg.io.yamlfile import read_yaml_mapping
+from rtseg.config.yamlfile import read_yaml_mapping
 
 CALLER = "caller"
 """Destination meaning: back to the calling AE title, at the caller's address, on ``caller_port``."""
