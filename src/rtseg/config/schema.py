@@ -123,35 +123,30 @@ class DatasetConfig(_Section):
         return default_colors(self.N_CLASSES, self.COLOR_MAP)
 
 
-class OptimConfig(_Section):
-    """Optimizer name plus its keyword arguments (checked against the optimizer's signature later)."""
+class _NamedWithArguments(_Section):
+    """A registered name plus free keyword arguments (checked against the implementation's signature later)."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = "adam"
-
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, v: str) -> str:
-        return check_name(v, OPTIMIZERS, "optimizer")
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
 
-class SchedulerConfig(_Section):
-    model_config = ConfigDict(extra="allow")
+class OptimConfig(_NamedWithArguments):
+    """Optimizer name plus its keyword arguments."""
+
+    name: str = "adam"
+    _check_name = field_validator("name")(lambda v: check_name(v, OPTIMIZERS, "optimizer"))
+
+
+class SchedulerConfig(_NamedWithArguments):
+    """LR schedule name, its keyword arguments, and an optional warm-up."""
+
     name: str = "constant_lr"
     warmup_iters: int = Field(0, ge=0)
     warmup_mode: Literal["linear", "constant"] = "linear"
     warmup_factor: float = Field(0.2, gt=0.0, le=1.0)
-
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, v: str) -> str:
-        return check_name(v, SCHEDULERS, "LR scheduler")
-
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+    _check_name = field_validator("name")(lambda v: check_name(v, SCHEDULERS, "LR scheduler"))
 
 
 class LossConfig(_Section):
