@@ -27,6 +27,7 @@ from rtseg.training.checkpoint import inference_metadata, load_init_weights, unw
 from rtseg.data.plan import load_plan, save_plan
 from rtseg.data.preprocess import Preprocessing
 from rtseg.training.data_setup import plan_for, prepare_training_data
+from rtseg.review.training_stats import plan_with_organ_stats
 from rtseg.device import autocast, gpu_memory_report, memory_format, select_device
 from rtseg.training.distributed import (DistInfo, all_reduce_sum, any_rank, average_gradients_on_step, barrier,
                                         broadcast_module, broadcast_object, init_distributed, shutdown, sync_buffers, wrap_ddp)
@@ -132,6 +133,7 @@ def _fit(cfg: Config, run_dir: Path, dist_info: DistInfo, start_iter: int, resum
         else:
             plan = load_plan(dcfg.PLAN)
     data = prepare_training_data(cfg, stride, plan, fixed=fixed)
+    plan = plan_with_organ_stats(cfg, plan, run_dir / "plan.json" if dist_info.is_main else None)  # for contour QA
     if not data.val:
         raise DataError(f"DATASET.VAL_SPLIT {dcfg.VAL_SPLIT!r}: no validation cases")
     if tcfg.BATCH_SIZE * int(np.prod([p // stride for p in data.patch_size])) < 2:
