@@ -75,8 +75,10 @@ class BatchReview:
         for flag in input_flags(input_facts(volume.array, volume.affine), self.stats):
             log.warning("case %s: %s", case, flag["text"])
 
-    def after(self, case: str, volume: Volume, prediction: Prediction, labels: np.ndarray, output_dir: Path) -> list[Path]:
-        """The case's qa.json (+ probabilities, + page); on failure nothing of them is left behind."""
+    def after(self, case: str, volume: Volume, prediction: Prediction, labels: np.ndarray, output_dir: Path,
+              gt: Optional[np.ndarray] = None) -> list[Path]:
+        """The case's qa.json (+ probabilities, + page: with ``gt`` its second row and metrics table);
+        on failure nothing of them is left behind."""
         qa = case_qa(labels, volume.affine, self.class_names, ct=volume.array, stats=self.stats,
                      probabilities=prediction.probabilities, tta_labels=prediction.pass_labels, case=case)
         qa["temperature"] = self.temperature
@@ -88,8 +90,8 @@ class BatchReview:
                 written.append(write_nifti_channels(arr, volume.affine, output_dir / probabilities_file(case), slope,
                                                     "rtseg probabilities: " + ",".join(self.class_names)))
             if self.html:
-                page = review_page(volume.array, labels, volume.affine, self.class_names, self.colors, qa=qa, title=case,
-                                   ct_budget_bytes=self.ct_budget_bytes)
+                page = review_page(volume.array, labels, volume.affine, self.class_names, self.colors, gt=gt, qa=qa,
+                                   title=case, ct_budget_bytes=self.ct_budget_bytes)
                 written.append(write_page(page, output_dir / page_file(case)))
         except BaseException:
             for p in written:
