@@ -40,9 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--largest-component", action="store_true",
                    help="keep only the largest connected component of each organ")
     p.add_argument("--fill-holes", action="store_true", help="fill cavities enclosed by an organ")
-    p.add_argument("--save-probabilities", nargs="?", const="uint8", choices=("uint8", "float16"), metavar="TYPE",
+    p.add_argument("--save-probabilities", nargs="?", const="uint8", choices=("uint8", "uint16"), metavar="TYPE",
                    help="write CASE_prob.nii.gz: per-class probabilities (4th axis in label order, background first) on "
-                   "the input grid; uint8 (default, scl_slope 1/255) or float16")
+                   "the input grid; uint8 (default, scl_slope 1/255, error <= 1/510) or uint16 (scl_slope 1/65535)")
     p.add_argument("--no-qa", action="store_true",
                    help="skip the contour QA (no CASE_qa.json, no probabilities needed: less memory); not with html")
     p.add_argument("--nonfinite", default="error", metavar="error|VALUE",

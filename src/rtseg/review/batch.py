@@ -29,7 +29,7 @@ from rtseg.review.qa import case_qa, input_flags, sort_cases, summary_columns
 
 log = logging.getLogger("rtseg")
 
-PROBABILITY_DTYPES: tuple[str, ...] = ("uint8", "float16")
+PROBABILITY_DTYPES: tuple[str, ...] = ("uint8", "uint16")  # NIfTI-1 has no float16
 QA_COLUMNS: tuple[str, ...] = ("n_flags", "flag_weight", "flags")
 INDEX_NAME = "index.html"
 
