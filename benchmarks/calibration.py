@@ -21,6 +21,8 @@ from rtseg.cli.main import main
 from rtseg.synthetic import write_phantom_dataset
 from rtseg.training.trainer import fit
 
+MIN_BIN_VOXELS = 20  # bins with fewer voxels are not drawn (their accuracy is noise); ECE counts every voxel
+
 
 def reliability_figure(result: dict[str, Any], path: Path) -> Path:
     """Accuracy against confidence per bin, before and after T, for the fit and the held-out split."""
@@ -37,7 +39,7 @@ def reliability_figure(result: dict[str, Any], path: Path) -> Path:
         for key, colour, name in (("reliability_before", "tab:red", "T = 1"),
                                   ("reliability_after", "tab:blue", f"T = {result['temperature']:.2f}")):
             rel = part[key]
-            pts = [(c, a) for c, a in zip(rel["confidence"], rel["accuracy"]) if c is not None]
+            pts = [(c, a) for c, a, n in zip(rel["confidence"], rel["accuracy"], rel["count"]) if n >= MIN_BIN_VOXELS]
             ax.plot([c for c, _ in pts], [a for _, a in pts], "o-", color=colour, ms=3,
                     label=f"{name}: ECE {rel['ece']:.3f}")
         ax.set(xlabel="confidence (largest class probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),

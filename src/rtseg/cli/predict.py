@@ -65,12 +65,11 @@ def parse_nonfinite(text: str) -> "str | float":
     if text == "error":
         return text
     try:
-        value = float(text)
+        if math.isfinite(float(text)):
+            return float(text)
     except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise ConfigError(f"--nonfinite {text!r}: expected 'error' or a finite number such as -1024")
-    return value
+        pass
+    raise ConfigError(f"--nonfinite {text!r}: expected 'error' or a finite number such as -1024")
 
 
 def run(args: argparse.Namespace) -> int:

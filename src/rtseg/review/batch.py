@@ -18,6 +18,7 @@ from rtseg.errors import ConfigError
 from rtseg.inference.bundle import InferenceBundle
 from rtseg.inference.predictor import Prediction
 from rtseg.io.jsonfile import write_json
+from rtseg.io.naming import review_files
 from rtseg.io.nifti import write_nifti_channels
 from rtseg.io.volume import Volume
 from rtseg.review.index import batch_index
@@ -32,18 +33,6 @@ log = logging.getLogger("rtseg")
 PROBABILITY_DTYPES: tuple[str, ...] = ("uint8", "uint16")  # NIfTI-1 has no float16
 QA_COLUMNS: tuple[str, ...] = ("n_flags", "flag_weight", "flags")
 INDEX_NAME = "index.html"
-
-
-def qa_file(case: str) -> str:
-    return f"{case}_qa.json"
-
-
-def probabilities_file(case: str) -> str:
-    return f"{case}_prob.nii.gz"
-
-
-def page_file(case: str) -> str:
-    return f"{case}_review.html"
 
 
 class BatchReview:
@@ -82,17 +71,18 @@ class BatchReview:
         qa = case_qa(labels, volume.affine, self.class_names, ct=volume.array, stats=self.stats,
                      probabilities=prediction.probabilities, tta_labels=prediction.pass_labels, case=case)
         qa["temperature"] = self.temperature
+        qa_name, prob_name, page_name = review_files(case)
         written: list[Path] = []
         try:
-            written.append(write_json(qa, output_dir / qa_file(case)))
+            written.append(write_json(qa, output_dir / qa_name))
             if self.save_probabilities is not None:
                 arr, slope = store_probabilities(prediction.probabilities, self.save_probabilities)
-                written.append(write_nifti_channels(arr, volume.affine, output_dir / probabilities_file(case), slope,
+                written.append(write_nifti_channels(arr, volume.affine, output_dir / prob_name, slope,
                                                     "rtseg probabilities: " + ",".join(self.class_names)))
             if self.html:
                 page = review_page(volume.array, labels, volume.affine, self.class_names, self.colors, gt=gt, qa=qa,
                                    title=case, ct_budget_bytes=self.ct_budget_bytes)
-                written.append(write_page(page, output_dir / page_file(case)))
+                written.append(write_page(page, output_dir / page_name))
         except BaseException:
             for p in written:
                 p.unlink(missing_ok=True)
@@ -115,4 +105,4 @@ class BatchReview:
         if not self.html or n_cases < 2 or not self.qas:
             return []
         qas = list(self.qas.values())
-        return [write_page(batch_index(qas, {c: page_file(c) for c in self.qas}), output_dir / INDEX_NAME)]
+        return [write_page(batch_index(qas, {c: review_files(c)[2] for c in self.qas}), output_dir / INDEX_NAME)]
