@@ -18,7 +18,7 @@ from predict_helpers import make_checkpoint, phantom
 
 from rtseg.cli.main import main
 from rtseg.inference.bundle import load_bundle, save_bundle
-from rtseg.inference.predictor import Predictor, load_model
+from rtseg.inference.predictor import TTA_FLIPS, Predictor, load_model
 from rtseg.io.nifti import read_nifti, write_nifti
 from rtseg.io.volume import Volume, affine_from_spacing
 from rtseg.review.organ_stats import compute_stats
@@ -112,6 +112,15 @@ def test_tta_pass_labels_are_each_mirrored_runs_own_argmax(ckpt_plain):
     assert all(p.shape == vol.shape and p.dtype == np.uint8 for p in full.pass_labels)
     np.testing.assert_array_equal(full.probabilities.argmax(0), full.labels)
     assert Predictor(loaded).predict_full(vol).pass_labels is None
+    # independently: pass k is the plain prediction of the mirrored CT, mirrored back (RAS grid, no resampling;
+    # whole volume, so both runs tile the same windows). TTA_FLIPS dims 3, 4 are the y (A-P) and z (I-S) axes.
+    whole = Predictor(loaded, tta=True, skip_air=False).predict_full(vol)
+    plain = Predictor(loaded, skip_air=False)
+    for flips, got in zip(TTA_FLIPS, whole.pass_labels):
+        axes = tuple(d - 2 for d in flips)
+        mirrored = Volume(np.ascontiguousarray(np.flip(vol.array, axes)) if axes else vol.array, vol.affine)
+        want = plain.predict_labels(mirrored)
+        np.testing.assert_array_equal(got, np.flip(want, axes) if axes else want)
 
 
 @pytest.mark.parametrize("dtype, tol", [("uint8", 3 / 510), ("uint16", 3 / 131070)])
