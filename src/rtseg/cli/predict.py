@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from rtseg.inference.bundle import InferenceBundle
+    from rtseg.review.batch import BatchReview
 
 from rtseg.cli.common import add_checkpoint_arg, add_command
 from rtseg.cli.dicom_options import add_roi_name_options
@@ -111,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-def _review(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _review(args: argparse.Namespace) -> "Callable[[InferenceBundle], BatchReview]":
     """How the run's review is built from the checkpoint's bundle (its statistics and temperature)."""
     from functools import partial
 

@@ -148,12 +148,13 @@ def predict_case(predictor: Predictor, case: CaseInput, output_dir: Path, opts: 
     """Outputs of one case; on failure none of them is left behind."""
     bundle = predictor.bundle
     volume = read_case(case, opts.nonfinite)
+    prediction: Optional[Prediction] = None
     if review is not None:
         review.before(case.name, volume)
-        prediction: Optional[Prediction] = predictor.predict_full(volume)
-        labels = prediction.labels  # type: ignore[union-attr]
+        prediction = predictor.predict_full(volume)
+        labels = prediction.labels
     else:
-        prediction, labels = None, predictor.predict_labels(volume)
+        labels = predictor.predict_labels(volume)
     log.debug("case %s: %s", case.name, plan_summary(predictor.stats))
     labels = postprocess(labels, largest_component=opts.largest_component, fill=opts.fill_holes)
     formats = opts.formats
