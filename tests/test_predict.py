@@ -14,6 +14,7 @@ from monai.inferers import sliding_window_inference
 
 from rtseg.cli import main as cli_main
 from rtseg.data.preprocess import GridInfo, to_network_grid
+from rtseg.errors import DataError
 from rtseg.inference.pipeline import find_cases, predict_path
 from rtseg.inference.postprocess import fill_holes, keep_largest_component, postprocess
 from rtseg.inference.predictor import Predictor, body_box, fold_batchnorm, load_model
@@ -263,11 +264,10 @@ def test_dicom_series_gives_nifti_on_the_series_grid_and_rtstruct(ckpt: Path, tm
 def test_stripped_dicom_series_fails_cleanly_without_partial_outputs(ckpt: Path, tmp_path: Path) -> None:
     series_dir = _dicom("dicom-ct-series-stripped")
     coarse = make_checkpoint(tmp_path / "c4.pt", target_spacing=(4.0, 4.0, 4.0), patch=(32, 32, 16))
-    report = predict_path(coarse, series_dir, tmp_path / "out", formats=("nifti", "rtstruct"), device="cpu")
-    assert [r.status for r in report.results] == ["failed"]
-    assert "UID" in report.results[0].error
-    assert not list((tmp_path / "out").glob("*_pred.nii.gz"))
-    assert not list((tmp_path / "out").glob("*.dcm"))
+    # the only case failed on bad input: a user error (exit 2 in the CLI), and nothing is left behind
+    with pytest.raises(DataError, match="UID"):
+        predict_path(coarse, series_dir, tmp_path / "out", formats=("nifti", "rtstruct"), device="cpu")
+    assert not (tmp_path / "out").exists()
 
 
 # ----------------------------------------------------------------------------- post-processing

@@ -74,7 +74,7 @@ def test_mask_restricts_the_voxels_and_bad_input_is_refused() -> None:
         apply_temperature(z, 0.0)
 
 
-@pytest.mark.parametrize("dtype, tol", [("uint8", 0.5 / 255), ("float16", 2.0**-11)])
+@pytest.mark.parametrize("dtype, tol", [("uint8", 0.5 / 255), ("uint16", 0.5 / 65535), ("float16", 2.0**-11)])
 def test_stored_probabilities_sum_to_one_and_keep_the_labels(dtype: str, tol: float) -> None:
     from review_cases import NAMES, clean_case, soft_probabilities
 

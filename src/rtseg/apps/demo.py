@@ -1,4 +1,4 @@
-"""``rtseg demo``: synthetic pelvic CTs -> train ResUnet_3D -> evaluate -> figures, on any machine."""
+"""``rtseg demo``: synthetic pelvic CTs -> train ResUnet_3D -> evaluate -> figures and review pages, on any machine."""
 from __future__ import annotations
 
 import logging
@@ -18,6 +18,7 @@ from rtseg.io.nifti import write_nifti
 from rtseg.io.volume import Volume
 from rtseg.inference.evaluate_split import predict_and_score
 from rtseg.inference.predictor import Predictor, load_model
+from rtseg.review.batch import BatchReview
 from rtseg.device import select_device
 from rtseg.training.trainer import fit
 
@@ -102,14 +103,19 @@ def run_demo(out: Path, cases: int = 24, minutes: float = 3.5, seed: int = 0, ba
     predictor = Predictor(loaded, device, overlap=0.25)
     names = list(loaded.bundle.class_names)
     colors = [tuple(c) for c in cfg.DATASET.colors()]
-    pred_dir, fig_dir = out / "predictions", out / "figures"
+    pred_dir, fig_dir, review_dir = out / "predictions", out / "figures", out / "review"
+    review_dir.mkdir(parents=True, exist_ok=True)
+    review = BatchReview(loaded.bundle, html=True)
 
     def save_case(ref: CaseRef, ct: Volume, gt: Volume, pred: Volume) -> None:
         write_nifti(pred, pred_dir / prediction_file(ref.case_id), np.uint8)
         save_gif(ct.array, gt.array, pred.array, fig_dir / f"{ref.case_id}.gif", colors, axis=2, spacing=ct.spacing)
         save_montage(ct.array, gt.array, pred.array, fig_dir / f"{ref.case_id}_montage.png", colors, axis=2, spacing=ct.spacing)
+        # the page's QA needs the probabilities: one more network run of this small case
+        review.after(ref.case_id, ct, predictor.predict_full(ct), pred.array, review_dir, gt=gt.array)
 
     scores = predict_and_score(predictor, cfg.DATASET, cfg.DATASET.TEST_SPLIT, on_case=save_case)
+    index = review.finish(review_dir, len(scores.cases))
     rows, seed_m, refs = scores.rows, scores.confusion, scores.cases
     organs = names[1:]
     table = {}
@@ -126,6 +132,7 @@ def run_demo(out: Path, cases: int = 24, minutes: float = 3.5, seed: int = 0, ba
         "organs": table,
         "seed_metrics": seed_m,
         "run_dir": str(out / "run"),
+        "review_index": str(index[0]) if index else None,
     }
     write_json(result, out / "metrics.json")
     curves = out / "run" / "training_curves.png"

@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rtseg.cli.plan",
     "rtseg.cli.demo",
     "rtseg.cli.review",
+    "rtseg.cli.calibrate",
     "rtseg.cli.serve",
 )
 

@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from rtseg.inference.bundle import InferenceBundle
+    from rtseg.review.batch import BatchReview
 
 from rtseg.cli.common import add_checkpoint_arg, add_command
 from rtseg.cli.dicom_options import add_roi_name_options
@@ -17,17 +22,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Predict organ labels for one CT or a batch. --input is a NIfTI file, a DICOM series folder, or a "
         "folder of NIfTI files and/or series sub-folders. Per case CASE (file name without _ct/_image/_0000 and "
         ".nii[.gz], or the series folder's name) writes CASE_pred.nii.gz on the input grid, CASE_rtstruct.dcm and "
-        "CASE_seg.dcm (DICOM input only, referencing the input series) and CASE_overlay.png, as chosen with "
-        "--format, plus summary.csv (case, status, seconds, error) for all cases. A failing case is reported and the others go on; the exit "
-        "status is 1 if any case failed. See docs/PREDICT.md.",
+        "CASE_seg.dcm (DICOM input only, referencing the input series), CASE_overlay.png and CASE_review.html "
+        "(+ index.html for a batch), as chosen with --format; CASE_qa.json (contour QA: flags in words, against the "
+        "checkpoint's training statistics) unless --no-qa; CASE_prob.nii.gz with --save-probabilities; and summary.csv "
+        "(case, status, seconds, error, n_flags, flag_weight, flags), the cases to review first on top. A failing case "
+        "is reported and the others go on; the exit status is 1 if any case failed, 2 if every case failed on bad input "
+        "(then nothing is written). See docs/PREDICT.md.",
     )
     add_checkpoint_arg(p)
     p.add_argument("--input", required=True, metavar="PATH",
                    help="NIfTI file, DICOM series folder, or folder of NIfTI files / DICOM series folders")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder (created if missing)")
-    p.add_argument("--format", nargs="+", default=["nifti"], choices=("nifti", "rtstruct", "seg", "png"),
+    p.add_argument("--format", nargs="+", default=["nifti"], choices=("nifti", "rtstruct", "seg", "png", "html"),
                    metavar="FMT", help="outputs: nifti (labels), rtstruct (DICOM RT Structure Set, DICOM input only), "
-                   "seg (DICOM Segmentation for PACS viewers, DICOM input only), png (overlay montage); default nifti")
+                   "seg (DICOM Segmentation for PACS viewers, DICOM input only), png (overlay montage), html (review page "
+                   "per case, opens from disk, + index.html for a batch); default nifti")
     add_roi_name_options(p)
     p.add_argument("--overlap", type=float, default=0.5, metavar="F",
                    help="sliding-window overlap fraction in [0, 1) (default 0.5)")
@@ -36,12 +45,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--largest-component", action="store_true",
                    help="keep only the largest connected component of each organ")
     p.add_argument("--fill-holes", action="store_true", help="fill cavities enclosed by an organ")
+    p.add_argument("--save-probabilities", nargs="?", const="uint8", choices=("uint8", "uint16"), metavar="TYPE",
+                   help="write CASE_prob.nii.gz: per-class probabilities (4th axis in label order, background first) on "
+                   "the input grid; uint8 (default, scl_slope 1/255, error <= 1/510) or uint16 (scl_slope 1/65535)")
+    p.add_argument("--no-qa", action="store_true",
+                   help="skip the contour QA (no CASE_qa.json, no probabilities needed: less memory); not with html")
+    p.add_argument("--nonfinite", default="error", metavar="error|VALUE",
+                   help="NaN/inf voxels in a NIfTI CT: 'error' (default) fails that case; a number, e.g. -1024, "
+                   "replaces them (with a warning)")
     p.add_argument("--device", default="auto", metavar="DEV",
                    help="auto (GPU if available), cpu, or cuda[:N] (default auto)")
     p.add_argument("--batch-size", type=int, default=2, metavar="N",
                    help="sliding windows per network call (default 2)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network (pays off on a GPU for many cases; slow first case)")
+
+
+def parse_nonfinite(text: str) -> "str | float":
+    """``error`` or a finite number (the value NaN/inf voxels get)."""
+    import math
+
+    from rtseg.errors import ConfigError
+
+    if text == "error":
+        return text
+    try:
+        if math.isfinite(float(text)):
+            return float(text)
+    except ValueError:
+        pass
+    raise ConfigError(f"--nonfinite {text!r}: expected 'error' or a finite number such as -1024")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +85,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--overlap must be in [0, 1), got {args.overlap}")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    nonfinite = parse_nonfinite(args.nonfinite)
+    review = None
+    if args.no_qa:
+        if "html" in args.format or args.save_probabilities:
+            raise ConfigError("--no-qa: the review page (--format html) and --save-probabilities need the QA's network run")
+    else:
+        review = _review(args)
     report = predict_path(
         args.checkpoint,
         args.input,
@@ -66,9 +106,20 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         holes=args.holes,
         roi_names=args.roi_names,
+        nonfinite=nonfinite,
+        review=review,
     )
     n_ok = len(report.results) - len(report.failed)
     print(f"{n_ok} of {len(report.results)} case(s) predicted; summary: {report.summary_csv}")
     for r in report.failed:
         print(f"rtseg predict: case {r.case} failed: {r.error}", file=sys.stderr)
     return 1 if report.failed else 0
+
+
+def _review(args: argparse.Namespace) -> "Callable[[InferenceBundle], BatchReview]":
+    """How the run's review is built from the checkpoint's bundle (its statistics and temperature)."""
+    from functools import partial
+
+    from rtseg.review.batch import BatchReview
+
+    return partial(BatchReview, html="html" in args.format, save_probabilities=args.save_probabilities)

@@ -8,7 +8,7 @@ inference, export, serving and the benchmarks read it; nothing else names those 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 import torch
@@ -22,6 +22,8 @@ from rtseg.models.spec import build_model
 
 BUNDLE_VERSION = 2
 REQUIRED_KEYS = ("model_spec", "class_names", "colors", "preprocessing", "patch_size")
+CALIBRATION_KEY = "calibration"
+"""``extras[CALIBRATION_KEY]``: the softmax temperature fitted by ``rtseg calibrate`` and how it was measured."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,27 @@ class InferenceBundle:
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def organ_stats(self) -> Optional[dict[str, Any]]:
+        """The training data's organ statistics for contour QA (``plan["organ_stats"]``), None in older checkpoints."""
+        return (self.plan or {}).get("organ_stats")
+
+    @property
+    def temperature(self) -> float:
+        """Softmax temperature for probabilities: the calibrated one, or 1 (uncalibrated)."""
+        value = (self.extras.get(CALIBRATION_KEY) or {}).get("temperature", 1.0)
+        try:
+            t = float(value)
+        except (TypeError, ValueError):
+            t = float("nan")
+        if not (t > 0 and t < float("inf")):
+            raise DataError(f"checkpoint extras.{CALIBRATION_KEY}.temperature = {value!r}: expected a positive number")
+        return t
+
+    def with_calibration(self, calibration: dict[str, Any]) -> "InferenceBundle":
+        """A copy whose extras hold ``calibration`` (must contain ``temperature``)."""
+        return replace(self, extras={**self.extras, CALIBRATION_KEY: dict(calibration)})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready metadata, as saved next to the weights and embedded by exporters."""

@@ -3,9 +3,12 @@
 Per case: read, predict on the input grid, optionally clean up, then write
 ``<case>_pred.nii.gz`` (same shape and affine as the input; for DICOM the
 series' grid), ``<case>_rtstruct.dcm`` (DICOM input only, against the input
-series) and ``<case>_overlay.png``. A failing case is recorded in
-``summary.csv`` with its error, its partial outputs are removed, and the
-others go on. Cases are named by file or folder name, never by patient name/ID.
+series) and ``<case>_overlay.png``; a ``review`` (``rtseg.review.batch``, which
+sits above this package) adds QA, probabilities and review pages from the same
+network run. A failing case is recorded in ``summary.csv`` with its error, its
+partial outputs are removed, and the others go on; when every case failed on a
+user error (``RtsegError``) nothing is written and that error is raised. Cases are
+named by file or folder name, never by patient name/ID.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Protocol, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -22,17 +25,20 @@ from tqdm import tqdm
 from rtseg.data.orientation import to_canonical
 from rtseg.device import resolve_device
 from rtseg.errors import ConfigError, DataError, RtsegError
+from rtseg.inference.bundle import InferenceBundle
 from rtseg.inference.postprocess import postprocess
-from rtseg.inference.predictor import Predictor, load_model, plan_summary
+from rtseg.inference.predictor import Prediction, Predictor, load_model, plan_summary
 from rtseg.io.atomic import atomic_path
 from rtseg.io.naming import image_case_id, prediction_file
+from rtseg.io.integrity import NonFinitePolicy
 from rtseg.io.nifti import is_nifti, read_nifti, write_nifti
 from rtseg.io.roi_names import load_roi_name_map, roi_names_for
 from rtseg.io.volume import Volume
 
 log = logging.getLogger("rtseg")
 
-FORMATS = ("nifti", "rtstruct", "seg", "png")
+FORMATS = ("nifti", "rtstruct", "seg", "png", "html")
+REVIEW_FORMATS = ("html",)  # written by the review, not here
 SUMMARY_NAME = "summary.csv"
 
 
@@ -50,6 +56,30 @@ class CaseResult:
     seconds: float
     error: str = ""
     outputs: list[Path] = field(default_factory=list)
+    user_error: bool = False  # failed on an RtsegError (bad input), not a bug
+
+
+class CaseReview(Protocol):
+    """What a review (``rtseg.review.batch.BatchReview``) does around each case and at the end."""
+
+    def before(self, case: str, volume: Volume) -> None: ...
+    def after(self, case: str, volume: Volume, prediction: Prediction, labels: np.ndarray,
+              output_dir: Path) -> list[Path]: ...
+    def columns(self, case: str) -> dict[str, Any]: ...
+    def order(self, cases: Sequence[str]) -> list[str]: ...
+    def finish(self, output_dir: Path, n_cases: int) -> list[Path]: ...
+
+
+@dataclass(frozen=True)
+class CaseOptions:
+    """How each case is read, cleaned up and written."""
+
+    formats: tuple[str, ...] = ("nifti",)
+    largest_component: bool = False
+    fill_holes: bool = False
+    holes: str = "keyhole"
+    roi_name_map: Optional[dict[str, str]] = None
+    nonfinite: NonFinitePolicy = "error"
 
 
 @dataclass
@@ -93,9 +123,10 @@ def find_cases(input_path: str | Path, exclude: Optional[Path] = None) -> list[C
     return unique
 
 
-def read_case(case: CaseInput) -> Volume:
+def read_case(case: CaseInput, nonfinite: NonFinitePolicy = "error") -> Volume:
+    """The case's CT; NaN/inf voxels of a NIfTI are an error unless ``nonfinite`` gives their value."""
     if case.kind == "nifti":
-        return read_nifti(case.path)
+        return read_nifti(case.path, nonfinite=nonfinite)
     from rtseg.io.dicom_series import read_dicom_series
 
     return read_dicom_series(case.path)
@@ -112,15 +143,21 @@ def save_overlay(volume: Volume, labels: np.ndarray, colors: Sequence[tuple[int,
                         panel_names=("CT", "Prediction"))
 
 
-def predict_case(predictor: Predictor, case: CaseInput, output_dir: Path, formats: Sequence[str],
-                 largest_component: bool = False, fill_holes: bool = False, holes: str = "keyhole",
-                 roi_name_map: dict[str, str] | None = None) -> list[Path]:
+def predict_case(predictor: Predictor, case: CaseInput, output_dir: Path, opts: CaseOptions,
+                 review: Optional[CaseReview] = None) -> list[Path]:
     """Outputs of one case; on failure none of them is left behind."""
     bundle = predictor.bundle
-    volume = read_case(case)
-    labels = predictor.predict_labels(volume)
+    volume = read_case(case, opts.nonfinite)
+    prediction: Optional[Prediction] = None
+    if review is not None:
+        review.before(case.name, volume)
+        prediction = predictor.predict_full(volume)
+        labels = prediction.labels
+    else:
+        labels = predictor.predict_labels(volume)
     log.debug("case %s: %s", case.name, plan_summary(predictor.stats))
-    labels = postprocess(labels, largest_component=largest_component, fill=fill_holes)
+    labels = postprocess(labels, largest_component=opts.largest_component, fill=opts.fill_holes)
+    formats = opts.formats
     written: list[Path] = []
     try:
         if "nifti" in formats:
@@ -130,11 +167,14 @@ def predict_case(predictor: Predictor, case: CaseInput, output_dir: Path, format
             from rtseg.io.dicom_outputs import write_dicom_outputs
 
             written.extend(write_dicom_outputs(labels, volume, list(bundle.class_names), list(bundle.colors),
-                                               output_dir / case.name, dicom_formats, holes=holes, roi_name_map=roi_name_map))
+                                               output_dir / case.name, dicom_formats, holes=opts.holes,
+                                               roi_name_map=opts.roi_name_map))
         elif dicom_formats:
             log.info("case %s: no %s (it needs a DICOM series as input)", case.name, "/".join(dicom_formats).upper())
         if "png" in formats:
             written.append(save_overlay(volume, labels, bundle.colors, output_dir / f"{case.name}_overlay.png"))
+        if review is not None and prediction is not None:
+            written.extend(review.after(case.name, volume, prediction, labels, output_dir))
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)
@@ -142,14 +182,41 @@ def predict_case(predictor: Predictor, case: CaseInput, output_dir: Path, format
     return written
 
 
-def write_summary(results: Sequence[CaseResult], path: Path) -> Path:
+def write_summary(results: Sequence[CaseResult], path: Path, review: Optional[CaseReview] = None) -> Path:
+    """One row per case; with a review, its QA columns too and the cases to look at first on top."""
+    rows = list(results)
+    extra: list[str] = []
+    if review is not None:
+        by_name = {r.case: r for r in rows}
+        rows = [by_name[c] for c in review.order([r.case for r in rows])]
+        extra = list(review.columns(rows[0].case)) if rows else []
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["case", "status", "seconds", "error"])
-            for r in results:
-                w.writerow([r.case, r.status, f"{r.seconds:.2f}", r.error])
+            w.writerow(["case", "status", "seconds", "error", *extra])
+            for r in rows:
+                cols = review.columns(r.case) if review is not None else {}
+                w.writerow([r.case, r.status, f"{r.seconds:.2f}", r.error, *[cols[k] for k in extra]])
     return path
+
+
+def _run_case(predictor: Predictor, case: CaseInput, out: Path, opts: CaseOptions,
+              review: Optional[CaseReview]) -> CaseResult:
+    """One case, its failure recorded instead of raised: one bad case must not stop a batch."""
+    t0 = time.perf_counter()
+    try:
+        outputs = predict_case(predictor, case, out, opts, review)
+    except RtsegError as exc:
+        log.error("case %s failed: %s", case.name, exc)
+        return CaseResult(case.name, "failed", time.perf_counter() - t0, str(exc), user_error=True)
+    except Exception as exc:  # the traceback goes to debug logs
+        msg = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        log.error("case %s failed: %s", case.name, msg)
+        log.debug("case %s traceback", case.name, exc_info=True)
+        return CaseResult(case.name, "failed", time.perf_counter() - t0, msg)
+    dt = time.perf_counter() - t0
+    log.info("case %s: %.1f s, %s", case.name, dt, ", ".join(p.name for p in outputs) or "no output")
+    return CaseResult(case.name, "ok", dt, "", outputs)
 
 
 def predict_path(
@@ -166,12 +233,20 @@ def predict_path(
     batch_size: int = 2,
     holes: str = "keyhole",
     roi_names: str | Path | None = None,
+    nonfinite: NonFinitePolicy = "error",
+    review: Optional[Callable[[InferenceBundle], CaseReview]] = None,
 ) -> PredictReport:
-    """Predict every case under ``input``; the caller exits non-zero if ``report.failed``."""
+    """Predict every case under ``input``; the caller exits non-zero if ``report.failed``.
+
+    ``review`` builds the run's review from the checkpoint's bundle (``rtseg.review.batch.BatchReview``).
+
+    Raises the (first) user error when every case failed on one, leaving no output behind."""
     fmts = tuple(dict.fromkeys(formats))
     bad = [f for f in fmts if f not in FORMATS]
     if bad or not fmts:
         raise ConfigError(f"output format(s) {bad or '(none)'}: expected one or more of {', '.join(FORMATS)}")
+    if review is None and any(f in REVIEW_FORMATS for f in fmts):
+        raise ConfigError("output format html needs the case QA (it is the review page)")
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: output must be a folder, found a file")
@@ -185,24 +260,20 @@ def predict_path(
         roi_names_for(list(loaded.bundle.class_names[1:]), roi_name_map)  # a mapping naming unknown classes fails once, here
     predictor = Predictor(loaded, dev, overlap=overlap, tta=tta, batch_size=batch_size, compile=compile,
                           progress=len(cases) == 1)
+    opts = CaseOptions(fmts, largest_component, fill_holes, holes, roi_name_map, nonfinite)
+    reviewer = None if review is None else review(loaded.bundle)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     log.info("predicting %d case(s) on %s with %s", len(cases), dev, Path(checkpoint).name)
-    results: list[CaseResult] = []
-    for case in tqdm(cases, desc="predict", unit="case", disable=None):
-        t0 = time.perf_counter()
-        try:
-            outputs = predict_case(predictor, case, out, fmts, largest_component, fill_holes, holes, roi_name_map)
-        except RtsegError as exc:
-            results.append(CaseResult(case.name, "failed", time.perf_counter() - t0, str(exc)))
-            log.error("case %s failed: %s", case.name, exc)
-        except Exception as exc:  # one bad case must not stop a batch; the traceback goes to debug logs
-            msg = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            results.append(CaseResult(case.name, "failed", time.perf_counter() - t0, msg))
-            log.error("case %s failed: %s", case.name, msg)
-            log.debug("case %s traceback", case.name, exc_info=True)
-        else:
-            dt = time.perf_counter() - t0
-            results.append(CaseResult(case.name, "ok", dt, "", outputs))
-            log.info("case %s: %.1f s, %s", case.name, dt, ", ".join(p.name for p in outputs) or "no output")
-    summary = write_summary(results, out / SUMMARY_NAME)
+    results = [_run_case(predictor, case, out, opts, reviewer)
+               for case in tqdm(cases, desc="predict", unit="case", disable=None)]
+    if all(r.user_error for r in results):
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        first = results[0].error
+        raise DataError(first if len(results) == 1 else f"every case failed; case {results[0].case}: {first}")
+    if reviewer is not None:
+        for p in reviewer.finish(out, len(cases)):
+            log.info("batch index: %s", p)
+    summary = write_summary(results, out / SUMMARY_NAME, reviewer)
     return PredictReport(results, summary)

@@ -33,6 +33,10 @@ from rtseg.models.spec import model_stride
 
 log = logging.getLogger("rtseg")
 
+#: TTA mirrors (tensor dims of N, C, D, H, W): none, anterior-posterior, inferior-superior, both. A
+#: left-right mirror would swap paired organs (femoral heads, parotids) the network tells apart by side.
+TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (4,), (3, 4))
+
 
 @dataclass
 class LoadedModel:
@@ -131,6 +135,15 @@ class PredictStats:
     network_shape: tuple[int, int, int] = (0, 0, 0)
 
 
+@dataclass
+class Prediction:
+    """One network run's results on the input grid (``Predictor.predict_full``)."""
+
+    labels: np.ndarray  # uint8, as ``predict_labels`` gives them
+    probabilities: np.ndarray  # (C, *shape) softmax, the checkpoint's temperature applied
+    pass_labels: Optional[list[np.ndarray]] = None  # with TTA: each mirrored pass's own argmax labels
+
+
 class Predictor:
     """Sliding-window prediction with optional mirroring TTA; results land on the input grid.
 
@@ -138,13 +151,15 @@ class Predictor:
     ``air_hu`` (raw HU) plus ``air_margin_mm``; the rest is background.
     ``channels_last`` (default on): oneDNN on CPU and cuDNN on GPU run 3D convolutions
     faster in NDHWC (1.6x for ResUnet_3D on CPU, docs/PERFORMANCE.md). ``amp``: bf16
-    autocast where ``rtseg.device.autocast`` runs it (a GPU).
+    autocast where ``rtseg.device.autocast`` runs it (a GPU). ``temperature``: divides the
+    logits before the softmax of the probabilities (never the labels); default the
+    checkpoint's calibrated one (``rtseg calibrate``), 1 if it has none.
     """
 
     def __init__(self, loaded_model: LoadedModel, device: torch.device | str = "cpu", overlap: float = 0.5,
                  tta: bool = False, amp: bool = True, batch_size: int = 2, channels_last: bool = True,
                  skip_air: bool = True, air_hu: float = -500.0, air_margin_mm: float = 10.0, fold_bn: bool = True,
-                 compile: bool = False, progress: bool = False) -> None:
+                 compile: bool = False, progress: bool = False, temperature: Optional[float] = None) -> None:
         if not 0.0 <= overlap < 1.0:
             raise ConfigError(f"overlap must be in [0, 1), got {overlap}")
         if batch_size < 1:
@@ -158,6 +173,9 @@ class Predictor:
         self.air_hu = air_hu
         self.air_margin_mm = air_margin_mm
         self.progress = progress
+        self.temperature = loaded_model.bundle.temperature if temperature is None else float(temperature)
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"temperature must be a positive number, got {self.temperature}")
         self.fmt = inference_memory_format(self.device, channels_last)
         loaded_model.model.eval()
         self.stride = model_stride(loaded_model.model)
@@ -174,15 +192,14 @@ class Predictor:
         return self.loaded_model.bundle
 
     @torch.inference_mode()
-    def logits(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Blended logits (C, D, H, W) for a preprocessed network-grid image (or a box of one)."""
+    def logits(self, image: np.ndarray | torch.Tensor,
+               on_pass: Optional[Callable[[torch.Tensor], None]] = None) -> torch.Tensor:
+        """Blended logits (C, D, H, W) for a preprocessed network-grid image (or a box of one).
+
+        With TTA, ``on_pass`` is called with each mirrored pass's own logits (mirrored back)."""
         x = torch.as_tensor(image)[None, None].to(self.device, torch.float32)
         patch, n_classes = self.bundle.patch_size, self.bundle.n_classes
-        flips: list[tuple[int, ...]] = [()]
-        if self.tta:
-            # mirror along anterior-posterior and inferior-superior only: a left-right mirror
-            # would swap paired organs (femoral heads, parotids) the network tells apart by side
-            flips += [(3,), (4,), (3, 4)]
+        flips = TTA_FLIPS if self.tta else TTA_FLIPS[:1]
         n_win = count_windows(x.shape[2:], patch, self.overlap) * len(flips)
         bar = None
         if self.progress:
@@ -197,7 +214,10 @@ class Predictor:
                                              self.batch_size, progress=bar.update if bar is not None else None)
                 if not self.tta:
                     return out[0]
-                prob = torch.softmax(torch.flip(out, f) if f else out, dim=1)
+                out = torch.flip(out, f) if f else out
+                if on_pass is not None:
+                    on_pass(out[0])
+                prob = torch.softmax(out, dim=1)
                 acc = prob if acc is None else acc.add_(prob)
         finally:
             if bar is not None:
@@ -220,23 +240,37 @@ class Predictor:
         self.stats.seconds["labels"] = time.perf_counter() - t0
         return labels
 
-    @torch.inference_mode()
     def predict_with_probabilities(self, volume: Volume, dtype: np.dtype | type = np.float32) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 labels as ``predict_labels`` gives them, per-class probabilities (C, *volume.shape)),
-        from one network run. Probabilities are the softmax of the logits on the input grid
-        (float32 or float16); they sum to one and, in float32, their argmax is the labels."""
-        logits, info, box = self._network_logits(volume)
+        from one network run. Probabilities are the softmax of the logits (divided by the
+        temperature) on the input grid (float32 or float16); they sum to one and, in float32,
+        their argmax is the labels."""
+        p = self.predict_full(volume, dtype, pass_labels=False)
+        return p.labels, p.probabilities
+
+    @torch.inference_mode()
+    def predict_full(self, volume: Volume, dtype: np.dtype | type = np.float32, pass_labels: bool = True) -> Prediction:
+        """Labels, probabilities and (with TTA and ``pass_labels``) each mirrored pass's labels, from one run.
+
+        The passes' labels measure how much the mirrored runs disagree (contour QA)."""
+        passes: Optional[list[np.ndarray]] = [] if (pass_labels and self.tta) else None
+        logits, info, box = self._network_logits(volume, passes)
         if logits is None:
-            return (np.zeros(volume.shape, dtype=np.uint8),
-                    background_probabilities(self.bundle.n_classes, volume.shape, dtype))
+            labels = np.zeros(volume.shape, dtype=np.uint8)
+            return Prediction(labels, background_probabilities(self.bundle.n_classes, volume.shape, dtype),
+                              None if passes is None else [labels] * len(TTA_FLIPS))
         t0 = time.perf_counter()
         labels = info.restore_labels(logits, box)
-        probabilities = info.restore_probabilities(logits, box, dtype)
+        scaled = logits if self.temperature == 1.0 else logits / self.temperature
+        probabilities = info.restore_probabilities(scaled, box, dtype)
         self.stats.seconds["labels"] = time.perf_counter() - t0
-        return labels, probabilities
+        return Prediction(labels, probabilities, passes)
 
-    def _network_logits(self, volume: Volume) -> tuple[Optional[torch.Tensor], GridInfo, Optional[Box]]:
-        """The forward mapping, the body box and the network's logits in it (None: only air)."""
+    def _network_logits(self, volume: Volume, passes: Optional[list[np.ndarray]] = None
+                        ) -> tuple[Optional[torch.Tensor], GridInfo, Optional[Box]]:
+        """The forward mapping, the body box and the network's logits in it (None: only air).
+
+        With TTA, each mirrored pass's labels on the input grid are appended to ``passes``."""
         t0 = time.perf_counter()
         patch = self.bundle.patch_size
         image, info = to_network_grid(volume, self.bundle.preprocessing)
@@ -254,7 +288,8 @@ class Predictor:
         del image
         stats.windows_run = count_windows(crop.shape, patch, self.overlap)
         t1 = time.perf_counter()
-        logits = self.logits(crop)
+        on_pass = None if passes is None else (lambda out: passes.append(info.restore_labels(out, box)))
+        logits = self.logits(crop, on_pass)
         del crop
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -274,7 +309,9 @@ def plan_summary(stats: PredictStats) -> str:
 __all__ = [
     "LoadedModel",
     "PredictStats",
+    "Prediction",
     "Predictor",
+    "TTA_FLIPS",
     "body_box",
     "fold_batchnorm",
     "load_model",

@@ -33,6 +33,15 @@ def prediction_file(case: str) -> str:
     return f"{case}{PREDICTION_SUFFIX}{NIFTI_EXTENSION}"
 
 
+#: Review outputs of ``rtseg predict`` per case: contour QA, probabilities, review page.
+QA_SUFFIX, PROBABILITIES_SUFFIX, REVIEW_PAGE_SUFFIX = "_qa.json", "_prob" + NIFTI_EXTENSION, "_review.html"
+
+
+def review_files(case: str) -> tuple[str, str, str]:
+    """(qa.json, probabilities NIfTI, review page) file names of a case."""
+    return case + QA_SUFFIX, case + PROBABILITIES_SUFFIX, case + REVIEW_PAGE_SUFFIX
+
+
 def nifti_stem(path: str | os.PathLike[str]) -> Optional[str]:
     """File name without ``.nii.gz`` / ``.nii``; None for a file that is not NIfTI."""
     name = Path(path).name

@@ -108,3 +108,22 @@ def write_nifti(volume: Volume, path: str | os.PathLike[str], dtype: np.dtype | 
     with atomic_path(target) as tmp:
         nib.save(img, str(tmp))
     return target
+
+
+def write_nifti_channels(channels: np.ndarray, affine: np.ndarray, path: str | os.PathLike[str], slope: float = 1.0,
+                         description: str = "") -> Path:
+    """Write (C, X, Y, Z) values as one 4D NIfTI (X, Y, Z, C) on ``affine``'s grid, atomically.
+
+    ``slope`` becomes ``scl_slope`` (stored value x slope = value), e.g. 1/255 for uint8
+    probabilities; ``description`` goes into ``descrip`` (80 bytes, cut beyond)."""
+    arr = np.moveaxis(np.asarray(channels), 0, -1)
+    img = nib.Nifti1Image(arr, np.asarray(affine, dtype=np.float64))
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    img.header.set_data_dtype(arr.dtype)
+    img.header.set_slope_inter(float(slope), 0.0)
+    img.header["descrip"] = description.encode("ascii", "replace")[:79]
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        nib.save(img, str(tmp))
+    return target

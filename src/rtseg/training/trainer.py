@@ -23,6 +23,7 @@ from tqdm import tqdm
 from rtseg.config.loader import config_to_yaml
 from rtseg.config.schema import Config
 from rtseg.data.augment import build_augmentation
+from rtseg.data.plan import REQUIRED_KEYS as PLAN_KEYS
 from rtseg.data.plan import Plan, load_plan, save_plan
 from rtseg.data.sampling import PatchDataset
 from rtseg.device import autocast, gpu_memory_report, memory_format, select_device
@@ -31,6 +32,7 @@ from rtseg.inference.bundle import InferenceBundle
 from rtseg.io.atomic import atomic_path
 from rtseg.io.jsonfile import write_json
 from rtseg.models.spec import build_model, model_spec, model_stride
+from rtseg.review.training_stats import plan_with_organ_stats
 from rtseg.training.adversarial import build_adversary
 from rtseg.training.checkpoint import (BEST, LAST, TrainState, load_init_weights, read_resume, resume_grid,
                                        save_training_checkpoint)
@@ -108,6 +110,7 @@ class Trainer:
         self.cfg, self.run_dir, self.dist_info = cfg, run_dir, dist_info
         self.training_cfg = cfg.TRAINING
         self.resume, self.plan = resume, plan
+        self.resumed_plan: Optional[dict[str, Any]] = None
         self.last_saved: Optional[int] = None  # the iteration of checkpoints/last.pt
         self.adv_stats: dict[str, float] = {}
         self.last_metrics: dict[str, Any] = {}
@@ -152,7 +155,9 @@ class Trainer:
         """A resumed run keeps its checkpoint's preprocessing, patch and plan; else the plan file, if any."""
         if self.resume is not None:
             pre, patch, plan = resume_grid(self.resume, str(self.run_dir / "checkpoints" / LAST))
-            self.plan = Plan.from_dict(plan, "checkpoint plan") if plan else self.plan
+            self.resumed_plan = plan  # may hold only the organ statistics (a run without DATASET.PLAN)
+            if plan and all(k in plan for k in PLAN_KEYS):
+                self.plan = Plan.from_dict(plan, "checkpoint plan")
             return pre, patch
         plan_key = self.cfg.DATASET.PLAN
         if self.plan is None and plan_key and plan_key != "auto":
@@ -172,8 +177,10 @@ class Trainer:
         weights = frequency_weights(torch.from_numpy(data.class_voxels)) if self.training_cfg.LOSS_FUNC.class_weighted else None
         self.criterion = SegmentationLoss(self.training_cfg.LOSS_FUNC, weights).to(self.device)
         self.partial = any(not c.known.all() for c in data.train)
+        plan = self.resumed_plan or (self.plan.to_dict() if self.plan else None)
+        plan = plan_with_organ_stats(self.cfg, plan, self.run_dir / "plan.json" if self.dist_info.is_main else None)
         self.bundle = InferenceBundle(self.spec, tuple(dataset_cfg.class_names()), tuple(dataset_cfg.colors()),
-                                      data.preprocessing, data.patch_size, self.plan.to_dict() if self.plan else None)
+                                      data.preprocessing, data.patch_size, plan)
         return data
 
     def _setup_loop(self) -> None:
