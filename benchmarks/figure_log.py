@@ -9,6 +9,7 @@ with one ``write`` call so lines never interleave.
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import sys
 import time
@@ -24,12 +25,17 @@ def command_line(argv: Optional[Sequence[str]] = None) -> str:
 
 def record(path: Optional[str | Path], name: str, value: float | int | str | None, unit: str,
            seconds: float, command: Optional[str] = None, **extra: object) -> dict:
-    """Append one figure to ``path`` (no-op without a path); returns the record."""
+    """Append one figure to ``path`` (no-op without a path); returns the record.
+
+    A NaN or infinite value (e.g. Dice of an organ no case contours) is written as null, so every line is
+    strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        value = None
     rec = {"name": name, "value": value, "unit": unit, "command": command or command_line(),
            "seconds": round(float(seconds), 3), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     rec.update(extra)
     if path is not None:
-        line = json.dumps(rec, default=float) + "\n"
+        line = json.dumps(rec, default=float, allow_nan=False) + "\n"
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(line)
     return rec
