@@ -46,8 +46,8 @@ ENTRY = {"nnUNetv2_plan_and_preprocess": "nnunetv2.experiment_planning.plan_and_
          "nnUNetv2_predict": "nnunetv2.inference.predict_from_raw_data:predict_entry_point"}
 
 
-def log_run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> float:
-    """Run ``cmd`` with its output appended to ``log``; wall seconds. A failure names the log."""
+def log_run(what: str, cmd: list[str], log: Path, env: dict[str, str] | None = None) -> float:
+    """Run ``cmd`` (called ``what`` in messages) with its output appended to ``log``; wall seconds."""
     t0 = time.perf_counter()
     with open(log, "a") as fh:
         fh.write(f"\n$ {' '.join(cmd)}\n")
@@ -55,15 +55,16 @@ def log_run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> flo
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:]
-        raise SystemExit(f"vs_nnunet: {Path(cmd[0]).name} {' '.join(cmd[1:3])} failed (exit {proc.returncode}): "
+        raise SystemExit(f"vs_nnunet: {what} failed (exit {proc.returncode}): "
                          f"{tail[0] if tail else ''} (log {log})")
     return time.perf_counter() - t0
 
 
-def nnunet_cmd(py: str, name: str, *args: str) -> list[str]:
-    """nnU-Net's console script ``name`` run by ``py`` (works where its scripts are not on PATH: pip --target)."""
+def nnunet_cli(py: str, name: str, args: list[str], log: Path, env: dict[str, str]) -> float:
+    """nnU-Net's console script ``name`` run by ``py`` (also where its scripts are not on PATH: pip --target)."""
     mod, fn = ENTRY[name].split(":")
-    return [py, "-c", f"import sys; from {mod} import {fn} as f; sys.argv = {[name, *args]!r}; sys.exit(f())"]
+    cmd = [py, "-c", f"import sys; from {mod} import {fn} as f; sys.argv = {[name, *args]!r}; sys.exit(f())"]
+    return log_run(name, cmd, log, env)
 
 
 def link(src: Path, dst: Path) -> None:
@@ -108,15 +109,15 @@ def run_nnunet(args: argparse.Namespace, work: Path, train: list[str], val: list
     install_trainer(py)
     sec = {}
     plan = ["-d", str(DATASET_ID), "-c", "3d_fullres", "-np", str(args.processes), "--verify_dataset_integrity"]
-    sec["plan_and_preprocess"] = log_run(nnunet_cmd(py, "nnUNetv2_plan_and_preprocess", *plan), log, env)
+    sec["plan_and_preprocess"] = nnunet_cli(py, "nnUNetv2_plan_and_preprocess", plan, log, env)
     splits = work / "nnUNet_preprocessed" / DATASET / "splits_final.json"
     splits.write_text(json.dumps([{"train": train, "val": val}], indent=1))
-    sec["train"] = log_run(nnunet_cmd(py, "nnUNetv2_train", str(DATASET_ID), "3d_fullres", "0", "-tr", TRAINER,
-                                      "-device", args.device), log, env)
+    train_args = [str(DATASET_ID), "3d_fullres", "0", "-tr", TRAINER, "-device", args.device]
+    sec["train"] = nnunet_cli(py, "nnUNetv2_train", train_args, log, env)
     out = work / "pred_nnunet"
     pred = ["-i", str(images_ts), "-o", str(out), "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "-tr", TRAINER,
             "-device", args.device, "-npp", "1", "-nps", "1"] + (["--disable_tta"] if args.smoke else [])
-    sec["predict"] = log_run(nnunet_cmd(py, "nnUNetv2_predict", *pred), log, env)
+    sec["predict"] = nnunet_cli(py, "nnUNetv2_predict", pred, log, env)
     return out, sec
 
 
@@ -134,10 +135,10 @@ def run_rtseg(args: argparse.Namespace, work: Path, partial: Path) -> tuple[Path
         cmd = rtseg + ["train", "-c", str(REPO / "configs" / "openkbp.yml"), "--run-dir", str(work / "rtseg_run")]
         for k, v in sets.items():
             cmd += ["--set", f"{k}={v}"]
-        sec["train"] = log_run(cmd, log, env)
+        sec["train"] = log_run("rtseg train", cmd, log, env)
         ckpt = work / "rtseg_run" / "checkpoints" / "last.pt"
     out = work / "pred_rtseg"
-    sec["predict"] = log_run(rtseg + ["predict", "--checkpoint", str(ckpt), "--input", str(work / "nnUNet_raw" / DATASET /
+    sec["predict"] = log_run("rtseg predict", rtseg + ["predict", "--checkpoint", str(ckpt), "--input", str(work / "nnUNet_raw" / DATASET /
                                       "rtseg_val"), "--output", str(out), "--device", args.device], log, env)
     return out, sec
 
