@@ -133,8 +133,8 @@ def run_rtseg(args: argparse.Namespace, work: Path, partial: Path) -> tuple[Path
             sets.update({"MODEL.BASE_FILTERS": 8, "DATASET.PATCH_SIZE": "[64,64,64]", "TRAINING.WORKERS": 0,
                          "TRAINING.VAL_INTERVAL": 100000, "TRAINING.VAL_OVERLAP": 0.25, "TRAINING.PRINT_INTERVAL": 10})
         cmd = rtseg + ["train", "-c", str(REPO / "configs" / "openkbp.yml"), "--run-dir", str(work / "rtseg_run")]
-        for k, v in sets.items():
-            cmd += ["--set", f"{k}={v}"]
+        for item in [f"{k}={v}" for k, v in sets.items()] + args.rtseg_set:
+            cmd += ["--set", item]
         sec["train"] = log_run("rtseg train", cmd, log, env)
         ckpt = work / "rtseg_run" / "checkpoints" / "last.pt"
     out = work / "pred_rtseg"
@@ -194,6 +194,8 @@ def parse_args() -> argparse.Namespace:
                     help="Python with nnunetv2 (default .venv-nnunet/bin/python, from make nnunet-venv)")
     ap.add_argument("--processes", type=int, default=min(8, os.cpu_count() or 1), help="nnU-Net preprocessing processes")
     ap.add_argument("--rtseg-checkpoint", type=Path, help="score this rtseg checkpoint instead of training one")
+    ap.add_argument("--rtseg-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra config override for rtseg train (repeatable), e.g. TRAINING.WORKERS=8")
     ap.add_argument("--smoke", action="store_true", help="tiny CPU run that proves the harness (< 15 min on 2 cores)")
     ap.add_argument("--figures", metavar="JSONL", help="append each figure as a JSON line to this file")
     args = ap.parse_args()
@@ -201,8 +203,10 @@ def parse_args() -> argparse.Namespace:
     for k, v in small.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    if not Path(args.nnunet_python).exists():
+    found = shutil.which(args.nnunet_python)
+    if found is None:
         raise SystemExit(f"vs_nnunet: --nnunet-python {args.nnunet_python}: not found (make nnunet-venv)")
+    args.nnunet_python = found
     return args
 
 
