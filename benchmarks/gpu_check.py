@@ -133,7 +133,8 @@ def build_steps(args: argparse.Namespace, data: Optional[Path], fig: Path) -> li
 
 
 def nnunet_command(args: argparse.Namespace, data: Optional[Path], run: Path, fig: Path) -> list[str]:
-    return [args.python, str(BENCH / "vs_nnunet.py"), "--data", str(data), "--splits", str(data / "splits.json") if data else "",
+    splits = str(data / "splits.json") if data else ""
+    return [args.python, str(BENCH / "vs_nnunet.py"), "--data", str(data), "--splits", splits,
             "--device", "cuda", "--seconds", "210", "--work", str(args.work / "vs_nnunet"), "--nnunet-python", args.python,
             "--rtseg-checkpoint", str(run / "checkpoints" / "last.pt"), "--processes", "8", "--figures", str(fig)]
 

@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["background", "Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible"]
 DATASET_ID, DATASET = 517, "Dataset517_OpenKBPrtseg"
 TRAINER = "nnUNetTrainer_rtsegBudget"
-ENTRY = {"nnUNetv2_plan_and_preprocess": "nnunetv2.experiment_planning.plan_and_preprocess_entrypoints:plan_and_preprocess_entry",
+ENTRY = {"nnUNetv2_plan_and_preprocess":
+         "nnunetv2.experiment_planning.plan_and_preprocess_entrypoints:plan_and_preprocess_entry",
          "nnUNetv2_train": "nnunetv2.run.run_training:run_training_entry",
          "nnUNetv2_predict": "nnunetv2.inference.predict_from_raw_data:predict_entry_point"}
 
@@ -138,8 +139,9 @@ def run_rtseg(args: argparse.Namespace, work: Path, partial: Path) -> tuple[Path
         sec["train"] = log_run("rtseg train", cmd, log, env)
         ckpt = work / "rtseg_run" / "checkpoints" / "last.pt"
     out = work / "pred_rtseg"
-    sec["predict"] = log_run("rtseg predict", rtseg + ["predict", "--checkpoint", str(ckpt), "--input", str(work / "nnUNet_raw" / DATASET /
-                                      "rtseg_val"), "--output", str(out), "--device", args.device], log, env)
+    val_cts = work / "nnUNet_raw" / DATASET / "rtseg_val"
+    predict = ["predict", "--checkpoint", str(ckpt), "--input", str(val_cts), "--output", str(out), "--device", args.device]
+    sec["predict"] = log_run("rtseg predict", rtseg + predict, log, env)
     return out, sec
 
 
@@ -224,7 +226,8 @@ def main() -> int:
     nn_pred, nn_sec = run_nnunet(args, args.work, train, val)
     rt_pred, rt_sec = run_rtseg(args, args.work, partial)
     summary = score(args.data, val, partial, {"rtseg": (rt_pred, "{}_pred.nii.gz"), "nnU-Net": (nn_pred, "{}.nii.gz")})
-    (args.work / "summary.json").write_text(json.dumps({"seconds": {"rtseg": rt_sec, "nnU-Net": nn_sec}, **summary}, indent=1))
+    details = {"seconds": {"rtseg": rt_sec, "nnU-Net": nn_sec}, **summary}
+    (args.work / "summary.json").write_text(json.dumps(details, indent=1))
     mean = print_table(summary)
     for m, sec in (("rtseg", rt_sec), ("nnU-Net", nn_sec)):
         print(f"{m}: " + ", ".join(f"{k} {v:.0f} s" for k, v in sec.items()))

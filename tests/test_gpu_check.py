@@ -74,7 +74,8 @@ def test_step_over_its_limit_is_killed_with_its_children(tmp_path: Path) -> None
     from gpu_check import run_limited
 
     pidfile = tmp_path / "child.pid"
-    script = f"import subprocess, time; p = subprocess.Popen(['sleep', '60']); open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(60)"
+    script = (f"import subprocess, time; p = subprocess.Popen(['sleep', '60']); "
+              f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(60)")
     rc = run_limited([sys.executable, "-c", script], tmp_path / "log", 2.0, dict(os.environ))
     assert rc == 124 and "killed after 2 s" in (tmp_path / "log").read_text()
     stat = Path(f"/proc/{int(pidfile.read_text())}/stat")
