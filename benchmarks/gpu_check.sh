@@ -30,5 +30,5 @@ if [ "$DRY" = 0 ] && compgen -G ".whl/*.whl" >/dev/null; then
   echo "installed ${#wheels[@]} wheels into /tmp/site in $(( $(date +%s) - t0 )) s" | tee -a "$OUTDIR/check.log"
   export PYTHONPATH=/tmp/site
 fi
-export PYTHONPATH=$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 exec "$PY" benchmarks/gpu_check.py "$OUTDIR" --python "$(command -v "$PY")" "$@"
