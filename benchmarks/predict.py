@@ -185,7 +185,7 @@ def monai_predict(vol, loaded, args: argparse.Namespace, device: torch.device) -
 
 def run_one(args: argparse.Namespace) -> None:
     """Child process: one method, timed (fastest of --repeat after a warm-up on a GPU), labels saved."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))  # a set OMP_NUM_THREADS wins
     from rtseg.inference.predictor import Predictor, load_model, plan_summary
     from rtseg.io.volume import Volume, affine_from_spacing
 
