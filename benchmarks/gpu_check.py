@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -97,13 +99,11 @@ def openkbp_figures(run: Path, fig: Path, command: str, t0: float) -> None:
     per: dict[tuple[str, str], list[float]] = {}
     with open(run / "val_per_case.csv", newline="") as fh:
         for row in csv.DictReader(fh):
-            if row["metric"] in ("dice", "hd95") and row["value"] not in ("", "inf", "nan"):
-                per.setdefault((row["organ"], row["metric"]), []).append(float(row["value"]))
+            if row["metric"] in ("dice", "hd95") and math.isfinite(value := float(row["value"] or "nan")):
+                per.setdefault((row["organ"], row["metric"]), []).append(value)
     for (organ, metric), values in sorted(per.items()):
-        values.sort()
-        median = values[len(values) // 2] if len(values) % 2 else sum(values[len(values) // 2 - 1: len(values) // 2 + 1]) / 2
-        record(fig, f"openkbp.val.case_{metric}_median.{organ}", median, "mm" if metric == "hd95" else "Dice", seconds,
-               command=command, n=len(values))
+        record(fig, f"openkbp.val.case_{metric}_median.{organ}", statistics.median(values),
+               "mm" if metric == "hd95" else "Dice", seconds, command=command, n=len(values))
 
 
 def build_steps(args: argparse.Namespace, data: Optional[Path], fig: Path) -> list[Step]:
