@@ -21,6 +21,11 @@ equal voxels >= 99.9 %, Dice of every organ vs the baseline >= 0.99).
     .venv/bin/python benchmarks/predict.py                      # full: 512x512x160
     .venv/bin/python benchmarks/predict.py --quick              # smoke run: 512x512x64
     .venv/bin/python benchmarks/predict.py --shape 512 512 300 --only rtseg   # memory of a long CT
+    python benchmarks/predict.py --device cuda --repeat 3 --figures figures.jsonl   # a GPU: best of 3 after a warm-up
+
+On a GPU both methods run there (rtseg: bf16 autocast, channels-last; MONAI: fp32, its defaults);
+``--repeat N`` runs each method N times in its process after one untimed warm-up (cuDNN picks
+its kernels on the first call) and reports the fastest.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -43,6 +49,9 @@ from rtseg.synthetic.ellipsoids import AIR_HU, FAT_HU, SOFT_HU  # noqa: F401
 from rtseg.synthetic.ellipsoids import CT_ORGANS as ORGANS
 from rtseg.synthetic.ellipsoids import CT_SPACING as SPACING
 from rtseg.synthetic.ellipsoids import ellipsoid_ct as make_ct
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figure_log import record  # noqa: E402
 
 NAMES = ["background", "prostate", "bladder", "rectum", "femoral_head_left", "femoral_head_right"]
 COLORS = [(0, 255, 255), (204, 0, 102), (255, 0, 0), (0, 255, 0), (229, 255, 204)]
@@ -150,44 +159,65 @@ def build_checkpoint(path: Path, args: argparse.Namespace) -> None:
     save_bundle(path, InferenceBundle(spec, tuple(NAMES), tuple(COLORS), pre, tuple(args.roi)), model.state_dict())
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def monai_predict(vol, loaded, args: argparse.Namespace, device: torch.device) -> tuple[np.ndarray, dict]:  # noqa: ANN001
+    """The baseline: rtseg's grid mapping around MONAI's sliding window (fp32), on ``device``."""
+    from monai.inferers import sliding_window_inference
+
+    from rtseg.data.preprocess import to_network_grid
+
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        image, info = to_network_grid(vol, loaded.bundle.preprocessing)
+        t1 = time.perf_counter()
+        logits = sliding_window_inference(torch.from_numpy(image)[None, None].to(device), loaded.bundle.patch_size,
+                                          args.batch_size, loaded.model, overlap=args.overlap, mode="gaussian")
+        _sync(device)
+        t2 = time.perf_counter()
+        labels = info.restore_labels(logits[0])
+    t3 = time.perf_counter()
+    return labels, {"preprocess": t1 - t0, "network": t2 - t1, "labels": t3 - t2}
+
+
 def run_one(args: argparse.Namespace) -> None:
-    """Child process: one method, timed, labels saved."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    """Child process: one method, timed (fastest of --repeat after a warm-up on a GPU), labels saved."""
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))  # a set OMP_NUM_THREADS wins
     from rtseg.inference.predictor import Predictor, load_model, plan_summary
     from rtseg.io.volume import Volume, affine_from_spacing
 
+    device = torch.device(args.device)
     ct, _ = make_ct(tuple(args.shape))
     vol = Volume(ct, affine_from_spacing(SPACING))
     del ct
-    loaded = load_model(args.checkpoint, "cpu")
+    loaded = load_model(args.checkpoint, device)
     rss_before = rss_gib()
-    result: dict = {"method": args.only}
+    result: dict = {"method": args.only, "seconds": float("inf")}
     if args.only == "rtseg":
-        predictor = Predictor(loaded, "cpu", overlap=args.overlap, batch_size=args.batch_size,
+        predictor = Predictor(loaded, device, overlap=args.overlap, batch_size=args.batch_size,
                               channels_last=not args.contiguous, skip_air=not args.no_skip,
                               progress=sys.stderr.isatty())
-        t0 = time.perf_counter()
-        labels = predictor.predict_labels(vol)
-        result["seconds"] = time.perf_counter() - t0
-        result["plan"] = plan_summary(predictor.stats)
-        result["parts"] = predictor.stats.seconds
     else:
-        from monai.inferers import sliding_window_inference
-
-        from rtseg.data.preprocess import to_network_grid
-
+        import monai.inferers  # noqa: F401 - imported here so that its import time stays outside the timing
+    runs = args.repeat + (1 if device.type == "cuda" else 0)
+    for i in range(runs):
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            image, info = to_network_grid(vol, loaded.bundle.preprocessing)
-            t1 = time.perf_counter()
-            logits = sliding_window_inference(torch.from_numpy(image)[None, None], loaded.bundle.patch_size, args.batch_size,
-                                              loaded.model, overlap=args.overlap, mode="gaussian")
-            t2 = time.perf_counter()
-            labels = info.restore_labels(logits[0])
-        t3 = time.perf_counter()
-        result["seconds"] = t3 - t0
-        result["parts"] = {"preprocess": t1 - t0, "network": t2 - t1, "labels": t3 - t2}
+        if args.only == "rtseg":
+            labels = predictor.predict_labels(vol)
+            parts = dict(predictor.stats.seconds)
+        else:
+            labels, parts = monai_predict(vol, loaded, args, device)
+        seconds = time.perf_counter() - t0
+        if (device.type != "cuda" or i > 0) and seconds < result["seconds"]:
+            result.update(seconds=seconds, parts=parts)
+    if args.only == "rtseg":
+        result["plan"] = plan_summary(predictor.stats)
     result["peak_rss_gib"] = rss_gib()
+    if device.type == "cuda":
+        result["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     result["rss_before_gib"] = rss_before
     if args.labels_out:
         np.save(args.labels_out, labels)
@@ -199,7 +229,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if s == 0 else 2.0 * int(np.logical_and(a, b).sum()) / s
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", type=int, nargs=3, default=[512, 512, 160], help="CT size (default 512 512 160)")
     ap.add_argument("--quick", action="store_true", help="smoke run on a 512x512x64 CT")
@@ -212,16 +242,54 @@ def main() -> int:
     ap.add_argument("--contiguous", action="store_true", help="rtseg: NCDHW instead of channels-last (to isolate gains)")
     ap.add_argument("--no-skip", action="store_true", help="rtseg: run the network on the whole volume (no body box)")
     ap.add_argument("--only", choices=("rtseg", "monai"), help="run one method (peak memory of a long CT)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: where both methods run")
+    ap.add_argument("--repeat", type=int, default=1, help="timed runs per method, fastest reported (default 1)")
+    ap.add_argument("--figures", metavar="JSONL", help="append each figure as a JSON line to this file")
     ap.add_argument("--checkpoint", help=argparse.SUPPRESS)
     ap.add_argument("--labels-out", help=argparse.SUPPRESS)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.quick:
         args.shape = [512, 512, 64]
+    return args
+
+
+def run_child(method: str, ckpt: Path, out: Path, args: argparse.Namespace) -> dict:
+    """One method in its own process (its own peak RSS); its result with the labels loaded."""
+    cmd = [sys.executable, __file__, "--child", "--only", method, "--checkpoint", str(ckpt), "--labels-out", str(out),
+           "--shape", *map(str, args.shape), "--roi", *map(str, args.roi), "--overlap", str(args.overlap),
+           "--batch-size", str(args.batch_size), "--base-filters", str(args.base_filters),
+           "--target-spacing", *map(str, args.target_spacing), "--device", args.device, "--repeat", str(args.repeat)]
+    cmd += (["--contiguous"] if args.contiguous else []) + (["--no-skip"] if args.no_skip else [])
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["labels"] = np.load(out)
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in res["parts"].items())
+    gpu = f", peak GPU {res['peak_gpu_gib']:.2f} GiB" if "peak_gpu_gib" in res else ""
+    print(f"{method:6s} {res['seconds']:8.2f} s  ({parts})  peak RSS {res['peak_rss_gib']:.2f} GiB "
+          f"(before predict {res['rss_before_gib']:.2f}){gpu}  {res.get('plan', '')}")
+    return res
+
+
+def record_figures(args: argparse.Namespace, res: dict, seconds: float, agreement: Optional[float]) -> None:
+    """One JSON line per figure: each method's total and network seconds, the speed-up, the agreement."""
+    shape = "x".join(map(str, args.shape))
+    extra = {"device": args.device, "ct": shape}
+    for m, r in res.items():
+        record(args.figures, f"predict.{m}.total", r["seconds"], "s", seconds, **extra)
+        record(args.figures, f"predict.{m}.network", r["parts"]["network"], "s", seconds, **extra)
+    if agreement is not None:
+        record(args.figures, "predict.speedup_vs_monai", res["monai"]["seconds"] / res["rtseg"]["seconds"], "x",
+               seconds, **extra)
+        record(args.figures, "predict.equal_voxels_vs_monai", 100.0 * agreement, "%", seconds, **extra)
+
+
+def main() -> int:
+    args = parse_args()
     if args.child:
         run_one(args)
         return 0
-
+    t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "bench.pt"
         t0 = time.perf_counter()
@@ -229,36 +297,27 @@ def main() -> int:
         print(f"checkpoint built in {time.perf_counter() - t0:.1f} s "
               f"(ResUnet_3D, BASE_FILTERS {args.base_filters}, roi {args.roi}, target spacing {args.target_spacing} mm)")
         methods = [args.only] if args.only else ["monai", "rtseg"]
-        res = {}
-        for m in methods:
-            out = Path(tmp) / f"{m}.npy"
-            cmd = [sys.executable, __file__, "--child", "--only", m, "--checkpoint", str(ckpt), "--labels-out", str(out),
-                   "--shape", *map(str, args.shape), "--roi", *map(str, args.roi), "--overlap", str(args.overlap),
-                   "--batch-size", str(args.batch_size), "--base-filters", str(args.base_filters),
-                   "--target-spacing", *map(str, args.target_spacing)] + (["--contiguous"] if args.contiguous else []) + (["--no-skip"] if args.no_skip else [])
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
-            res[m] = json.loads(proc.stdout.strip().splitlines()[-1])
-            res[m]["labels"] = np.load(out)
-            parts = ", ".join(f"{k} {v:.1f}" for k, v in res[m]["parts"].items())
-            print(f"{m:6s} {res[m]['seconds']:8.1f} s  ({parts})  peak RSS {res[m]['peak_rss_gib']:.2f} GiB "
-                  f"(before predict {res[m]['rss_before_gib']:.2f})  {res[m].get('plan', '')}")
-        _, gt = make_ct(tuple(args.shape))
-        for m in methods:
-            d = [dice(res[m]["labels"] == c, gt == c) for c in range(1, len(NAMES))]
-            print(f"{m:6s} Dice vs phantom truth: " + ", ".join(f"{n} {v:.3f}" for n, v in zip(NAMES[1:], d)))
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads; CT {args.shape} at {SPACING} mm")
-        if len(methods) == 2:
-            a, b = res["rtseg"]["labels"], res["monai"]["labels"]
-            equal = float(np.mean(a == b))
-            dices = {n: dice(a == c, b == c) for c, n in enumerate(NAMES) if c and (b == c).any()}
-            ratio = res["monai"]["seconds"] / res["rtseg"]["seconds"]
-            print(f"speed-up {ratio:.2f}x; equal voxels {100 * equal:.4f} %; Dice rtseg vs MONAI: "
-                  + ", ".join(f"{n} {v:.4f}" for n, v in dices.items()))
-            ok = equal >= 0.999 and all(v >= 0.99 for v in dices.values()) and len(dices) == len(NAMES) - 1
-            print("agreement check:", "PASS" if ok else "FAIL")
-            return 0 if ok else 1
-    return 0
+        res = {m: run_child(m, ckpt, Path(tmp) / f"{m}.npy", args) for m in methods}
+    _, gt = make_ct(tuple(args.shape))
+    for m in methods:
+        d = [dice(res[m]["labels"] == c, gt == c) for c in range(1, len(NAMES))]
+        print(f"{m:6s} Dice vs phantom truth: " + ", ".join(f"{n} {v:.3f}" for n, v in zip(NAMES[1:], d)))
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else \
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads"
+    print(f"machine: {where}, torch {torch.__version__}; CT {args.shape} at {SPACING} mm")
+    if len(methods) < 2:
+        record_figures(args, res, time.perf_counter() - t_all, None)
+        return 0
+    a, b = res["rtseg"]["labels"], res["monai"]["labels"]
+    equal = float(np.mean(a == b))
+    dices = {n: dice(a == c, b == c) for c, n in enumerate(NAMES) if c and (b == c).any()}
+    ratio = res["monai"]["seconds"] / res["rtseg"]["seconds"]
+    print(f"speed-up {ratio:.2f}x; equal voxels {100 * equal:.4f} %; Dice rtseg vs MONAI: "
+          + ", ".join(f"{n} {v:.4f}" for n, v in dices.items()))
+    ok = equal >= 0.999 and all(v >= 0.99 for v in dices.values()) and len(dices) == len(NAMES) - 1
+    print("agreement check:", "PASS" if ok else "FAIL")
+    record_figures(args, res, time.perf_counter() - t_all, equal)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -5,18 +5,24 @@ Prints voxels/s, peak memory and the ratio per model.
 
     python benchmarks/train_step.py                 # auto device
     python benchmarks/train_step.py --compile       # also torch.compile on GPU
+    python benchmarks/train_step.py --figures figures.jsonl   # also one JSON line per figure
 """
 from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from rtseg.models import create_model
 from rtseg.device import autocast, memory_format
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figure_log import record  # noqa: E402
 
 
 def peak_mem_gib(device: torch.device) -> float:
@@ -65,6 +71,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--compile", action="store_true", help="torch.compile the rtseg model (GPU)")
     ap.add_argument("--models", nargs="+", default=["ResUnet_3D", "Deeper_ResUnet_3D"])
+    ap.add_argument("--figures", metavar="JSONL", help="append each figure as a JSON line to this file")
     args = ap.parse_args()
     device = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     size = args.size or (128 if device.type == "cuda" else 64)
@@ -77,7 +84,7 @@ def main() -> None:
         torch.manual_seed(0)
         x = torch.randn(batch, 1, size, size, size)
         y = torch.randint(0, 6, (batch, size, size, size))
-        results = {}
+        results, t_model = {}, time.perf_counter()
         for way in ("seed", "rtseg"):
             torch.manual_seed(0)
             model = create_model(mname, n_classes=6, base_filters=args.base_filters)
@@ -86,11 +93,20 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
+            t_way = time.perf_counter()
             sec = time_steps(model, x, y, device, way == "rtseg", steps, warmup=2 if device.type == "cpu" else 5)
             results[way] = sec
-            print(f"{mname:<20}{way:<8}{sec:>9.3f}{batch * size**3 / sec / 1e6:>9.2f}{peak_mem_gib(device):>10.2f}")
+            peak = peak_mem_gib(device)
+            print(f"{mname:<20}{way:<8}{sec:>9.3f}{batch * size**3 / sec / 1e6:>9.2f}{peak:>10.2f}")
+            tag = f"train_step.{mname}{'.compiled' if way == 'rtseg' and args.compile else ''}.{way}"
+            extra = {"device": name, "input": f"{batch}x1x{size}^3", "base_filters": args.base_filters}
+            record(args.figures, f"{tag}.s_per_step", sec, "s", time.perf_counter() - t_way, **extra)
+            record(args.figures, f"{tag}.peak_memory", peak, "GiB", time.perf_counter() - t_way, **extra)
             del model
-        print(f"{mname:<20}ratio rtseg/seed throughput: {results['seed'] / results['rtseg']:.2f}x")
+        ratio = results["seed"] / results["rtseg"]
+        print(f"{mname:<20}ratio rtseg/seed throughput: {ratio:.2f}x")
+        record(args.figures, f"train_step.{mname}{'.compiled' if args.compile else ''}.ratio_vs_seed", ratio, "x",
+               time.perf_counter() - t_model, device=name)
 
 
 if __name__ == "__main__":
