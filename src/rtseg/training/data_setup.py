@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -85,6 +85,19 @@ def plan_for(cfg: Config, stride: int) -> Plan:
                      batch_size=cfg.TRAINING.BATCH_SIZE, bf16=cfg.CUDA and cfg.TRAINING.AMP)
 
 
+def _record_common_spacing(spec: Preprocessing, train: list[PreparedCase]) -> Preprocessing:
+    """Without SPACING or a plan, the network learns at the stored spacing: record it when the training
+    cases share one, so inference on a CT of another resolution resamples to it instead of showing the
+    network organs at a scale it never saw. Mixed spacings stay as stored (with a warning)."""
+    spacings = np.array([c.spacing for c in train], dtype=np.float64)
+    if len(spacings) and np.allclose(spacings, spacings[0], rtol=1e-3, atol=1e-4):
+        return replace(spec, target_spacing=tuple(float(s) for s in spacings[0]))  # type: ignore[arg-type]
+    if len(spacings):
+        log.warning("training cases have different spacings and neither DATASET.SPACING nor DATASET.PLAN is set: "
+                    "the network sees each case at its own spacing and inference runs at the input's spacing")
+    return spec
+
+
 def prepare_training_data(cfg: Config, stride: int, plan: Optional[Plan | dict[str, Any]] = None, need_val: bool = True,
                           fixed: Optional[tuple[Preprocessing, tuple[int, int, int]]] = None) -> TrainingData:
     """``fixed`` (preprocessing, patch) comes from a checkpoint when resuming, so nothing drifts.
@@ -103,6 +116,8 @@ def prepare_training_data(cfg: Config, stride: int, plan: Optional[Plan | dict[s
     spec = fixed[0] if fixed else build_preprocessing(cfg, train_refs, plan)
     train = prepare_cases(train_refs, spec, dataset_cfg.N_CLASSES, known, dataset_cfg.ABSENT_IS_UNKNOWN, desc="train cases")
     val = prepare_cases(val_refs, spec, dataset_cfg.N_CLASSES, known, dataset_cfg.ABSENT_IS_UNKNOWN, desc="val cases")
+    if spec.target_spacing is None:
+        spec = _record_common_spacing(spec, train)
     patch = fixed[1] if fixed else dataset_cfg.PATCH_SIZE
     if patch is None and plan is not None:
         patch = plan.patch_size
