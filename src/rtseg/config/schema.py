@@ -27,6 +27,10 @@ class ModelConfig(_Section):
     ADV: bool = False
     DROPOUT: float = Field(0.2, ge=0.0, lt=1.0)
     MRF: bool = Field(False, description="append a trainable mean-field MRF layer after the logits")
+    DEEP_SUPERVISION: bool = Field(
+        False, description="also train on the decoder's lower scales (nnU-Net's weights 1, 1/2, 1/4, ... normalised); "
+        "ResUnet_3D, Deeper_ResUnet_3D and ARPM_net; inference is unchanged"
+    )
 
     @field_validator("NAME")
     @classmethod
