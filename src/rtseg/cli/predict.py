@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rtseg.cli.common import add_checkpoint_arg, add_command
+from rtseg.cli.common import add_command
 from rtseg.cli.dicom_options import add_roi_name_options
 
 NAME = "predict"
@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--format, plus summary.csv (case, status, seconds, error) for all cases. A failing case is reported and the others go on; the exit "
         "status is 1 if any case failed. See docs/PREDICT.md.",
     )
-    add_checkpoint_arg(p)
+    p.add_argument("--checkpoint", required=True, nargs="+", metavar="CKPT",
+                   help="checkpoint written by 'rtseg train' (.pt); several (an ensemble: their probabilities are "
+                   "averaged), or an ensemble file / the folder 'rtseg cv' wrote (its per-organ post-processing applies)")
     p.add_argument("--input", required=True, metavar="PATH",
                    help="NIfTI file, DICOM series folder, or folder of NIfTI files / DICOM series folders")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder (created if missing)")

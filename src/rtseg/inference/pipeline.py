@@ -23,7 +23,8 @@ from rtseg.data.orientation import to_canonical
 from rtseg.device import resolve_device
 from rtseg.errors import ConfigError, DataError, RtsegError
 from rtseg.inference.postprocess import postprocess
-from rtseg.inference.predictor import Predictor, load_model, plan_summary
+from rtseg.inference.ensemble import CheckpointArg, EnsemblePredictor, load_predictor, resolve_ensemble
+from rtseg.inference.predictor import Predictor, plan_summary
 from rtseg.io.atomic import atomic_path
 from rtseg.io.naming import image_case_id, prediction_file
 from rtseg.io.nifti import is_nifti, read_nifti, write_nifti
@@ -112,7 +113,7 @@ def save_overlay(volume: Volume, labels: np.ndarray, colors: Sequence[tuple[int,
                         panel_names=("CT", "Prediction"))
 
 
-def predict_case(predictor: Predictor, case: CaseInput, output_dir: Path, formats: Sequence[str],
+def predict_case(predictor: Predictor | EnsemblePredictor, case: CaseInput, output_dir: Path, formats: Sequence[str],
                  largest_component: bool = False, fill_holes: bool = False, holes: str = "keyhole",
                  roi_name_map: dict[str, str] | None = None) -> list[Path]:
     """Outputs of one case; on failure none of them is left behind."""
@@ -153,7 +154,7 @@ def write_summary(results: Sequence[CaseResult], path: Path) -> Path:
 
 
 def predict_path(
-    checkpoint: str | Path,
+    checkpoint: CheckpointArg,
     input: str | Path,
     output_dir: str | Path,
     formats: Sequence[str] = ("nifti",),
@@ -180,13 +181,12 @@ def predict_path(
         log.warning("RTSTRUCT/SEG output needs DICOM series input; the NIfTI input gets none")
     roi_name_map = load_roi_name_map(roi_names) if roi_names else None
     dev = resolve_device(device)
-    loaded = load_model(checkpoint, dev)
+    predictor = load_predictor(checkpoint, dev, overlap=overlap, tta=tta, batch_size=batch_size, compile=compile,
+                               progress=len(cases) == 1)  # one checkpoint, several, or an ensemble file / CV folder
     if roi_name_map:
-        roi_names_for(list(loaded.bundle.class_names[1:]), roi_name_map)  # a mapping naming unknown classes fails once, here
-    predictor = Predictor(loaded, dev, overlap=overlap, tta=tta, batch_size=batch_size, compile=compile,
-                          progress=len(cases) == 1)
+        roi_names_for(list(predictor.bundle.class_names[1:]), roi_name_map)  # a mapping naming unknown classes fails once, here
     out.mkdir(parents=True, exist_ok=True)
-    log.info("predicting %d case(s) on %s with %s", len(cases), dev, Path(checkpoint).name)
+    log.info("predicting %d case(s) on %s with %s", len(cases), dev, resolve_ensemble(checkpoint).source)
     results: list[CaseResult] = []
     for case in tqdm(cases, desc="predict", unit="case", disable=None):
         t0 = time.perf_counter()
