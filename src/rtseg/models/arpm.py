@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rtseg.models.blocks import DeepSupervisionHeads, InputBlock, Logits, ResidualBlock, UpBlock, run_padded
+from rtseg.models.blocks import DecoderNet, DeepSupervisionHeads, InputBlock, Logits, ResidualBlock, UpBlock, run_padded
 from rtseg.models.mrf import MeanFieldMRF
 from rtseg.models.registry import register_model
 
@@ -61,7 +61,7 @@ class MultiScalePooling(nn.Module):
         return self.fuse(torch.cat(outs, dim=1))
 
 
-class ARPMNet(nn.Module):
+class ARPMNet(DecoderNet):
     """Multi-residual 3D U-Net + multi-scale pooling bottleneck + MRF; returns logits (N, n_classes, D, H, W).
 
     Inputs whose spatial size is not a multiple of ``2**depth`` are zero-padded and the
@@ -124,18 +124,9 @@ class ARPMNet(nn.Module):
             levels.append(h)
         return levels[::-1]
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(x)[0]
-
-    def _logits(self, x: torch.Tensor) -> Logits:
-        if self.ds_heads is None or not self.training:
-            return self.head(self.features(x))
-        levels = self.decoder(x)
-        return self.ds_heads(self.head(levels[0]), levels[1:])
-
     def forward(self, x: torch.Tensor) -> Logits:
         """The MRF refines the full-resolution logits only; deep supervision's lower scales are the heads' raw logits."""
-        out = run_padded(x, self.stride, self._logits)
+        out = run_padded(x, self.stride, self.logits)
         if isinstance(out, torch.Tensor):
             return self.mrf(out)
         return [self.mrf(out[0]), *out[1:]]

@@ -1,7 +1,7 @@
 """Building blocks of the seed's residual U-Nets (pre-activation residual units)."""
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -94,6 +94,27 @@ class DeepSupervisionHeads(nn.Module):
     def forward(self, full: torch.Tensor, lower: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """``full``: the full-resolution logits; ``lower``: decoder features from scale 1/2 downwards."""
         return [full, *(head(h) for head, h in zip(self.heads, lower))]
+
+
+class DecoderNet(nn.Module):
+    """A U-Net whose ``decoder`` gives its outputs full resolution first; ``head`` makes the logits and, in
+    training mode with deep supervision, ``ds_heads`` the lower scales' (one place for both U-Nets)."""
+
+    head: nn.Conv3d
+    ds_heads: Optional[DeepSupervisionHeads]
+
+    def decoder(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoder output before the 1x1x1 head (for heads that refine it, e.g. ARPM-net)."""
+        return self.decoder(x)[0]
+
+    def logits(self, x: torch.Tensor) -> Logits:
+        if self.ds_heads is None or not self.training:
+            return self.head(self.features(x))
+        levels = self.decoder(x)
+        return self.ds_heads(self.head(levels[0]), levels[1:])
 
 
 def first_logits(out: Logits) -> torch.Tensor:

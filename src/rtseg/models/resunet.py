@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from rtseg.models.blocks import DeepSupervisionHeads, InputBlock, Logits, ResidualBlock, UpBlock, run_padded
+from rtseg.models.blocks import DecoderNet, DeepSupervisionHeads, InputBlock, Logits, ResidualBlock, UpBlock, run_padded
 from rtseg.models.registry import register_model
 
 
@@ -18,7 +18,7 @@ def _check_args(in_channels: int, n_classes: int, base_filters: int, depth: int,
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
 
-class ResUNet3D(nn.Module):
+class ResUNet3D(DecoderNet):
     """Residual U-Net; returns logits (N, n_classes, D, H, W).
 
     Inputs whose spatial size is not a multiple of ``2**depth`` are zero-padded
@@ -58,18 +58,8 @@ class ResUNet3D(nn.Module):
             levels.append(h)
         return levels[::-1]
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Decoder output before the 1x1x1 head (for heads that refine it, e.g. ARPM-net)."""
-        return self.decoder(x)[0]
-
-    def _logits(self, x: torch.Tensor) -> Logits:
-        if self.ds_heads is None or not self.training:
-            return self.head(self.features(x))
-        levels = self.decoder(x)
-        return self.ds_heads(self.head(levels[0]), levels[1:])
-
     def forward(self, x: torch.Tensor) -> Logits:
-        return run_padded(x, self.stride, self._logits)
+        return run_padded(x, self.stride, self.logits)
 
 
 @register_model("ResUnet_3D")
