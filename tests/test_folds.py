@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,7 @@ def test_bad_fold_counts_are_config_errors() -> None:
 
 def _dataset(tmp_path: Path, partial: bool) -> DatasetConfig:
     data = make_nifti_dataset(tmp_path / "data", n_train=10, n_val=1)
+    shutil.rmtree(data / "val")  # a fold's validation cases come from the training split only
     extra = {}
     if partial:  # the bladder (class 2) contoured in five cases only
         table = {f"case{i:03d}": ["prostate", "rectum"] + (["bladder"] if i % 2 else []) for i in range(10)}

@@ -108,12 +108,11 @@ def list_cases(dataset: DatasetConfig, split: str) -> list[CaseRef]:
 
     With ``DATASET.FOLD`` (cross-validation, ``rtseg.data.folds``) the training split is that fold's
     training part and the validation split its held-out part, both drawn from the training cases."""
-    refs = _layout_cases(dataset, split)
     if dataset.FOLD is None or split not in (dataset.TRAIN_SPLIT, dataset.VAL_SPLIT):
-        return refs
+        return _layout_cases(dataset, split)
     from rtseg.data.folds import fold_cases  # folds reads labels through this module
 
-    train = refs if split == dataset.TRAIN_SPLIT else _layout_cases(dataset, dataset.TRAIN_SPLIT)
+    train = _layout_cases(dataset, dataset.TRAIN_SPLIT)  # a VAL_SPLIT folder need not exist
     return fold_cases(dataset, train, held_out=split == dataset.VAL_SPLIT)
 
 

@@ -95,10 +95,16 @@ def _present(ref: CaseRef) -> frozenset[int]:
     return frozenset(int(v) for v in np.flatnonzero(counts))
 
 
+@lru_cache(maxsize=16)
+def _assigned(organs: tuple[tuple[str, frozenset[int]], ...], n_folds: int) -> dict[str, int]:
+    """``assign_folds`` once per process for the same cases (training lists its splits several times)."""
+    return assign_folds(dict(organs), n_folds)
+
+
 def fold_cases(dataset: DatasetConfig, train_refs: Sequence[CaseRef], held_out: bool) -> list[CaseRef]:
     """Fold ``dataset.FOLD``'s held-out cases (``held_out``) or the other folds' (its training cases)."""
     fold, n_folds = dataset.FOLD, dataset.FOLDS
     if fold is None or not 0 <= fold < n_folds:
         raise ConfigError(f"DATASET.FOLD {fold}: expected 0..{n_folds - 1} (DATASET.FOLDS is {n_folds})")
-    folds = assign_folds(case_organs(dataset, train_refs), n_folds)
+    folds = _assigned(tuple(sorted(case_organs(dataset, train_refs).items())), n_folds)
     return [r for r in train_refs if (folds[r.case_id] == fold) == held_out]
