@@ -131,3 +131,16 @@ def test_restore_probabilities_is_the_softmax_and_fills_background_outside_the_b
     np.testing.assert_array_equal(info.restore_probabilities(part, box).argmax(0), info.restore_labels(part, box))
     with pytest.raises(ValueError, match="float32 or float16"):
         info.restore_probabilities(full, dtype=np.float64)
+
+
+def test_a_split_folder_predicts_the_cts_and_skips_label_files(tmp_path: Path) -> None:
+    """A NIfTI split folder holds <id>_ct and <id>_labels: only the CTs are cases (earlier outputs neither)."""
+    from rtseg.inference.pipeline import find_cases
+    from rtseg.io.nifti import write_nifti
+    from rtseg.io.volume import Volume
+
+    vol = Volume(np.zeros((4, 4, 4), np.int16), np.eye(4))
+    for name in ("p1_ct", "p1_labels", "p2_ct", "p2_labels", "p1_pred", "p2_prob", "p3"):
+        write_nifti(vol, tmp_path / f"{name}.nii.gz")
+    assert sorted((c.name, c.path.name) for c in find_cases(tmp_path)) == [
+        ("p1", "p1_ct.nii.gz"), ("p2", "p2_ct.nii.gz"), ("p3", "p3.nii.gz")]

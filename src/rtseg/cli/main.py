@@ -13,6 +13,7 @@ from rtseg.cli.common import run_command
 # One module per subcommand; each defines ``register(subparsers)`` (see rtseg.cli.common.add_command).
 COMMAND_MODULES: tuple[str, ...] = (
     "rtseg.cli.train",
+    "rtseg.cli.cv",
     "rtseg.cli.evaluate",
     "rtseg.cli.phantoms",
     "rtseg.cli.visualize",

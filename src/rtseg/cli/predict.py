@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from rtseg.inference.bundle import InferenceBundle
     from rtseg.review.batch import BatchReview
 
-from rtseg.cli.common import add_checkpoint_arg, add_command
+from rtseg.cli.common import add_command
 from rtseg.cli.dicom_options import add_roi_name_options
 
 NAME = "predict"
@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "is reported and the others go on; the exit status is 1 if any case failed, 2 if every case failed on bad input "
         "(then nothing is written). See docs/PREDICT.md.",
     )
-    add_checkpoint_arg(p)
+    p.add_argument("--checkpoint", required=True, nargs="+", metavar="CKPT",
+                   help="checkpoint written by 'rtseg train' (.pt); several (an ensemble: their probabilities are "
+                   "averaged), or an ensemble file / the folder 'rtseg cv' wrote (its per-organ post-processing applies)")
     p.add_argument("--input", required=True, metavar="PATH",
                    help="NIfTI file, DICOM series folder, or folder of NIfTI files / DICOM series folders")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder (created if missing)")

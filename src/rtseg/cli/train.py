@@ -14,6 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from RUN_DIR/checkpoints/last.pt at its saved iteration")
     p.add_argument("--run-dir", metavar="DIR", help="write the run here instead of runs/<config-name>/<timestamp>")
+    p.add_argument("--fold", type=int, metavar="K", help="cross-validation: train on the other folds of DATASET.TRAIN_SPLIT "
+                   "and validate on fold K (0..N-1); the folds are deterministic and stratified on the contoured organs "
+                   "(see rtseg cv)")
+    p.add_argument("--folds", type=int, metavar="N", help="number of folds with --fold (default 5)")
     p.set_defaults(func=run_train)
     for mode, split_key in (("val", "VAL_SPLIT"), ("test", "TEST_SPLIT")):
         q = sub.add_parser(mode, help=f"evaluate a checkpoint on DATASET.{split_key}",
@@ -31,8 +35,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from rtseg.training.trainer import fit
 
-    cfg = config_from_args(args)
-    summary = fit(cfg, config_name(args.config), resume=args.resume, run_dir=Path(args.run_dir) if args.run_dir else None)
+    from rtseg.config import load_config
+    from rtseg.errors import ConfigError
+
+    if args.folds is not None and args.fold is None:
+        raise ConfigError("--folds N needs --fold K (the fold to train)")
+    overrides = list(args.overrides)
+    name = config_name(args.config)
+    if args.fold is not None:
+        overrides += [f"DATASET.FOLD={args.fold}", f"DATASET.FOLDS={args.folds if args.folds is not None else 5}"]
+        name = f"{name}/fold_{args.fold}"
+    cfg = load_config(args.config, overrides)
+    summary = fit(cfg, name, resume=args.resume, run_dir=Path(args.run_dir) if args.run_dir else None)
     from rtseg.training.distributed import is_main_process
 
     if not is_main_process():

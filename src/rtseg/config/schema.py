@@ -27,6 +27,10 @@ class ModelConfig(_Section):
     ADV: bool = False
     DROPOUT: float = Field(0.2, ge=0.0, lt=1.0)
     MRF: bool = Field(False, description="append a trainable mean-field MRF layer after the logits")
+    DEEP_SUPERVISION: bool = Field(
+        False, description="also train on the decoder's lower scales (nnU-Net's weights 1, 1/2, 1/4, ... normalised); "
+        "ResUnet_3D, Deeper_ResUnet_3D and ARPM_net; inference is unchanged"
+    )
 
     @field_validator("NAME")
     @classmethod
@@ -60,6 +64,11 @@ class DatasetConfig(_Section):
         None, description="JSON mapping case id -> contoured class names/indices; other classes are unknown"
     )
     ABSENT_IS_UNKNOWN: bool = False
+    FOLD: Optional[int] = Field(
+        None, ge=0, description="cross-validation: train on the other folds of TRAIN_SPLIT, validate on this one "
+        "(rtseg train --fold K); VAL_SPLIT then names the fold's held-out cases"
+    )
+    FOLDS: int = Field(5, ge=2, le=100, description="number of cross-validation folds (with FOLD)")
 
     @field_validator("NORMALIZE", mode="before")
     @classmethod
@@ -101,6 +110,8 @@ class DatasetConfig(_Section):
 
     @model_validator(mode="after")
     def _class_lists(self) -> "DatasetConfig":
+        if self.FOLD is not None and self.FOLD >= self.FOLDS:
+            raise ValueError(f"FOLD {self.FOLD} must be below FOLDS {self.FOLDS} (folds are 0..FOLDS-1)")
         if self.COLOR_MAP is not None and len(self.COLOR_MAP) != self.N_CLASSES - 1:
             raise ValueError(
                 f"COLOR_MAP has {len(self.COLOR_MAP)} colours; expected N_CLASSES-1 = {self.N_CLASSES - 1} (one per organ)"

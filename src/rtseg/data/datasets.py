@@ -105,7 +105,19 @@ def _msd_split(root: Path, split: str, train: str, val: str) -> list[CaseRef]:
 
 
 def list_cases(dataset: DatasetConfig, split: str) -> list[CaseRef]:
-    """The cases of ``split`` in the layout ``dataset.NAME`` under ``dataset.PATH``."""
+    """The cases of ``split`` in the layout ``dataset.NAME`` under ``dataset.PATH``.
+
+    With ``DATASET.FOLD`` (cross-validation, ``rtseg.data.folds``) the training split is that fold's
+    training part and the validation split its held-out part, both drawn from the training cases."""
+    if dataset.FOLD is None or split not in (dataset.TRAIN_SPLIT, dataset.VAL_SPLIT):
+        return _layout_cases(dataset, split)
+    from rtseg.data.folds import fold_cases  # folds reads labels through this module
+
+    train = _layout_cases(dataset, dataset.TRAIN_SPLIT)  # a VAL_SPLIT folder need not exist
+    return fold_cases(dataset, train, held_out=split == dataset.VAL_SPLIT)
+
+
+def _layout_cases(dataset: DatasetConfig, split: str) -> list[CaseRef]:
     root = Path(dataset.PATH)
     if not root.is_dir():
         raise DataError(f"DATASET.PATH {root}: folder not found")
@@ -120,11 +132,8 @@ def list_cases(dataset: DatasetConfig, split: str) -> list[CaseRef]:
 
 def load_case(ref: CaseRef, n_classes: int) -> tuple[Volume, Volume]:
     """Image and label volumes on the same grid; label values checked against N_CLASSES."""
-    if ref.layout == LEGACY_NPY:
-        img, lab = read_npy(ref.image), read_npy(ref.label)  # type: ignore[arg-type]
-    else:
-        img = read_nifti(ref.image)
-        lab = read_nifti(ref.label)  # type: ignore[arg-type]
+    img = read_npy(ref.image) if ref.layout == LEGACY_NPY else read_nifti(ref.image)
+    lab = load_labels(ref)
     if img.shape != lab.shape:
         raise DataError(f"{ref.label}: label shape {lab.shape} does not match image shape {img.shape} ({ref.image.name})")
     if ref.layout != LEGACY_NPY and not np.allclose(img.affine, lab.affine, atol=1e-3):
@@ -139,6 +148,13 @@ def load_case(ref: CaseRef, n_classes: int) -> tuple[Volume, Volume]:
         raise DataError(f"{ref.label}: label values {bad[:5].tolist()} outside 0..{n_classes - 1} "
                         f"(N_CLASSES={n_classes}; {IGNORE_INDEX} = ignore)")
     return img, lab.with_array(labels.astype(np.uint8))
+
+
+def load_labels(ref: CaseRef) -> Volume:
+    """The label volume alone, as stored (``load_case`` checks it against the image)."""
+    if ref.label is None:
+        raise DataError(f"{ref.image}: case {ref.case_id} has no label file")
+    return read_npy(ref.label) if ref.layout == LEGACY_NPY else read_nifti(ref.label)
 
 
 def load_partial_labels(path: str | Path, case_ids: list[str], class_names: list[str]) -> dict[str, list[int]]:

@@ -34,6 +34,7 @@ import torch.nn as nn
 from rtseg import __version__
 from rtseg.errors import ConfigError, RtsegError
 from rtseg.inference.bundle import InferenceBundle
+from rtseg.inference.ensemble import is_ensemble, resolve_ensemble
 from rtseg.inference.predictor import load_model
 from rtseg.io.atomic import atomic_path
 from rtseg.models.spec import model_stride
@@ -151,6 +152,10 @@ def export_model(checkpoint: str | os.PathLike[str], out_path: str | os.PathLike
     target = Path(out_path)
     if target.is_dir():
         raise ConfigError(f"{target}: --out must be a file name, found a folder")
+    if is_ensemble(checkpoint):
+        members = ", ".join(str(m) for m in resolve_ensemble(checkpoint).members)
+        raise ConfigError(f"{checkpoint}: an ensemble; export writes one network per file: export each member "
+                          f"({members}) and average their softmax outputs (per-organ post-processing is in the ensemble file)")
     loaded = load_model(checkpoint, "cpu")
     model, bundle = loaded.model.eval(), loaded.bundle
     stride = model_stride(model)

@@ -27,9 +27,10 @@ from rtseg.device import resolve_device
 from rtseg.errors import ConfigError, DataError, RtsegError
 from rtseg.inference.bundle import InferenceBundle
 from rtseg.inference.postprocess import postprocess
-from rtseg.inference.predictor import Prediction, Predictor, load_model, plan_summary
+from rtseg.inference.ensemble import CheckpointArg, EnsemblePredictor, load_predictor, resolve_ensemble
+from rtseg.inference.predictor import Prediction, Predictor, plan_summary
 from rtseg.io.atomic import atomic_path
-from rtseg.io.naming import image_case_id, prediction_file
+from rtseg.io.naming import image_case_id, is_label_file, prediction_file
 from rtseg.io.integrity import NonFinitePolicy
 from rtseg.io.nifti import is_nifti, read_nifti, write_nifti
 from rtseg.io.roi_names import load_roi_name_map, roi_names_for
@@ -110,7 +111,10 @@ def find_cases(input_path: str | Path, exclude: Optional[Path] = None) -> list[C
     niftis = [e for e in files if is_nifti(e)]
     if files and not niftis and not dirs:
         return [CaseInput(p.resolve().name, p, "dicom")]
-    cases = [CaseInput(image_case_id(e), e, "nifti") for e in niftis]
+    labels = [e for e in niftis if is_label_file(e)]  # ground truth or earlier predictions, not CTs
+    if labels:
+        log.info("%s: %d label/prediction file(s) skipped (%s)", p, len(labels), labels[0].name)
+    cases = [CaseInput(image_case_id(e), e, "nifti") for e in niftis if e not in labels]
     cases += [CaseInput(e.name, e, "dicom") for e in dirs]
     if not cases:
         raise DataError(f"{p}: no NIfTI files or DICOM series folders found")
@@ -143,7 +147,7 @@ def save_overlay(volume: Volume, labels: np.ndarray, colors: Sequence[tuple[int,
                         panel_names=("CT", "Prediction"))
 
 
-def predict_case(predictor: Predictor, case: CaseInput, output_dir: Path, opts: CaseOptions,
+def predict_case(predictor: Predictor | EnsemblePredictor, case: CaseInput, output_dir: Path, opts: CaseOptions,
                  review: Optional[CaseReview] = None) -> list[Path]:
     """Outputs of one case; on failure none of them is left behind."""
     bundle = predictor.bundle
@@ -200,7 +204,7 @@ def write_summary(results: Sequence[CaseResult], path: Path, review: Optional[Ca
     return path
 
 
-def _run_case(predictor: Predictor, case: CaseInput, out: Path, opts: CaseOptions,
+def _run_case(predictor: Predictor | EnsemblePredictor, case: CaseInput, out: Path, opts: CaseOptions,
               review: Optional[CaseReview]) -> CaseResult:
     """One case, its failure recorded instead of raised: one bad case must not stop a batch."""
     t0 = time.perf_counter()
@@ -220,7 +224,7 @@ def _run_case(predictor: Predictor, case: CaseInput, out: Path, opts: CaseOption
 
 
 def predict_path(
-    checkpoint: str | Path,
+    checkpoint: CheckpointArg,
     input: str | Path,
     output_dir: str | Path,
     formats: Sequence[str] = ("nifti",),
@@ -255,16 +259,15 @@ def predict_path(
         log.warning("RTSTRUCT/SEG output needs DICOM series input; the NIfTI input gets none")
     roi_name_map = load_roi_name_map(roi_names) if roi_names else None
     dev = resolve_device(device)
-    loaded = load_model(checkpoint, dev)
+    predictor = load_predictor(checkpoint, dev, overlap=overlap, tta=tta, batch_size=batch_size, compile=compile,
+                               progress=len(cases) == 1)  # one checkpoint, several, or an ensemble file / CV folder
     if roi_name_map:
-        roi_names_for(list(loaded.bundle.class_names[1:]), roi_name_map)  # a mapping naming unknown classes fails once, here
-    predictor = Predictor(loaded, dev, overlap=overlap, tta=tta, batch_size=batch_size, compile=compile,
-                          progress=len(cases) == 1)
+        roi_names_for(list(predictor.bundle.class_names[1:]), roi_name_map)  # a mapping naming unknown classes fails once, here
     opts = CaseOptions(fmts, largest_component, fill_holes, holes, roi_name_map, nonfinite)
-    reviewer = None if review is None else review(loaded.bundle)
+    reviewer = None if review is None else review(predictor.bundle)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    log.info("predicting %d case(s) on %s with %s", len(cases), dev, Path(checkpoint).name)
+    log.info("predicting %d case(s) on %s with %s", len(cases), dev, resolve_ensemble(checkpoint).source)
     results = [_run_case(predictor, case, out, opts, reviewer)
                for case in tqdm(cases, desc="predict", unit="case", disable=None)]
     if all(r.user_error for r in results):

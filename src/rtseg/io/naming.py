@@ -69,6 +69,15 @@ def label_case_id(path: str | os.PathLike[str]) -> Optional[str]:
     return _strip(stem, LABEL_SUFFIXES)
 
 
+def is_label_file(path: str | os.PathLike[str]) -> bool:
+    """A NIfTI whose stem ends with a label suffix (``_labels``, ``_pred``, ``_seg``, ...) or is rtseg's
+    probabilities output: ground truth or an earlier prediction, never a CT to contour."""
+    stem = nifti_stem(path)
+    if stem is None:
+        return False
+    return stem.endswith(LABEL_SUFFIXES) or Path(path).name.endswith(PROBABILITIES_SUFFIX)
+
+
 def cases_in(folder: Path, suffix: str) -> dict[str, Path]:
     """``{id: path}`` for the files ``<id><suffix>.nii.gz`` in ``folder`` (a dataset's CT or labels files)."""
     tail = suffix + NIFTI_EXTENSION

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rtseg.models.blocks import InputBlock, ResidualBlock, UpBlock, run_padded
+from rtseg.models.blocks import DecoderNet, DeepSupervisionHeads, InputBlock, Logits, ResidualBlock, UpBlock, run_padded
 from rtseg.models.mrf import MeanFieldMRF
 from rtseg.models.registry import register_model
 
@@ -61,7 +61,7 @@ class MultiScalePooling(nn.Module):
         return self.fuse(torch.cat(outs, dim=1))
 
 
-class ARPMNet(nn.Module):
+class ARPMNet(DecoderNet):
     """Multi-residual 3D U-Net + multi-scale pooling bottleneck + MRF; returns logits (N, n_classes, D, H, W).
 
     Inputs whose spatial size is not a multiple of ``2**depth`` are zero-padded and the
@@ -77,6 +77,7 @@ class ARPMNet(nn.Module):
         mrf_iterations: int = 5,
         depth: int = 3,
         pool_scales: Sequence[int] = (1, 2, 4),
+        deep_supervision: bool = False,
     ) -> None:
         super().__init__()
         for name, v in (("in_channels", in_channels), ("n_classes", n_classes), ("base_filters", base_filters), ("depth", depth)):
@@ -103,26 +104,37 @@ class ARPMNet(nn.Module):
         self.up_res = nn.ModuleList(ResidualBlock(widths[i], widths[i], 1, dropout) for i in reversed(range(depth)))
         self.head = nn.Conv3d(widths[0], n_classes, kernel_size=1)
         self.mrf = MeanFieldMRF(n_classes, mrf_iterations)
+        if not isinstance(deep_supervision, bool):
+            raise ValueError(f"deep_supervision must be true or false, got {deep_supervision!r}")
+        self.ds_heads = DeepSupervisionHeads(widths[1:depth], n_classes) if deep_supervision else None
 
     @property
     def stride(self) -> int:
         return 2**self.depth
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def decoder(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The decoder's outputs, full resolution first, then scales 1/2, 1/4, ... (before any head)."""
         skips = [self.inc(x)]
         for block in self.down:
             skips.append(block(skips[-1]))
         h = self.context(skips.pop())
+        levels = []
         for up, res in zip(self.up, self.up_res):
             h = res(up(h, skips.pop()))
-        return h
+            levels.append(h)
+        return levels[::-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mrf(run_padded(x, self.stride, lambda t: self.head(self.features(t))))
+    def forward(self, x: torch.Tensor) -> Logits:
+        """The MRF refines the full-resolution logits only; deep supervision's lower scales are the heads' raw logits."""
+        out = run_padded(x, self.stride, self.logits)
+        if isinstance(out, torch.Tensor):
+            return self.mrf(out)
+        return [self.mrf(out[0]), *out[1:]]
 
 
 @register_model("ARPM_net")
 def arpm_net(
-    in_channels: int = 1, n_classes: int = 6, base_filters: int = 64, dropout: float = 0.2, mrf_iterations: int = 5
+    in_channels: int = 1, n_classes: int = 6, base_filters: int = 64, dropout: float = 0.2, mrf_iterations: int = 5,
+    deep_supervision: bool = False,
 ) -> ARPMNet:
-    return ARPMNet(in_channels, n_classes, base_filters, dropout, mrf_iterations)
+    return ARPMNet(in_channels, n_classes, base_filters, dropout, mrf_iterations, deep_supervision=deep_supervision)

@@ -1,7 +1,7 @@
 """Building blocks of the seed's residual U-Nets (pre-activation residual units)."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -64,11 +64,59 @@ class UpBlock(nn.Module):
         return self.res(self.fuse(torch.cat([self.up(x), skip], dim=1)))
 
 
-def run_padded(x: torch.Tensor, stride: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """Zero-pad the spatial size to a multiple of ``stride``, apply ``fn``, crop the output back."""
+Logits = Union[torch.Tensor, list[torch.Tensor]]
+"""One logits tensor, or (deep supervision, training mode) full resolution first, then each lower scale."""
+
+
+def run_padded(x: torch.Tensor, stride: int, fn: Callable[[torch.Tensor], Logits]) -> Logits:
+    """Zero-pad the spatial size to a multiple of ``stride``, apply ``fn``, crop the output(s) back.
+
+    Output ``k`` of a list is at scale ``1 / 2**k`` and is cropped to the ceiling of the input size there."""
     size = x.shape[2:]
     pad = [(-s) % stride for s in size]
     if not any(pad):
         return fn(x)
     out = fn(F.pad(x, [0, pad[2], 0, pad[1], 0, pad[0]]))
-    return out[:, :, : size[0], : size[1], : size[2]]
+    if isinstance(out, torch.Tensor):
+        return out[:, :, : size[0], : size[1], : size[2]]
+    return [o[:, :, : -(-size[0] // 2**k), : -(-size[1] // 2**k), : -(-size[2] // 2**k)] for k, o in enumerate(out)]
+
+
+class DeepSupervisionHeads(nn.Module):
+    """1x1x1 heads on the decoder's lower scales (nnU-Net's deep supervision); used in training mode only.
+
+    ``widths[i]`` is the decoder width at scale ``1 / 2**(i + 1)``."""
+
+    def __init__(self, widths: Sequence[int], n_classes: int) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Conv3d(w, n_classes, kernel_size=1) for w in widths)
+
+    def forward(self, full: torch.Tensor, lower: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """``full``: the full-resolution logits; ``lower``: decoder features from scale 1/2 downwards."""
+        return [full, *(head(h) for head, h in zip(self.heads, lower))]
+
+
+class DecoderNet(nn.Module):
+    """A U-Net whose ``decoder`` gives its outputs full resolution first; ``head`` makes the logits and, in
+    training mode with deep supervision, ``ds_heads`` the lower scales' (one place for both U-Nets)."""
+
+    head: nn.Conv3d
+    ds_heads: Optional[DeepSupervisionHeads]
+
+    def decoder(self, x: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoder output before the 1x1x1 head (for heads that refine it, e.g. ARPM-net)."""
+        return self.decoder(x)[0]
+
+    def logits(self, x: torch.Tensor) -> Logits:
+        if self.ds_heads is None or not self.training:
+            return self.head(self.features(x))
+        levels = self.decoder(x)
+        return self.ds_heads(self.head(levels[0]), levels[1:])
+
+
+def first_logits(out: Logits) -> torch.Tensor:
+    """The full-resolution logits of a model's output (a tensor, or deep supervision's list)."""
+    return out if isinstance(out, torch.Tensor) else out[0]

@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rtseg.models.blocks import Logits
+
 
 def _check_int(name: str, v: object, minimum: int) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
@@ -147,8 +149,12 @@ class WithMRF(nn.Module):
         """The backbone's input-size multiple (the MRF keeps any size)."""
         return int(getattr(self.backbone, "stride", 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mrf(self.backbone(x))
+    def forward(self, x: torch.Tensor) -> Logits:
+        """Deep supervision's lower scales (a backbone's list output) pass unrefined."""
+        out = self.backbone(x)
+        if isinstance(out, torch.Tensor):
+            return self.mrf(out)
+        return [self.mrf(out[0]), *out[1:]]
 
 
 def with_mrf(model: nn.Module, n_classes: int, iterations: int = 5) -> WithMRF:

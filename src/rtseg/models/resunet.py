@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from rtseg.models.blocks import InputBlock, ResidualBlock, UpBlock, run_padded
+from rtseg.models.blocks import DecoderNet, DeepSupervisionHeads, InputBlock, Logits, ResidualBlock, UpBlock, run_padded
 from rtseg.models.registry import register_model
 
 
@@ -18,46 +18,57 @@ def _check_args(in_channels: int, n_classes: int, base_filters: int, depth: int,
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
 
-class ResUNet3D(nn.Module):
+class ResUNet3D(DecoderNet):
     """Residual U-Net; returns logits (N, n_classes, D, H, W).
 
     Inputs whose spatial size is not a multiple of ``2**depth`` are zero-padded
-    and the logits cropped back, so any size works.
+    and the logits cropped back, so any size works. With ``deep_supervision`` the
+    training-mode output is a list: the full-resolution logits, then the logits of
+    the decoder's scales 1/2, 1/4, ... (``depth - 1`` of them); eval mode always
+    returns the one full-resolution tensor, so inference and export never see the list.
     """
 
-    def __init__(self, in_channels: int = 1, n_classes: int = 6, base_filters: int = 64, depth: int = 3, dropout: float = 0.2) -> None:
+    def __init__(self, in_channels: int = 1, n_classes: int = 6, base_filters: int = 64, depth: int = 3, dropout: float = 0.2,
+                 deep_supervision: bool = False) -> None:
         super().__init__()
         _check_args(in_channels, n_classes, base_filters, depth, dropout)
+        if not isinstance(deep_supervision, bool):
+            raise ValueError(f"deep_supervision must be true or false, got {deep_supervision!r}")
         self.depth = depth
         widths = [base_filters * 2**i for i in range(depth + 1)]
         self.inc = InputBlock(in_channels, widths[0], dropout)
         self.down = nn.ModuleList(ResidualBlock(widths[i], widths[i + 1], 2, dropout) for i in range(depth))
         self.up = nn.ModuleList(UpBlock(widths[i + 1], dropout) for i in reversed(range(depth)))
         self.head = nn.Conv3d(widths[0], n_classes, kernel_size=1)
+        self.ds_heads = DeepSupervisionHeads(widths[1:depth], n_classes) if deep_supervision else None
 
     @property
     def stride(self) -> int:
         return 2**self.depth
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Decoder output before the 1x1x1 head (for heads that refine it, e.g. ARPM-net)."""
+    def decoder(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The decoder's outputs, full resolution first, then scales 1/2, 1/4, ... (before any head)."""
         skips = [self.inc(x)]
         for block in self.down:
             skips.append(block(skips[-1]))
         h = skips.pop()
+        levels = []
         for block in self.up:
             h = block(h, skips.pop())
-        return h
+            levels.append(h)
+        return levels[::-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return run_padded(x, self.stride, lambda t: self.head(self.features(t)))
+    def forward(self, x: torch.Tensor) -> Logits:
+        return run_padded(x, self.stride, self.logits)
 
 
 @register_model("ResUnet_3D")
-def resunet_3d(in_channels: int = 1, n_classes: int = 6, base_filters: int = 64, dropout: float = 0.2) -> ResUNet3D:
-    return ResUNet3D(in_channels, n_classes, base_filters, depth=3, dropout=dropout)
+def resunet_3d(in_channels: int = 1, n_classes: int = 6, base_filters: int = 64, dropout: float = 0.2,
+               deep_supervision: bool = False) -> ResUNet3D:
+    return ResUNet3D(in_channels, n_classes, base_filters, depth=3, dropout=dropout, deep_supervision=deep_supervision)
 
 
 @register_model("Deeper_ResUnet_3D")
-def deeper_resunet_3d(in_channels: int = 1, n_classes: int = 6, base_filters: int = 64, dropout: float = 0.2) -> ResUNet3D:
-    return ResUNet3D(in_channels, n_classes, base_filters, depth=4, dropout=dropout)
+def deeper_resunet_3d(in_channels: int = 1, n_classes: int = 6, base_filters: int = 64, dropout: float = 0.2,
+                      deep_supervision: bool = False) -> ResUNet3D:
+    return ResUNet3D(in_channels, n_classes, base_filters, depth=4, dropout=dropout, deep_supervision=deep_supervision)

@@ -8,12 +8,13 @@ import torch.nn as nn
 from rtseg.models.registry import create_model
 
 
-def model_spec(name: str, in_channels: int, n_classes: int, base_filters: int, dropout: float, mrf: bool = False) -> dict[str, Any]:
-    return {
-        "name": name,
-        "kwargs": {"in_channels": in_channels, "n_classes": n_classes, "base_filters": base_filters, "dropout": dropout},
-        "mrf": bool(mrf),
-    }
+def model_spec(name: str, in_channels: int, n_classes: int, base_filters: int, dropout: float, mrf: bool = False,
+               deep_supervision: bool = False) -> dict[str, Any]:
+    """``deep_supervision`` is written only when on, so specs (and checkpoints) without it read as before."""
+    kwargs: dict[str, Any] = {"in_channels": in_channels, "n_classes": n_classes, "base_filters": base_filters, "dropout": dropout}
+    if deep_supervision:
+        kwargs["deep_supervision"] = True
+    return {"name": name, "kwargs": kwargs, "mrf": bool(mrf)}
 
 
 def build_model(spec: dict[str, Any]) -> nn.Module:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rtseg.device import resolve_device
 from rtseg.inference.pipeline import CaseInput, read_case
-from rtseg.inference.predictor import Predictor, load_model
+from rtseg.inference.ensemble import load_predictor
 from rtseg.io.rtstruct import write_rtstruct
 
 
@@ -22,7 +22,7 @@ class Contourer:
     def __init__(self, checkpoint: str | Path, device: str = "auto") -> None:
         dev = resolve_device(device)
         self.checkpoint = Path(checkpoint)
-        self.predictor = Predictor(load_model(checkpoint, dev), dev)
+        self.predictor = load_predictor(checkpoint, dev)  # a checkpoint, or an ensemble file / CV folder as predict reads
 
     def contour(self, series_dir: Path, out_path: Path) -> dict[str, float]:
         """Read the series (the DICOM reader's checks apply), predict, write the RTSTRUCT atomically.

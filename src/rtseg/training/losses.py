@@ -7,7 +7,7 @@ Dice terms skip unknown classes.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from rtseg.config.names import LOSSES
 from rtseg.config.schema import LossConfig
+from rtseg.models.blocks import Logits
 
 
 def _merged_log_probs(logits: torch.Tensor, known: Optional[torch.Tensor]) -> torch.Tensor:
@@ -109,8 +110,29 @@ class SegmentationLoss(nn.Module):
         else:
             self.class_weights = None
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, known: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return _LOSSES[self.cfg.name](self, logits, target, known)
+    def forward(self, logits: Logits, target: torch.Tensor, known: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``logits`` may be deep supervision's list (full resolution first): the weighted sum over its scales."""
+        if isinstance(logits, torch.Tensor):
+            return _LOSSES[self.cfg.name](self, logits.float(), target, known)
+        weights = deep_supervision_weights(len(logits))
+        terms = [w * _LOSSES[self.cfg.name](self, out.float(), scale_target(target, out.shape[2:]), known)
+                 for w, out in zip(weights, logits)]
+        return torch.stack(terms).sum()
+
+
+def deep_supervision_weights(n_scales: int) -> list[float]:
+    """nnU-Net's weights for outputs at scales 1, 1/2, 1/4, ...: 1, 1/2, 1/4, ... normalised to sum 1."""
+    raw = [0.5**i for i in range(n_scales)]
+    return [w / sum(raw) for w in raw]
+
+
+def scale_target(target: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Labels (N, D, H, W) at a lower scale by nearest neighbour ('nearest-exact', as nnU-Net v2 downsamples
+    segmentations for deep supervision); the ignore index survives as it is a label value."""
+    if tuple(target.shape[1:]) == tuple(size):
+        return target
+    small = F.interpolate(target[:, None].float(), size=tuple(size), mode="nearest-exact")
+    return small[:, 0].to(target.dtype)
 
 
 def frequency_weights(voxel_counts: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from rtseg.errors import ConfigError, DataError
 from rtseg.inference.bundle import InferenceBundle
 from rtseg.io.atomic import atomic_path
 from rtseg.io.jsonfile import write_json
+from rtseg.models.blocks import first_logits
 from rtseg.models.spec import build_model, model_spec, model_stride
 from rtseg.review.training_stats import plan_with_organ_stats
 from rtseg.training.adversarial import build_adversary
@@ -85,10 +86,13 @@ def build_network(cfg: Config) -> tuple[torch.nn.Module, dict[str, Any]]:
         raise ConfigError(f"MODEL.CHANNEL_IN: {model_cfg.CHANNEL_IN} channels requested but datasets here hold one CT "
                           "channel; use 1")
     spec = model_spec(model_cfg.NAME, model_cfg.CHANNEL_IN, cfg.DATASET.N_CLASSES, model_cfg.BASE_FILTERS,
-                      model_cfg.DROPOUT, model_cfg.MRF)
+                      model_cfg.DROPOUT, model_cfg.MRF, model_cfg.DEEP_SUPERVISION)
     try:
         return build_model(spec), spec
     except ValueError as exc:
+        if model_cfg.DEEP_SUPERVISION and "deep_supervision" in str(exc):
+            raise ConfigError(f"MODEL.DEEP_SUPERVISION: {model_cfg.NAME} has no deep supervision heads; use ResUnet_3D, "
+                              "Deeper_ResUnet_3D or ARPM_net, or set it false") from None
         raise ConfigError(f"MODEL.NAME / arguments: {exc}") from None
 
 
@@ -214,8 +218,9 @@ class Trainer:
         known = batch["known"].to(device, non_blocking=True) if self.partial else None
         self.guard.snapshot(state.model)
         with autocast(device, self.training_cfg.AMP):
-            logits = self.net(x)
-        loss = self.criterion(logits.float(), y, known) + state.adversary.generator_loss(x, logits, state.iteration, y)
+            outputs = self.net(x)  # a list under deep supervision: full resolution first
+        logits = first_logits(outputs)
+        loss = self.criterion(outputs, y, known) + state.adversary.generator_loss(x, logits, state.iteration, y)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         finite = self.guard.step_is_finite(loss, self.params, state.model)
