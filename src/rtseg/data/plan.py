@@ -175,3 +175,11 @@ def load_plan(path: str | Path) -> Plan:
     if not p.is_file():
         raise DataError(f"DATASET.PLAN {p}: plan file not found (create it with: rtseg plan -c CFG --out {p})")
     return Plan.from_dict(read_json(p, "DATASET.PLAN"), str(p))
+
+
+def plan_in(data: Optional[dict[str, Any]], source: str) -> Optional[Plan]:
+    """The training plan a checkpoint's plan dict holds, None when it holds none of a plan's keys (a run
+    without DATASET.PLAN stores only the organ statistics there); a partial plan is an error."""
+    if not data or not any(k in data for k in REQUIRED_KEYS):
+        return None
+    return Plan.from_dict(data, source)

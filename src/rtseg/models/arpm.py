@@ -108,21 +108,11 @@ class ARPMNet(DecoderNet):
             raise ValueError(f"deep_supervision must be true or false, got {deep_supervision!r}")
         self.ds_heads = DeepSupervisionHeads(widths[1:depth], n_classes) if deep_supervision else None
 
-    @property
-    def stride(self) -> int:
-        return 2**self.depth
+    def bottleneck(self, h: torch.Tensor) -> torch.Tensor:
+        return self.context(h)
 
-    def decoder(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The decoder's outputs, full resolution first, then scales 1/2, 1/4, ... (before any head)."""
-        skips = [self.inc(x)]
-        for block in self.down:
-            skips.append(block(skips[-1]))
-        h = self.context(skips.pop())
-        levels = []
-        for up, res in zip(self.up, self.up_res):
-            h = res(up(h, skips.pop()))
-            levels.append(h)
-        return levels[::-1]
+    def up_step(self, level: int, h: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.up_res[level](self.up[level](h, skip))
 
     def forward(self, x: torch.Tensor) -> Logits:
         """The MRF refines the full-resolution logits only; deep supervision's lower scales are the heads' raw logits."""

@@ -103,8 +103,34 @@ class DecoderNet(nn.Module):
     head: nn.Conv3d
     ds_heads: Optional[DeepSupervisionHeads]
 
+    inc: nn.Module
+    down: nn.ModuleList
+    up: nn.ModuleList
+    depth: int
+
+    @property
+    def stride(self) -> int:
+        return 2**self.depth
+
+    def bottleneck(self, h: torch.Tensor) -> torch.Tensor:
+        """What the deepest features pass through before the decoder (ARPM-net: multi-scale pooling)."""
+        return h
+
+    def up_step(self, level: int, h: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """One decoder level: upsample ``h`` and merge the encoder's ``skip``."""
+        return self.up[level](h, skip)
+
     def decoder(self, x: torch.Tensor) -> list[torch.Tensor]:
-        raise NotImplementedError
+        """The decoder's outputs, full resolution first, then scales 1/2, 1/4, ... (before any head)."""
+        skips = [self.inc(x)]
+        for block in self.down:
+            skips.append(block(skips[-1]))
+        h = self.bottleneck(skips.pop())
+        levels = []
+        for level in range(len(self.up)):
+            h = self.up_step(level, h, skips.pop())
+            levels.append(h)
+        return levels[::-1]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Decoder output before the 1x1x1 head (for heads that refine it, e.g. ARPM-net)."""

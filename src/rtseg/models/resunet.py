@@ -42,21 +42,6 @@ class ResUNet3D(DecoderNet):
         self.head = nn.Conv3d(widths[0], n_classes, kernel_size=1)
         self.ds_heads = DeepSupervisionHeads(widths[1:depth], n_classes) if deep_supervision else None
 
-    @property
-    def stride(self) -> int:
-        return 2**self.depth
-
-    def decoder(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The decoder's outputs, full resolution first, then scales 1/2, 1/4, ... (before any head)."""
-        skips = [self.inc(x)]
-        for block in self.down:
-            skips.append(block(skips[-1]))
-        h = skips.pop()
-        levels = []
-        for block in self.up:
-            h = block(h, skips.pop())
-            levels.append(h)
-        return levels[::-1]
 
     def forward(self, x: torch.Tensor) -> Logits:
         return run_padded(x, self.stride, self.logits)

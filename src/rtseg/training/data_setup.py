@@ -11,7 +11,7 @@ from rtseg.config.schema import Config
 from rtseg.data.cases import PreparedCase, prepare_cases
 from rtseg.data.datasets import CaseRef, list_cases, load_case, load_partial_labels
 from rtseg.data.normalization import Normalization, dataset_statistics
-from rtseg.data.plan import Plan, make_plan
+from rtseg.data.plan import Plan, make_plan, plan_in
 from rtseg.data.preprocess import Preprocessing
 from rtseg.errors import ConfigError
 
@@ -105,7 +105,7 @@ def prepare_training_data(cfg: Config, stride: int, plan: Optional[Plan | dict[s
     ``plan`` may also be the dict form a checkpoint holds (``checkpoint["plan"]``).
     """
     if isinstance(plan, dict):
-        plan = Plan.from_dict(plan, "checkpoint plan")
+        plan = plan_in(plan, "checkpoint plan")
     dataset_cfg = cfg.DATASET
     train_refs = split_refs(cfg, dataset_cfg.TRAIN_SPLIT)
     val_refs = split_refs(cfg, dataset_cfg.VAL_SPLIT) if need_val else []

@@ -23,8 +23,7 @@ from tqdm import tqdm
 from rtseg.config.loader import config_to_yaml
 from rtseg.config.schema import Config
 from rtseg.data.augment import build_augmentation
-from rtseg.data.plan import REQUIRED_KEYS as PLAN_KEYS
-from rtseg.data.plan import Plan, load_plan, save_plan
+from rtseg.data.plan import Plan, load_plan, plan_in, save_plan
 from rtseg.data.sampling import PatchDataset
 from rtseg.device import autocast, gpu_memory_report, memory_format, select_device
 from rtseg.errors import ConfigError, DataError
@@ -160,8 +159,7 @@ class Trainer:
         if self.resume is not None:
             pre, patch, plan = resume_grid(self.resume, str(self.run_dir / "checkpoints" / LAST))
             self.resumed_plan = plan  # may hold only the organ statistics (a run without DATASET.PLAN)
-            if plan and all(k in plan for k in PLAN_KEYS):
-                self.plan = Plan.from_dict(plan, "checkpoint plan")
+            self.plan = plan_in(plan, "checkpoint plan") or self.plan
             return pre, patch
         plan_key = self.cfg.DATASET.PLAN
         if self.plan is None and plan_key and plan_key != "auto":
