@@ -116,7 +116,7 @@ def test_full_disk_with_a_real_checkpoint_and_rtstruct(small_disk: Path, tmp_pat
     labels[5:40, 5:35, :] = 1
     fill(small_disk)
     assert_clean_failure(small_disk, "last.pt", big_checkpoint, previous)
-    assert torch.equal(load_checkpoint(small_disk / "last.pt")["model"]["w"], torch.load(_bytes_file(tmp_path, previous))["model"]["w"])
+    assert torch.equal(load_checkpoint(small_disk / "last.pt")["model"]["w"], torch.load(_bytes_file(tmp_path, previous), weights_only=True)["model"]["w"])
     assert_clean_failure(small_disk, "rs.dcm", lambda p: write_rtstruct(labels, ct, ["background", "body"], [(255, 0, 0)], p), None)
     with pytest.raises(WriteError, match=r"CT_0000\.dcm: cannot write \(ENOSPC"):
         write_dicom_series(volume((48, 40, 6)), small_disk / "series")
