@@ -168,7 +168,7 @@ class EnsemblePredictor:
     def _mean_on_network_grid(self, volume: Any, dtype: np.dtype | type) -> tuple[np.ndarray, np.ndarray]:
         acc: Optional[torch.Tensor] = None
         for member in self.members:
-            logits, info, box = member._network_logits(volume)
+            logits, info, box = member.network_logits(volume)
             if logits is None:  # only air: the same for every member (same grid, same threshold)
                 return member.predict_with_probabilities(volume, dtype)
             prob = torch.softmax(logits.float(), dim=0)

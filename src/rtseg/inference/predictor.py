@@ -232,7 +232,7 @@ class Predictor:
     @torch.inference_mode()
     def predict_labels(self, volume: Volume) -> np.ndarray:
         """uint8 labels on ``volume``'s grid."""
-        logits, info, box = self._network_logits(volume)
+        logits, info, box = self.network_logits(volume)
         if logits is None:
             return np.zeros(volume.shape, dtype=np.uint8)
         t0 = time.perf_counter()
@@ -254,7 +254,7 @@ class Predictor:
 
         The passes' labels measure how much the mirrored runs disagree (contour QA)."""
         passes: Optional[list[np.ndarray]] = [] if (pass_labels and self.tta) else None
-        logits, info, box = self._network_logits(volume, passes)
+        logits, info, box = self.network_logits(volume, passes)
         if logits is None:
             labels = np.zeros(volume.shape, dtype=np.uint8)
             return Prediction(labels, background_probabilities(self.bundle.n_classes, volume.shape, dtype),
@@ -266,8 +266,8 @@ class Predictor:
         self.stats.seconds["labels"] = time.perf_counter() - t0
         return Prediction(labels, probabilities, passes)
 
-    def _network_logits(self, volume: Volume, passes: Optional[list[np.ndarray]] = None
-                        ) -> tuple[Optional[torch.Tensor], GridInfo, Optional[Box]]:
+    def network_logits(self, volume: Volume, passes: Optional[list[np.ndarray]] = None
+                       ) -> tuple[Optional[torch.Tensor], GridInfo, Optional[Box]]:
         """The forward mapping, the body box and the network's logits in it (None: only air).
 
         With TTA, each mirrored pass's labels on the input grid are appended to ``passes``."""
