@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING, Callable
 
@@ -27,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "checkpoint's training statistics) unless --no-qa; CASE_prob.nii.gz with --save-probabilities; and summary.csv "
         "(case, status, seconds, error, n_flags, flag_weight, flags), the cases to review first on top. A failing case "
         "is reported and the others go on; the exit status is 1 if any case failed, 2 if every case failed on bad input "
-        "(then nothing is written). See docs/PREDICT.md.",
+        "(then nothing is written). Under `torchrun --nproc_per_node=N -m rtseg predict ...` the N processes share the "
+        "cases (one GPU each, or the CPU) and rank 0 writes the one summary.csv. See docs/PREDICT.md.",
     )
     p.add_argument("--checkpoint", required=True, nargs="+", metavar="CKPT",
                    help="checkpoint written by 'rtseg train' (.pt); several (an ensemble: their probabilities are "
@@ -111,10 +113,11 @@ def run(args: argparse.Namespace) -> int:
         nonfinite=nonfinite,
         review=review,
     )
-    n_ok = len(report.results) - len(report.failed)
-    print(f"{n_ok} of {len(report.results)} case(s) predicted; summary: {report.summary_csv}")
-    for r in report.failed:
-        print(f"rtseg predict: case {r.case} failed: {r.error}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank holds the whole batch's results: one prints
+        n_ok = len(report.results) - len(report.failed)
+        print(f"{n_ok} of {len(report.results)} case(s) predicted; summary: {report.summary_csv}")
+        for r in report.failed:
+            print(f"rtseg predict: case {r.case} failed: {r.error}", file=sys.stderr)
     return 1 if report.failed else 0
 
 

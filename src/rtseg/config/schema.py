@@ -51,6 +51,10 @@ class DatasetConfig(_Section):
     CLASS_NAMES: Optional[list[str]] = None
     PATCH_SIZE: Optional[tuple[int, int, int]] = None
     FG_OVERSAMPLE: float = Field(0.33, ge=0.0, le=1.0)
+    FG_SAMPLING: Literal["case", "class"] = Field(
+        "case", description="how an oversampled patch picks its organ: 'case' (a case, then one of its organs) or "
+        "'class' (an organ uniformly, then a case contouring it: rare or partially contoured organs as often as the others)"
+    )
     AUGMENT: bool = True
     AUGMENT_MIRROR: bool = Field(False, description="random anterior-posterior / inferior-superior mirroring (pairs with --tta)")
     SPACING: Optional[tuple[float, float, float]] = None
@@ -197,6 +201,10 @@ class TrainingConfig(_Section):
     RUNS_DIR: str = "runs"
     MEMORY_BUDGET_GIB: float = Field(4.0, gt=0.0, description="training-step memory the plan's patch size must fit")
     MAX_MINUTES: Optional[float] = Field(None, gt=0.0, description="stop training after this wall-clock budget")
+    TIME_SCHEDULE: bool = Field(
+        False, description="with MAX_MINUTES: the LR schedule follows the elapsed fraction of the budget where that is "
+        "ahead of ITER_MAX, so a run stopped by its budget ends annealed"
+    )
     NONFINITE: Literal["stop", "skip"] = Field(
         "stop", description="a NaN/inf loss or gradient: stop with an error naming the batch, or skip the step (counted)"
     )

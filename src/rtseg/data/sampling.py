@@ -22,21 +22,48 @@ class PatchParams:
     aug_seed: int
 
 
-def sample_params(rng: np.random.Generator, cases: Sequence[PreparedCase], patch: tuple[int, int, int], fg_oversample: float) -> PatchParams:
+def class_index(cases: Sequence[PreparedCase]) -> dict[int, list[int]]:
+    """class -> the cases that contour it and have voxels of it: class-balanced sampling draws from these."""
+    index: dict[int, list[int]] = {}
+    for ci, case in enumerate(cases):
+        for cls, vox in case.fg_voxels.items():
+            if case.known[cls] and len(vox):
+                index.setdefault(int(cls), []).append(ci)
+    return dict(sorted(index.items()))
+
+
+def sample_params(rng: np.random.Generator, cases: Sequence[PreparedCase], patch: tuple[int, int, int], fg_oversample: float,
+                  by_class: Optional[dict[int, list[int]]] = None) -> PatchParams:
+    """A random case and patch start; with probability ``fg_oversample`` centred near an organ voxel.
+
+    ``by_class`` (from :func:`class_index`) makes the organ draw class-balanced: an organ first, uniformly,
+    then a case contouring it, so an organ only a third of the patients contour (OpenKBP's esophagus) is
+    centred as often as one every patient has. Without it a case is drawn first, then one of its organs.
+    """
+    if by_class and rng.random() < fg_oversample:
+        classes = list(by_class)
+        cls = classes[int(rng.integers(len(classes)))]
+        ci = by_class[cls][int(rng.integers(len(by_class[cls])))]
+        return _around(rng, ci, cases[ci], cls, patch)
     ci = int(rng.integers(len(cases)))
     case = cases[ci]
     shape = np.array(case.image.shape)
     p = np.array(patch)
     known_fg = [c for c in case.fg_voxels if case.known[c]]
-    if known_fg and rng.random() < fg_oversample:
-        cls = known_fg[int(rng.integers(len(known_fg)))]
-        vox = case.fg_voxels[cls]
-        centre = vox[int(rng.integers(len(vox)))]
-        start = centre - p // 2 + rng.integers(-(p // 4), p // 4 + 1)
-        start = np.clip(start, np.minimum(0, shape - p), np.maximum(0, shape - p))
-    else:
-        hi = np.maximum(shape - p, 0)
-        start = np.array([int(rng.integers(h + 1)) for h in hi]) + np.minimum(0, (shape - p) // 2)
+    if by_class is None and known_fg and rng.random() < fg_oversample:
+        return _around(rng, ci, case, known_fg[int(rng.integers(len(known_fg)))], patch)
+    hi = np.maximum(shape - p, 0)
+    start = np.array([int(rng.integers(h + 1)) for h in hi]) + np.minimum(0, (shape - p) // 2)
+    return PatchParams(ci, tuple(int(s) for s in start), int(rng.integers(2**31 - 1)))  # type: ignore[arg-type]
+
+
+def _around(rng: np.random.Generator, ci: int, case: PreparedCase, cls: int, patch: tuple[int, int, int]) -> PatchParams:
+    """A patch containing a random voxel of class ``cls``, jittered by up to a quarter patch."""
+    shape, p = np.array(case.image.shape), np.array(patch)
+    vox = case.fg_voxels[cls]
+    centre = vox[int(rng.integers(len(vox)))]
+    start = centre - p // 2 + rng.integers(-(p // 4), p // 4 + 1)
+    start = np.clip(start, np.minimum(0, shape - p), np.maximum(0, shape - p))
     return PatchParams(ci, tuple(int(s) for s in start), int(rng.integers(2**31 - 1)))  # type: ignore[arg-type]
 
 
@@ -63,6 +90,7 @@ class PatchDataset(Dataset):
         length: int,
         seed: int = 0,
         augment: Optional[Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]] = None,
+        class_balanced: bool = False,
     ) -> None:
         if not cases:
             raise ValueError("PatchDataset needs at least one case")
@@ -72,13 +100,15 @@ class PatchDataset(Dataset):
         self.length = length
         self.seed = seed
         self.augment = augment
+        self.by_class = class_index(self.cases) if class_balanced else None
         self.pad_values = [float(c.image.min()) for c in self.cases]
 
     def __len__(self) -> int:
         return self.length
 
     def params(self, index: int) -> PatchParams:
-        return sample_params(np.random.default_rng([self.seed, index]), self.cases, self.patch, self.fg)  # type: ignore[arg-type]
+        return sample_params(np.random.default_rng([self.seed, index]), self.cases, self.patch, self.fg,  # type: ignore[arg-type]
+                             self.by_class)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         prm = self.params(index)

@@ -29,6 +29,7 @@ from rtseg.inference.bundle import InferenceBundle
 from rtseg.inference.postprocess import postprocess
 from rtseg.inference.ensemble import CheckpointArg, EnsemblePredictor, load_predictor, resolve_ensemble
 from rtseg.inference.predictor import Prediction, Predictor, plan_summary
+from rtseg.inference.shard import Shard, in_case_order
 from rtseg.io.atomic import atomic_path
 from rtseg.io.naming import image_case_id, is_label_file, prediction_file
 from rtseg.io.integrity import NonFinitePolicy
@@ -69,6 +70,8 @@ class CaseReview(Protocol):
     def columns(self, case: str) -> dict[str, Any]: ...
     def order(self, cases: Sequence[str]) -> list[str]: ...
     def finish(self, output_dir: Path, n_cases: int) -> list[Path]: ...
+    def export(self) -> dict[str, Any]: ...
+    def merge(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -258,25 +261,44 @@ def predict_path(
     if ("rtstruct" in fmts or "seg" in fmts) and all(c.kind == "nifti" for c in cases):
         log.warning("RTSTRUCT/SEG output needs DICOM series input; the NIfTI input gets none")
     roi_name_map = load_roi_name_map(roi_names) if roi_names else None
-    dev = resolve_device(device)
-    predictor = load_predictor(checkpoint, dev, overlap=overlap, tta=tta, batch_size=batch_size, compile=compile,
-                               progress=len(cases) == 1)  # one checkpoint, several, or an ensemble file / CV folder
-    if roi_name_map:
-        roi_names_for(list(predictor.bundle.class_names[1:]), roi_name_map)  # a mapping naming unknown classes fails once, here
-    opts = CaseOptions(fmts, largest_component, fill_holes, holes, roi_name_map, nonfinite)
-    reviewer = None if review is None else review(predictor.bundle)
+    shard = Shard.from_env()  # torchrun: this rank contours every N-th case
+    try:
+        dev = shard.device(resolve_device(device))
+        predictor = load_predictor(checkpoint, dev, overlap=overlap, tta=tta, batch_size=batch_size, compile=compile,
+                                   progress=len(cases) == 1)  # one checkpoint, several, or an ensemble file / CV folder
+        if roi_name_map:
+            roi_names_for(list(predictor.bundle.class_names[1:]), roi_name_map)  # a mapping naming unknown classes fails once, here
+        opts = CaseOptions(fmts, largest_component, fill_holes, holes, roi_name_map, nonfinite)
+        reviewer = None if review is None else review(predictor.bundle)
+        log.info("predicting %d case(s) on %s with %s%s", len(cases), dev, resolve_ensemble(checkpoint).source,
+                 f" (rank {shard.rank} of {shard.world_size})" if shard.enabled else "")
+        return _run_batch(predictor, cases, out, opts, reviewer, shard)
+    finally:
+        shard.close()
+
+
+def _run_batch(predictor: Predictor | EnsemblePredictor, cases: Sequence[CaseInput], out: Path, opts: CaseOptions,
+               reviewer: Optional[CaseReview], shard: Shard) -> PredictReport:
+    """This rank's cases, then every rank's results in input order; rank 0 writes the summary and index."""
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    log.info("predicting %d case(s) on %s with %s", len(cases), dev, resolve_ensemble(checkpoint).source)
-    results = [_run_case(predictor, case, out, opts, reviewer)
-               for case in tqdm(cases, desc="predict", unit="case", disable=None)]
+    mine = shard.take(cases)
+    own = [_run_case(predictor, case, out, opts, reviewer)
+           for case in tqdm(mine, desc="predict", unit="case", disable=None if shard.is_main else True)]
+    parts = shard.gather((own, reviewer.export() if reviewer is not None else None))
+    results = in_case_order([p[0] for p in parts], [c.name for c in cases])
+    if reviewer is not None and shard.enabled:
+        for _, state in parts:
+            reviewer.merge(state)
+    summary = out / SUMMARY_NAME
     if all(r.user_error for r in results):
-        if created and not any(out.iterdir()):
+        if shard.is_main and created and not any(out.iterdir()):
             out.rmdir()
         first = results[0].error
         raise DataError(first if len(results) == 1 else f"every case failed; case {results[0].case}: {first}")
-    if reviewer is not None:
-        for p in reviewer.finish(out, len(cases)):
-            log.info("batch index: %s", p)
-    summary = write_summary(results, out / SUMMARY_NAME, reviewer)
+    if shard.is_main:
+        if reviewer is not None:
+            for p in reviewer.finish(out, len(cases)):
+                log.info("batch index: %s", p)
+        write_summary(results, summary, reviewer)
     return PredictReport(results, summary)

@@ -100,6 +100,14 @@ class BatchReview:
         done = [str(q["case"]) for q in sort_cases([self.qas[c] for c in cases if c in self.qas])]
         return [c for c in cases if c not in self.qas] + done
 
+    def export(self) -> dict[str, Any]:
+        """What another predict rank needs of this one's cases for the batch's summary and index: their QA."""
+        return {"qas": self.qas}
+
+    def merge(self, state: dict[str, Any]) -> None:
+        """Take in another rank's :meth:`export` (torchrun batch prediction; rank 0 writes summary and index)."""
+        self.qas.update(state["qas"])
+
     def finish(self, output_dir: Path, n_cases: int) -> list[Path]:
         """The batch's index page (``html`` and more than one case)."""
         if not self.html or n_cases < 2 or not self.qas:

@@ -192,6 +192,15 @@ def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def max_over_ranks(value: float, info: DistInfo, device: torch.device) -> float:
+    """The largest value any rank holds, on every rank: budget decisions (stop, LR) must agree."""
+    if not info.enabled:
+        return value
+    t = torch.tensor(value, dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """In place; every rank must call it, also one with nothing to contribute (a zero tensor)."""
     if info.enabled:

@@ -122,5 +122,23 @@ def lr_factor_fn(cfg: SchedulerConfig, base_lr: float = 1.0, key: str = "TRAININ
     return factor
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, iter_max: Optional[int] = None) -> LambdaLR:
-    return LambdaLR(optimizer, lr_factor_fn(cfg, float(optimizer.param_groups[0]["lr"]), iter_max=iter_max))
+class ScheduleClock:
+    """The schedule's idea of progress: the iteration, or further on where a wall-clock budget runs ahead of it.
+
+    With TRAINING.TIME_SCHEDULE a MAX_MINUTES run sets ``ahead`` to the elapsed fraction of its budget times
+    ITER_MAX, so the LR anneals to its end value when the budget ends, however many iterations fitted.
+    """
+
+    def __init__(self) -> None:
+        self.ahead = 0
+
+    def __call__(self, it: int) -> int:
+        return max(it, self.ahead)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, iter_max: Optional[int] = None,
+                    clock: Optional[ScheduleClock] = None) -> LambdaLR:
+    factor = lr_factor_fn(cfg, float(optimizer.param_groups[0]["lr"]), iter_max=iter_max)
+    if clock is None:
+        return LambdaLR(optimizer, factor)
+    return LambdaLR(optimizer, lambda it: factor(clock(it)))

@@ -37,11 +37,11 @@ from rtseg.training.adversarial import build_adversary
 from rtseg.training.checkpoint import (BEST, LAST, TrainState, load_init_weights, read_resume, resume_grid,
                                        save_training_checkpoint)
 from rtseg.training.data_setup import TrainingData, check_patch, plan_for, prepare_training_data
-from rtseg.training.distributed import (DistInfo, all_reduce_sum, any_rank, barrier, broadcast_object, init_distributed,
+from rtseg.training.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_object, init_distributed, max_over_ranks,
                                         shutdown, sync_buffers, wrap_ddp)
 from rtseg.training.guards import FiniteGuard
 from rtseg.training.losses import SegmentationLoss, frequency_weights
-from rtseg.training.optim import build_optimizer, build_scheduler
+from rtseg.training.optim import ScheduleClock, build_optimizer, build_scheduler
 from rtseg.training.run_log import RunLog, improved
 from rtseg.training.validate import validate
 
@@ -134,7 +134,8 @@ class Trainer:
         if early_patch is not None:
             check_patch(early_patch, stride, training_cfg.BATCH_SIZE, self.cfg.MODEL.NAME)
         optimizer = build_optimizer(model.parameters(), training_cfg.OPTIM)
-        scheduler = build_scheduler(optimizer, training_cfg.LR_SCHEDULER, training_cfg.ITER_MAX)
+        self.clock = ScheduleClock() if training_cfg.TIME_SCHEDULE and training_cfg.MAX_MINUTES else None
+        scheduler = build_scheduler(optimizer, training_cfg.LR_SCHEDULER, training_cfg.ITER_MAX, self.clock)
         self.state = TrainState(model, optimizer, scheduler, build_adversary(self.cfg))
         # -- the config is accepted: the run directory, then data
         self.run_dir = _prepare_run_dir(self.cfg, self.run_dir, self.dist_info)
@@ -199,7 +200,7 @@ class Trainer:
         length = training_cfg.ITER_MAX * training_cfg.BATCH_SIZE * dist_info.world_size
         augment = build_augmentation(dataset_cfg.AUGMENT_MIRROR) if dataset_cfg.AUGMENT else None
         dataset = PatchDataset(self.data.train, self.data.patch_size, dataset_cfg.FG_OVERSAMPLE, length=length,
-                               seed=training_cfg.SEED, augment=augment)
+                               seed=training_cfg.SEED, augment=augment, class_balanced=dataset_cfg.FG_SAMPLING == "class")
         self.loader = _Loader(dataset, training_cfg.BATCH_SIZE, training_cfg.WORKERS, self.state.iteration, dist_info,
                               training_cfg.SEED)
         self.config_dict = self.cfg.model_dump(mode="json")
@@ -291,7 +292,7 @@ class Trainer:
             it = self.state.iteration
             if it % training_cfg.PRINT_INTERVAL == 0 or it == total:
                 self.report(t0, start)
-            out_of_time = deadline is not None and any_rank(time.monotonic() > deadline, dist_info, self.device)  # unanimous
+            out_of_time = deadline is not None and self._budget_used(deadline) >= 1.0
             if it % training_cfg.VAL_INTERVAL == 0 or it == total or out_of_time:
                 self.validate()
                 self.save(LAST)
@@ -304,6 +305,14 @@ class Trainer:
                 break
         self.bar.close()
         return self.finish(time.monotonic() - t0, stopped_early)
+
+    def _budget_used(self, deadline: float) -> float:
+        """Fraction of MAX_MINUTES spent, the same on every rank; moves the LR schedule's clock on (TIME_SCHEDULE)."""
+        budget = self.training_cfg.MAX_MINUTES * 60  # type: ignore[operator]
+        used = max_over_ranks(1.0 - (deadline - time.monotonic()) / budget, self.dist_info, self.device)
+        if self.clock is not None:
+            self.clock.ahead = int(used * self.training_cfg.ITER_MAX)
+        return used
 
     def finish(self, seconds: float, stopped_early: bool) -> dict[str, Any]:
         """The summary (every rank), history.json, metrics.json, curves (rank 0)."""
