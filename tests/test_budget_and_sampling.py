@@ -120,3 +120,34 @@ def test_a_budgeted_run_ends_annealed_only_with_the_time_schedule(tmp_path, monk
         assert lrs[-1] < 0.15 * 0.01 and all(a >= b for a, b in zip(lrs, lrs[1:]))
     else:  # poly aimed at ITER_MAX = 10000: still at the peak when the budget stops the run
         assert lrs[-1] > 0.99 * 0.01
+
+
+def test_channels_last_always_trains_in_ndhwc_on_the_cpu(tmp_path, monkeypatch) -> None:
+    """CHANNELS_LAST 'always': the CPU step runs in channels-last 3D (faster for narrow U-Nets) with the same losses."""
+    import rtseg.training.trainer as trainer
+    from rtseg.config.loader import config_from_dict
+    from rtseg.device import memory_format
+    from synth import make_legacy_npy_dataset
+
+    cpu = torch.device("cpu")
+    assert memory_format(cpu, "always") == torch.channels_last_3d
+    assert memory_format(cpu, True, force=False) == torch.contiguous_format  # true: the GPU path only
+    assert memory_format(cpu, False, force=True) == torch.contiguous_format
+    chosen: list[torch.memory_format] = []
+
+    def spy(device: torch.device, channels_last, force=None):  # type: ignore[no-untyped-def]
+        chosen.append(memory_format(device, channels_last, force))
+        return chosen[-1]
+
+    monkeypatch.setattr(trainer, "memory_format", spy)
+    data = make_legacy_npy_dataset(tmp_path / "data", n_train=2, n_val=1, n_test=0, shape=(24, 24, 24))
+    losses = {}
+    for fmt in ("always", False):
+        cfg = config_from_dict({
+            "CUDA": False, "MODEL": {"BASE_FILTERS": 4}, "DATASET": {"PATH": str(data), "N_CLASSES": 6, "AUGMENT": False},
+            "TRAINING": {"BATCH_SIZE": 1, "PRINT_INTERVAL": 1, "VAL_INTERVAL": 3, "ITER_MAX": 3, "AMP": False,
+                         "RUNS_DIR": str(tmp_path / "runs"), "CHANNELS_LAST": fmt}})
+        summary = trainer.fit(cfg, f"cl_{fmt}")
+        losses[fmt] = [v for _, v in json.loads((Path(summary["run_dir"]) / "history.json").read_text())["train_loss"]]
+    assert chosen == [torch.channels_last_3d, torch.contiguous_format]
+    assert len(losses["always"]) == 3 and np.allclose(losses["always"], losses[False], rtol=1e-3)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import ContextManager, Optional
+from typing import ContextManager, Optional, Union
 
 import torch
 
@@ -57,9 +57,12 @@ def autocast(device: torch.device, enabled: bool, force: Optional[bool] = None) 
     return contextlib.nullcontext()
 
 
-def memory_format(device: torch.device, channels_last: bool, force: Optional[bool] = None) -> torch.memory_format:
-    """channels-last 3D on the fast path when ``channels_last`` (TRAINING.CHANNELS_LAST), else contiguous."""
-    return torch.channels_last_3d if channels_last and gpu_path(device, force) else torch.contiguous_format
+def memory_format(device: torch.device, channels_last: Union[bool, str], force: Optional[bool] = None) -> torch.memory_format:
+    """channels-last 3D on the fast path when ``channels_last`` (TRAINING.CHANNELS_LAST) is true, on every device
+    when it is ``"always"``; else contiguous."""
+    if channels_last == "always":
+        return torch.channels_last_3d
+    return torch.channels_last_3d if channels_last is True and gpu_path(device, force) else torch.contiguous_format
 
 
 def gpu_memory_report(device: torch.device) -> str:
