@@ -32,7 +32,7 @@ DATA = ROOT.parent / "shared" / "data" / "openkbp" / "train"
 
 BASE = ["CUDA=false", "MODEL.BASE_FILTERS=8", "DATASET.PATCH_SIZE=[64,64,64]", "TRAINING.ITER_MAX=3000",
         "TRAINING.LR_SCHEDULER.max_iter=3000", "TRAINING.TIME_SCHEDULE=true", "TRAINING.VAL_INTERVAL=100000",
-        "TRAINING.VAL_OVERLAP=0.25", "TRAINING.WORKERS=0", "TRAINING.PRINT_INTERVAL=50"]
+        "TRAINING.VAL_OVERLAP=0", "TRAINING.CHANNELS_LAST=always", "TRAINING.WORKERS=0", "TRAINING.PRINT_INTERVAL=50"]
 VARIANTS: dict[str, list[str]] = {
     "baseline": [],
     "sampling": ["DATASET.FG_SAMPLING=class", "DATASET.FG_OVERSAMPLE=0.67"],
@@ -43,7 +43,7 @@ VARIANTS: dict[str, list[str]] = {
     "deep_supervision": ["MODEL.DEEP_SUPERVISION=true"],
 }
 DESCRIPTION = {
-    "baseline": "README command: 8 filters, 64^3 patches x 2, FG_OVERSAMPLE 0.5 by case, Dice+CE, AdamW 2e-3, poly",
+    "baseline": "8 filters, 64^3 patches x 2, FG_OVERSAMPLE 0.5 by case, Dice+CE, AdamW 2e-3, poly to the budget, NDHWC",
     "sampling": "organ drawn first, uniformly, then a case contouring it (FG_SAMPLING class), FG_OVERSAMPLE 0.67",
     "loss": "Dice + CE with inverse-sqrt class-frequency weights (dice_ce_weighted)",
     "patch": "48^3 patches x 4 (more, smaller patches per second)",

@@ -6,6 +6,7 @@ Prints voxels/s, peak memory and the ratio per model.
     python benchmarks/train_step.py                 # auto device
     python benchmarks/train_step.py --compile       # also torch.compile on GPU
     python benchmarks/train_step.py --figures figures.jsonl   # also one JSON line per figure
+    python benchmarks/train_step.py --base-filters 8 --batch 2 --channels-last always   # CPU NDHWC (TRAINING.CHANNELS_LAST)
 """
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ def peak_mem_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def time_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, rtseg_way: bool, steps: int, warmup: int) -> float:
-    fmt = memory_format(device, rtseg_way)
+def time_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, rtseg_way: bool, steps: int,
+               warmup: int, channels_last: "bool | str" = True) -> float:
+    fmt = memory_format(device, channels_last if rtseg_way else False)
     model = model.to(device).to(memory_format=fmt).train()
     if rtseg_way and device.type == "cuda":
         opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
@@ -72,7 +74,10 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile the rtseg model (GPU)")
     ap.add_argument("--models", nargs="+", default=["ResUnet_3D", "Deeper_ResUnet_3D"])
     ap.add_argument("--figures", metavar="JSONL", help="append each figure as a JSON line to this file")
+    ap.add_argument("--channels-last", choices=["true", "always"], default="true",
+                    help="rtseg's TRAINING.CHANNELS_LAST: true (GPU path only, the default) or always (the CPU too)")
     args = ap.parse_args()
+    channels_last: "bool | str" = True if args.channels_last == "true" else "always"
     device = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     size = args.size or (128 if device.type == "cuda" else 64)
     batch = args.batch or (2 if device.type == "cuda" else 1)
@@ -94,12 +99,14 @@ def main() -> None:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
             t_way = time.perf_counter()
-            sec = time_steps(model, x, y, device, way == "rtseg", steps, warmup=2 if device.type == "cpu" else 5)
+            sec = time_steps(model, x, y, device, way == "rtseg", steps, warmup=2 if device.type == "cpu" else 5,
+                             channels_last=channels_last)
             results[way] = sec
             peak = peak_mem_gib(device)
             print(f"{mname:<20}{way:<8}{sec:>9.3f}{batch * size**3 / sec / 1e6:>9.2f}{peak:>10.2f}")
             tag = f"train_step.{mname}{'.compiled' if way == 'rtseg' and args.compile else ''}.{way}"
-            extra = {"device": name, "input": f"{batch}x1x{size}^3", "base_filters": args.base_filters}
+            extra = {"device": name, "input": f"{batch}x1x{size}^3", "base_filters": args.base_filters,
+                     "channels_last": args.channels_last}
             record(args.figures, f"{tag}.s_per_step", sec, "s", time.perf_counter() - t_way, **extra)
             record(args.figures, f"{tag}.peak_memory", peak, "GiB", time.perf_counter() - t_way, **extra)
             del model
