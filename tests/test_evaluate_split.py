@@ -72,3 +72,20 @@ def test_class_count_mismatch_names_the_checkpoint(setup) -> None:
                            "<test>")
     with pytest.raises(ConfigError, match=r"N_CLASSES is 6 but checkpoint .*model.pt predicts 3 classes"):
         predict_and_score(Predictor(load_model(ckpt)), cfg.DATASET, "val")
+
+
+def test_val_with_clean_up_scores_what_predict_would_write(setup, tmp_path: Path) -> None:
+    """--largest-component / --fill-holes: the scored labels are predict's post-processed labels."""
+    from rtseg.inference.postprocess import postprocess
+
+    root, ckpt = setup
+    cfg = config(root)
+    predictor = Predictor(load_model(ckpt), amp=cfg.TRAINING.AMP)
+    raw = predict_and_score(predictor, cfg.DATASET, "val", on_case=lambda ref, ct, gt, pred: write_nifti(
+        pred.with_array(postprocess(pred.array, True, True)), tmp_path / "pred" / prediction_file(ref.case_id)))
+    result = evaluate_split(cfg, ckpt, "val", tmp_path / "val", torch.device("cpu"), largest_component=True,
+                            fill_holes=True)
+    assert result["largest_component"] and result["fill_holes"]
+    evaluate_folders(tmp_path / "pred", root / "val", NAMES, tmp_path / "evaluate", plots=False)
+    assert (tmp_path / "val" / "val_per_case.csv").read_text() == (tmp_path / "evaluate" / CSV_NAME).read_text()
+    assert raw.rows != predict_and_score(predictor, cfg.DATASET, "val", largest_component=True).rows  # it changed something

@@ -22,6 +22,7 @@ from rtseg.errors import ConfigError
 from rtseg.evaluation.confusion import ConfusionMatrix
 from rtseg.evaluation.report import write_long_csv
 from rtseg.evaluation.surface import case_metrics
+from rtseg.inference.postprocess import postprocess
 from rtseg.inference.predictor import Predictor, load_model
 from rtseg.io.jsonfile import write_json
 from rtseg.io.volume import Volume
@@ -43,8 +44,10 @@ class SplitScores:
 
 
 def predict_and_score(predictor: Predictor, dataset: DatasetConfig, split: str,
-                      on_case: Optional[CaseHook] = None) -> SplitScores:
-    """Predict every case of ``split`` and score it against its labels (partial labels respected)."""
+                      on_case: Optional[CaseHook] = None, largest_component: bool = False,
+                      fill_holes: bool = False) -> SplitScores:
+    """Predict every case of ``split`` and score it against its labels (partial labels respected), after the
+    clean-up ``rtseg predict`` would apply with the same options."""
     bundle = predictor.bundle
     if bundle.n_classes != dataset.N_CLASSES:
         raise ConfigError(f"DATASET.N_CLASSES is {dataset.N_CLASSES} but checkpoint "
@@ -57,6 +60,8 @@ def predict_and_score(predictor: Predictor, dataset: DatasetConfig, split: str,
     for ref in tqdm(refs, desc=split, unit="case"):
         ct, gt = load_case(ref, dataset.N_CLASSES)
         pred = predictor.predict(ct)
+        if largest_component or fill_holes:
+            pred = pred.with_array(postprocess(pred.array, largest_component, fill_holes))
         present = set(known[ref.case_id]) if ref.case_id in known else None
         known_mask = None
         if present is not None:
@@ -70,12 +75,13 @@ def predict_and_score(predictor: Predictor, dataset: DatasetConfig, split: str,
 
 
 def evaluate_split(cfg: Config, checkpoint: str | Path, split: str, out_dir: Path, device: torch.device,
-                   overlap: float = 0.5, tta: bool = False) -> dict[str, Any]:
+                   overlap: float = 0.5, tta: bool = False, largest_component: bool = False,
+                   fill_holes: bool = False) -> dict[str, Any]:
     """``<split>_metrics.json`` (the seed's metrics) and ``<split>_per_case.csv`` (``rtseg evaluate``'s format)."""
     predictor = Predictor(load_model(checkpoint, device), device, overlap=overlap, tta=tta, amp=cfg.TRAINING.AMP)
-    scores = predict_and_score(predictor, cfg.DATASET, split)
+    scores = predict_and_score(predictor, cfg.DATASET, split, largest_component=largest_component, fill_holes=fill_holes)
     result: dict[str, Any] = {"split": split, "checkpoint": str(checkpoint), "n_cases": len(scores.cases),
-                              **scores.confusion}
+                              "largest_component": largest_component, "fill_holes": fill_holes, **scores.confusion}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(result, out_dir / f"{split}_metrics.json")
     if scores.rows:
