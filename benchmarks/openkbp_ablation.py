@@ -41,7 +41,11 @@ VARIANTS: dict[str, list[str]] = {
     "spacing": ["DATASET.SPACING=[5.0,5.0,3.0]"],
     "schedule": ["TRAINING.OPTIM.lr=0.005"],
     "deep_supervision": ["MODEL.DEEP_SUPERVISION=true"],
+    "combined": ["DATASET.FG_SAMPLING=class", "DATASET.FG_OVERSAMPLE=0.67", "TRAINING.LOSS_FUNC.name=dice_ce_weighted",
+                 "DATASET.PATCH_SIZE=[48,48,48]", "TRAINING.BATCH_SIZE=4"],
 }
+#: variants also scored after each organ's largest connected component is kept (rtseg val --largest-component)
+ALSO_LARGEST_COMPONENT = ("combined",)
 DESCRIPTION = {
     "baseline": "8 filters, 64^3 patches x 2, FG_OVERSAMPLE 0.5 by case, Dice+CE, AdamW 2e-3, poly to the budget, NDHWC",
     "sampling": "organ drawn first, uniformly, then a case contouring it (FG_SAMPLING class), FG_OVERSAMPLE 0.67",
@@ -50,10 +54,11 @@ DESCRIPTION = {
     "spacing": "plan spacing 5 x 5 x 3 mm instead of the median 3.9 x 3.9 x 2.5 mm",
     "schedule": "AdamW peak LR 5e-3 instead of 2e-3",
     "deep_supervision": "deep supervision on (losses at 1, 1/2, 1/4 with weights 4/7, 2/7, 1/7)",
+    "combined": "sampling + loss + patch together",
 }
 
 
-def commands(name: str, minutes: float, out: Path) -> tuple[list[str], list[str]]:
+def commands(name: str, minutes: float, out: Path) -> list[list[str]]:
     run = out / name
     sets = BASE + [f"TRAINING.MAX_MINUTES={minutes}"] + VARIANTS[name]
     train = [sys.executable, "-m", "rtseg", "train", "-c", str(CONFIG), "--run-dir", str(run)]
@@ -61,24 +66,26 @@ def commands(name: str, minutes: float, out: Path) -> tuple[list[str], list[str]
         train += ["--set", s]
     val = [sys.executable, "-m", "rtseg", "val", "-c", str(CONFIG), "--checkpoint", str(run / "checkpoints" / "best.pt"),
            "--set", "CUDA=false", "--overlap", "0.25", "--out", str(run)]
-    return train, val
+    cmds = [train, val]
+    if name in ALSO_LARGEST_COMPONENT:
+        cmds.append(val[:-1] + [str(run / "largest_component"), "--largest-component"])
+    return cmds
 
 
 def start(name: str, minutes: float, out: Path, threads: int) -> subprocess.Popen[bytes]:
-    train, val = commands(name, minutes, out)
     (out / name).mkdir(parents=True, exist_ok=True)
-    script = " && ".join(" ".join(f"'{a}'" for a in cmd) for cmd in (train, val))
+    script = " && ".join(" ".join(f"'{a}'" for a in cmd) for cmd in commands(name, minutes, out))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "PYTHONPATH": str(ROOT / "src")}
     log = open(out / f"{name}.log", "wb")
     return subprocess.Popen(["bash", "-c", script], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def score(run: Path) -> dict[str, Any]:
-    """Per organ: mean Dice and median HD95 over the cases contouring it (val_per_case.csv)."""
+def score(run: Path, scored: Path) -> dict[str, Any]:
+    """Per organ: mean Dice and median HD95 over the cases contouring it (``scored``/val_per_case.csv)."""
     dice: dict[str, list[float]] = {}
     hd95: dict[str, list[float]] = {}
-    with open(run / "val_per_case.csv", newline="", encoding="utf-8") as fh:
+    with open(scored / "val_per_case.csv", newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             v = float(row["value"]) if row["value"] else math.nan
             if row["metric"] == "dice":
@@ -129,10 +136,12 @@ def main() -> int:
     done = args.out / "ablation.json"
     previous = json.loads(done.read_text()) if done.exists() else {}
     for name in VARIANTS:
-        if (args.out / name / "val_per_case.csv").exists():
-            results[name] = {**score(args.out / name), "change": DESCRIPTION[name]}
-        elif name in previous:
-            results[name] = previous[name]
+        run = args.out / name
+        for label, scored in ((name, run), (f"{name} + largest component", run / "largest_component")):
+            if (scored / "val_per_case.csv").exists():
+                results[label] = {**score(run, scored), "change": DESCRIPTION[name]}
+            elif label in previous:
+                results[label] = previous[label]
     done.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     return 0
