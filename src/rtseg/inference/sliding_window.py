@@ -136,8 +136,8 @@ def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> i
 
 def inference_memory_format(device: torch.device, channels_last: bool) -> torch.memory_format:
     """``rtseg.device.memory_format``, except that inference on the CPU keeps channels-last when asked:
-    oneDNN runs these 3D convolutions ~1.6x faster in NDHWC at inference (docs/PERFORMANCE.md),
-    where a CPU training step is not faster (the rule ``rtseg.device`` encodes)."""
+    oneDNN runs these 3D convolutions ~1.6x faster in NDHWC at inference (docs/PERFORMANCE.md); for
+    training on the CPU it depends on the width, so there TRAINING.CHANNELS_LAST must say ``always``."""
     if device.type == "cpu" and channels_last:
         return torch.channels_last_3d
     return memory_format(device, channels_last)
