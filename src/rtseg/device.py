@@ -8,6 +8,7 @@ Every caller (trainer, validation, Predictor) goes through ``autocast`` and ``me
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 import logging
 import os
 from typing import ContextManager, Optional, Union
@@ -71,3 +72,33 @@ def gpu_memory_report(device: torch.device) -> str:
     peak = torch.cuda.max_memory_allocated(device) / 2**30
     total = torch.cuda.get_device_properties(device).total_memory / 2**30
     return f"GPU peak memory {peak:.2f} GiB of {total:.1f} GiB ({torch.cuda.get_device_name(device)})"
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place among the processes torchrun started (training ranks, predict shards)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def env_int(name: str, default: Optional[int] = None) -> int:
+    """An integer torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK); ``default`` where it may be absent."""
+    raw = os.environ.get(name)
+    if raw is None:
+        if default is None:
+            raise ConfigError(f"environment variable {name} is not set; launch with torchrun")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r}: expected an integer (set by torchrun)") from None

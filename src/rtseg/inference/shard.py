@@ -8,13 +8,12 @@ torchrun's environment (WORLD_SIZE unset or 1) everything here is a no-op.
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Optional, Sequence, TypeVar
 
 import torch
 
+from rtseg.device import DistInfo, env_int
 from rtseg.errors import ConfigError
 
 log = logging.getLogger("rtseg")
@@ -23,31 +22,16 @@ T = TypeVar("T")
 GATHER_TIMEOUT = timedelta(hours=24)
 
 
-def _env_int(name: str, default: int) -> int:
-    text = os.environ.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"environment variable {name}={text!r}: expected an integer (set by torchrun)") from None
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This process's rank among ``world_size`` predict processes."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
+class Shard(DistInfo):
+    """This process's rank among ``world_size`` predict processes, and what it does with it."""
 
     @classmethod
     def from_env(cls) -> "Shard":
         """torchrun's RANK / WORLD_SIZE / LOCAL_RANK; joins the process group when there are several."""
-        world = _env_int("WORLD_SIZE", 1)
+        world = env_int("WORLD_SIZE", 1)
         if world <= 1:
             return cls()
-        shard = cls(_env_int("RANK", 0), world, _env_int("LOCAL_RANK", 0))
+        shard = cls(env_int("RANK", 0), world, env_int("LOCAL_RANK", 0))
         if not 0 <= shard.rank < world:
             raise ConfigError(f"RANK={shard.rank}: expected 0..{world - 1} for WORLD_SIZE={world}")
         import torch.distributed as dist
@@ -55,14 +39,6 @@ class Shard:
         if not dist.is_initialized():
             dist.init_process_group("gloo", timeout=GATHER_TIMEOUT)
         return shard
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
     def device(self, device: torch.device) -> torch.device:
         """A CUDA device without an index becomes this rank's local GPU (one GPU per rank)."""

@@ -9,32 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from rtseg.device import DistInfo, env_int as _env_int
 from rtseg.errors import ConfigError
 
 log = logging.getLogger("rtseg")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 def launched_by_torchrun() -> bool:
@@ -44,18 +29,6 @@ def launched_by_torchrun() -> bool:
 def is_main_process() -> bool:
     """Rank 0, or not launched by torchrun at all: for printing results once (usable before/after fit)."""
     return os.environ.get("RANK", "0") == "0"
-
-
-def _env_int(name: str, default: int | None = None) -> int:
-    raw = os.environ.get(name)
-    if raw is None:
-        if default is None:
-            raise ConfigError(f"environment variable {name} is not set; launch with torchrun")
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"environment variable {name}={raw!r}: expected an integer (set by torchrun)") from None
 
 
 def init_distributed(parallel: bool, want_cuda: bool) -> DistInfo:
