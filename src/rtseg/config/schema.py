@@ -171,6 +171,10 @@ class LossConfig(_Section):
     dice_weight: float = Field(1.0, ge=0.0)
     ce_weight: float = Field(1.0, ge=0.0)
     focal_gamma: float = Field(2.0, ge=0.0)
+    prior_correction: bool = Field(
+        True, description="class-weighted losses: subtract log(weight) from the logits at inference and validation "
+        "(logit adjustment), undoing the over-segmentation the weights train in; false keeps the weighted model's bias"
+    )
 
     @field_validator("name")
     @classmethod

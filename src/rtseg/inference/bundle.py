@@ -18,11 +18,14 @@ from rtseg.data.preprocess import Preprocessing
 from rtseg.errors import DataError
 from rtseg.io.checkpoint import load_checkpoint, save_checkpoint
 from rtseg.labels import RGB
+from rtseg.models.blocks import LogitOffset
 from rtseg.models.spec import build_model
 
 BUNDLE_VERSION = 2
 REQUIRED_KEYS = ("model_spec", "class_names", "colors", "preprocessing", "patch_size")
 CALIBRATION_KEY = "calibration"
+PRIOR_KEY = "prior_correction"
+"""``extras[PRIOR_KEY]``: ``logit_offset`` per class (-log of the loss's class weights) and the loss it undoes."""
 """``extras[CALIBRATION_KEY]``: the softmax temperature fitted by ``rtseg calibrate`` and how it was measured."""
 
 
@@ -59,6 +62,26 @@ class InferenceBundle:
         if not (t > 0 and t < float("inf")):
             raise DataError(f"checkpoint extras.{CALIBRATION_KEY}.temperature = {value!r}: expected a positive number")
         return t
+
+    @property
+    def logit_offset(self) -> Optional[tuple[float, ...]]:
+        """Per-class offset added to the network's logits (prior correction of a class-weighted loss), or None."""
+        entry = self.extras.get(PRIOR_KEY)
+        if not entry:
+            return None
+        values = entry.get("logit_offset") if isinstance(entry, dict) else None
+        try:
+            offset = tuple(float(v) for v in values)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            offset = ()
+        if len(offset) != self.n_classes or not all(abs(v) < float("inf") for v in offset):
+            raise DataError(f"checkpoint extras.{PRIOR_KEY}.logit_offset = {values!r}: expected {self.n_classes} finite numbers")
+        return offset
+
+    def with_prior_correction(self, class_weights: "torch.Tensor", loss: str) -> "InferenceBundle":
+        """A copy that undoes the loss's class weights at inference: logits - log(weight)."""
+        offset = [-float(v) for v in torch.log(class_weights.double())]
+        return replace(self, extras={**self.extras, PRIOR_KEY: {"logit_offset": offset, "loss": loss}})
 
     def with_calibration(self, calibration: dict[str, Any]) -> "InferenceBundle":
         """A copy whose extras hold ``calibration`` (must contain ``temperature``)."""
@@ -109,7 +132,8 @@ class InferenceBundle:
         except (ValueError, RuntimeError, KeyError, TypeError) as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise DataError(f"{source}: cannot rebuild the model from its checkpoint ({first})") from None
-        return model.eval()
+        offset = self.logit_offset
+        return (LogitOffset(model, offset) if offset is not None else model).eval()
 
 
 def save_bundle(path: str | os.PathLike[str], bundle: InferenceBundle, weights: dict[str, torch.Tensor],

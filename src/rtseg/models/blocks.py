@@ -146,3 +146,17 @@ class DecoderNet(nn.Module):
 def first_logits(out: Logits) -> torch.Tensor:
     """The full-resolution logits of a model's output (a tensor, or deep supervision's list)."""
     return out if isinstance(out, torch.Tensor) else out[0]
+
+
+class LogitOffset(nn.Module):
+    """``backbone``'s logits plus a fixed per-class offset: how a class-weighted model's prior is undone at
+    inference (``log p_c = log q_c - log w_c`` up to a constant, for the weights ``w`` it was trained with)."""
+
+    def __init__(self, backbone: nn.Module, offset: Sequence[float]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("offset", torch.tensor([float(v) for v in offset]).view(1, -1, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = first_logits(self.backbone(x))
+        return out + self.offset.to(out.dtype)

@@ -30,7 +30,7 @@ from rtseg.errors import ConfigError, DataError
 from rtseg.inference.bundle import InferenceBundle
 from rtseg.io.atomic import atomic_path
 from rtseg.io.jsonfile import write_json
-from rtseg.models.blocks import first_logits
+from rtseg.models.blocks import LogitOffset, first_logits
 from rtseg.models.spec import build_model, model_spec, model_stride
 from rtseg.review.training_stats import plan_with_organ_stats
 from rtseg.training.adversarial import build_adversary
@@ -184,6 +184,9 @@ class Trainer:
         plan = plan_with_organ_stats(self.cfg, plan, self.run_dir / "plan.json" if self.dist_info.is_main else None)
         self.bundle = InferenceBundle(self.spec, tuple(dataset_cfg.class_names()), tuple(dataset_cfg.colors()),
                                       data.preprocessing, data.patch_size, plan)
+        loss_cfg = self.training_cfg.LOSS_FUNC
+        if weights is not None and loss_cfg.prior_correction:
+            self.bundle = self.bundle.with_prior_correction(weights, loss_cfg.name)  # validation and inference undo it
         return data
 
     def _setup_loop(self) -> None:
@@ -259,7 +262,9 @@ class Trainer:
         dist_info, state, training_cfg = self.dist_info, self.state, self.training_cfg
         cases = self.data.val[dist_info.rank :: dist_info.world_size]  # may be empty: the all_reduce below still runs
         sync_buffers(state.model, dist_info)  # every rank validates rank 0's BatchNorm statistics (the checkpoint's)
-        cm = validate(state.model, cases, self.data.patch_size, self.cfg.DATASET.N_CLASSES, self.device,
+        offset = self.bundle.logit_offset
+        net = LogitOffset(state.model, offset).to(self.device) if offset is not None else state.model  # as inference sees it
+        cm = validate(net, cases, self.data.patch_size, self.cfg.DATASET.N_CLASSES, self.device,
                       training_cfg.VAL_OVERLAP, training_cfg.AMP, memory_format=self.memory_format)
         all_reduce_sum(cm.matrix, dist_info)
         metrics = cm.compute(self.cfg.DATASET.class_names())
