@@ -9,6 +9,9 @@ with `--threads` torch threads each.
     python benchmarks/openkbp_ablation.py --minutes 15 --threads 1 --parallel 2 --out /tmp/abl
     python benchmarks/openkbp_ablation.py --only baseline sampling --minutes 15 --out /tmp/abl
 
+The class-weighted rows run with `prior_correction=false`, as they were measured (before the
+correction existed); `benchmarks/prior_correction.py` scores one checkpoint with and without it.
+
 Prints a Markdown table (mean Dice per organ, mean over organs, iterations) and writes
 <out>/ablation.json. Needs ../shared/data/openkbp.
 """
@@ -36,13 +39,13 @@ BASE = ["CUDA=false", "MODEL.BASE_FILTERS=8", "DATASET.PATCH_SIZE=[64,64,64]", "
 VARIANTS: dict[str, list[str]] = {
     "baseline": [],
     "sampling": ["DATASET.FG_SAMPLING=class", "DATASET.FG_OVERSAMPLE=0.67"],
-    "loss": ["TRAINING.LOSS_FUNC.name=dice_ce_weighted"],
+    "loss": ["TRAINING.LOSS_FUNC.name=dice_ce_weighted", "TRAINING.LOSS_FUNC.prior_correction=false"],
     "patch": ["DATASET.PATCH_SIZE=[48,48,48]", "TRAINING.BATCH_SIZE=4"],
     "spacing": ["DATASET.SPACING=[5.0,5.0,3.0]"],
     "schedule": ["TRAINING.OPTIM.lr=0.005"],
     "deep_supervision": ["MODEL.DEEP_SUPERVISION=true"],
     "combined": ["DATASET.FG_SAMPLING=class", "DATASET.FG_OVERSAMPLE=0.67", "TRAINING.LOSS_FUNC.name=dice_ce_weighted",
-                 "DATASET.PATCH_SIZE=[48,48,48]", "TRAINING.BATCH_SIZE=4"],
+                 "TRAINING.LOSS_FUNC.prior_correction=false", "DATASET.PATCH_SIZE=[48,48,48]", "TRAINING.BATCH_SIZE=4"],
 }
 #: variants also scored after each organ's largest connected component is kept (rtseg val --largest-component)
 ALSO_LARGEST_COMPONENT = ("combined",)
