@@ -107,3 +107,20 @@ def test_cli_export_and_errors(ckpt: Path, tmp_path: Path, capsys) -> None:
         cli_main.main(["export", "--checkpoint", str(ckpt), "--format", "tflite", "--out", str(tmp_path / "x")])
     with pytest.raises(ConfigError, match="folder"):
         export_model(ckpt, tmp_path, format="onnx")
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_export_of_a_class_weighted_model_carries_its_prior_correction(ckpt: Path, tmp_path: Path) -> None:
+    """The exported graph already adds -log(w): its logits are the corrected ones rtseg predicts with."""
+    from rtseg.inference.bundle import load_bundle
+
+    bundle, weights, _ = load_bundle(ckpt)
+    weighted = tmp_path / "weighted.pt"
+    save_bundle(weighted, bundle.with_prior_correction(torch.tensor([0.05, 3.0, 1.2]), "dice_ce_weighted"), weights)
+    out = export_model(weighted, tmp_path / "model.ts", format="torchscript")
+    x = np.random.default_rng(2).normal(size=(1, 1, 16, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        got = torch.jit.load(str(out))(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, reference(weighted, x), atol=ATOL, rtol=0)
+    shift = got - reference(ckpt, x)  # against the same weights without the correction
+    np.testing.assert_allclose(shift.mean(axis=(0, 2, 3, 4)), -np.log([0.05, 3.0, 1.2]), atol=ATOL)
