@@ -151,3 +151,11 @@ def test_channels_last_always_trains_in_ndhwc_on_the_cpu(tmp_path, monkeypatch) 
         losses[fmt] = [v for _, v in json.loads((Path(summary["run_dir"]) / "history.json").read_text())["train_loss"]]
     assert chosen == [torch.channels_last_3d, torch.contiguous_format]
     assert len(losses["always"]) == 3 and np.allclose(losses["always"], losses[False], rtol=1e-3)
+
+
+def test_time_schedule_without_a_budget_is_refused_naming_both_keys() -> None:
+    from rtseg.config.schema import TrainingConfig
+
+    with pytest.raises(ValueError, match="TIME_SCHEDULE: true needs MAX_MINUTES"):
+        TrainingConfig(TIME_SCHEDULE=True)
+    assert TrainingConfig(TIME_SCHEDULE=True, MAX_MINUTES=5).TIME_SCHEDULE

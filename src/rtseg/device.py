@@ -102,3 +102,8 @@ def env_int(name: str, default: Optional[int] = None) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"environment variable {name}={raw!r}: expected an integer (set by torchrun)") from None
+
+
+def is_main_process() -> bool:
+    """Rank 0, or not launched by torchrun at all: for printing results once (usable before/after fit)."""
+    return os.environ.get("RANK", "0") == "0"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import TYPE_CHECKING, Callable
 
@@ -82,6 +81,7 @@ def parse_nonfinite(text: str) -> "str | float":
 
 
 def run(args: argparse.Namespace) -> int:
+    from rtseg.device import is_main_process
     from rtseg.errors import ConfigError
     from rtseg.inference.pipeline import predict_path
 
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         nonfinite=nonfinite,
         review=review,
     )
-    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank holds the whole batch's results: one prints
+    if is_main_process():  # under torchrun every rank holds the whole batch's results: one prints
         n_ok = len(report.results) - len(report.failed)
         print(f"{n_ok} of {len(report.results)} case(s) predicted; summary: {report.summary_csv}")
         for r in report.failed:

@@ -51,7 +51,7 @@ def run_train(args: argparse.Namespace) -> int:
         name = f"{name}/fold_{args.fold}"
     cfg = load_config(args.config, overrides)
     summary = fit(cfg, name, resume=args.resume, run_dir=Path(args.run_dir) if args.run_dir else None)
-    from rtseg.training.distributed import is_main_process
+    from rtseg.device import is_main_process
 
     if not is_main_process():
         return 0

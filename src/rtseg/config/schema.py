@@ -216,6 +216,12 @@ class TrainingConfig(_Section):
         "stop", description="a NaN/inf loss or gradient: stop with an error naming the batch, or skip the step (counted)"
     )
 
+    @model_validator(mode="after")
+    def _budget(self) -> "TrainingConfig":
+        if self.TIME_SCHEDULE and self.MAX_MINUTES is None:
+            raise ValueError("TIME_SCHEDULE: true needs MAX_MINUTES (the budget the LR schedule follows); set both or neither")
+        return self
+
 
 class AdversarialConfig(_Section):
     """ARPM-net adversarial training (used when MODEL.ADV is true)."""

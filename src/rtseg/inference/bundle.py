@@ -24,9 +24,9 @@ from rtseg.models.spec import build_model
 BUNDLE_VERSION = 2
 REQUIRED_KEYS = ("model_spec", "class_names", "colors", "preprocessing", "patch_size")
 CALIBRATION_KEY = "calibration"
+"""``extras[CALIBRATION_KEY]``: the softmax temperature fitted by ``rtseg calibrate`` and how it was measured."""
 PRIOR_KEY = "prior_correction"
 """``extras[PRIOR_KEY]``: ``logit_offset`` per class (-log of the loss's class weights) and the loss it undoes."""
-"""``extras[CALIBRATION_KEY]``: the softmax temperature fitted by ``rtseg calibrate`` and how it was measured."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any, Optional, Sequence, TypeVar
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import torch
 
@@ -72,8 +72,8 @@ class Shard(DistInfo):
                 dist.destroy_process_group()
 
 
-def in_case_order(parts: Sequence[Sequence[T]], names: Sequence[str], name_of: Optional[Any] = None) -> list[T]:
+def in_case_order(parts: Sequence[Sequence[T]], names: Sequence[str], name_of: Optional[Callable[[T], str]] = None) -> list[T]:
     """The ranks' results merged back into the input's case order."""
-    key = name_of or (lambda r: r.case)
+    key = name_of or (lambda r: r.case)  # type: ignore[attr-defined]
     by_name = {key(r): r for part in parts for r in part}
     return [by_name[n] for n in names if n in by_name]

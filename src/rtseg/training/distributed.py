@@ -26,11 +26,6 @@ def launched_by_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
-def is_main_process() -> bool:
-    """Rank 0, or not launched by torchrun at all: for printing results once (usable before/after fit)."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 def init_distributed(parallel: bool, want_cuda: bool) -> DistInfo:
     """PARALLEL under torchrun -> DDP; PARALLEL without torchrun -> one process, with a message on how to launch.
 
