@@ -6,7 +6,7 @@ import functools
 import numpy as np
 from scipy import ndimage
 
-from rtseg.config.schema import PELVIS_CLASS_NAMES, PELVIS_COLOR_MAP
+from rtseg.labels import PELVIS_CLASS_NAMES, PELVIS_COLOR_MAP
 from rtseg.synthetic import generate_patient
 from rtseg.review.organ_stats import compute_stats
 

@@ -19,7 +19,7 @@ from rtseg.figures import (
     save_volume_figure,
     view_slice,
 )
-from rtseg.labels import parse_colors
+from rtseg.config.colors import parse_colors
 from rtseg.io.nifti import write_nifti
 from rtseg.io.volume import Volume, affine_from_spacing
 

@@ -10,6 +10,7 @@ from rtseg.config.schema import DatasetConfig
 from rtseg.data.datasets import list_cases
 from rtseg.data.normalization import Normalization
 from rtseg.data.plan import choose_patch, estimate_memory_gib, make_plan
+from rtseg.data.survey import survey_cases
 from rtseg.data.preprocess import Preprocessing
 from rtseg.evaluation.confusion import ConfusionMatrix
 from rtseg.io.checkpoint import load_checkpoint
@@ -80,8 +81,8 @@ def test_case_without_organ_contributes_no_loss_in_training(tmp_path):
 def test_plan_is_deterministic_and_round_trips_through_checkpoint(tmp_path):
     root = make_nifti_dataset(tmp_path / "d", n_train=3, n_val=1, shape=(24, 24, 16), spacing=(1.5, 1.5, 2.0))
     refs = list_cases(DatasetConfig(NAME="nifti", PATH=str(root), N_CLASSES=6), "train")
-    p1 = make_plan(refs, 6, NAMES, stride=8, memory_budget_gib=0.01, base_filters=4, batch_size=2)
-    p2 = make_plan(refs, 6, NAMES, stride=8, memory_budget_gib=0.01, base_filters=4, batch_size=2)
+    p1 = make_plan(survey_cases(refs, 6), NAMES, stride=8, memory_budget_gib=0.01, base_filters=4, batch_size=2)
+    p2 = make_plan(survey_cases(refs, 6), NAMES, stride=8, memory_budget_gib=0.01, base_filters=4, batch_size=2)
     assert json.dumps(p1.to_dict(), sort_keys=True) == json.dumps(p2.to_dict(), sort_keys=True)
     assert p1.target_spacing == (1.5, 1.5, 2.0)
     assert estimate_memory_gib(p1.patch_size, 2, 4) <= 0.01 and all(s % 8 == 0 for s in p1.patch_size)

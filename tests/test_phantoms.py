@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rtseg.cli.main import main
-from rtseg.config.schema import PELVIS_CLASS_NAMES
+from rtseg.labels import PELVIS_CLASS_NAMES
 from rtseg.errors import ConfigError, DataError
 from rtseg.io.nifti import read_nifti
 from rtseg.io.legacy_npy import read_npy, legacy_npy_case_ids
@@ -243,11 +243,3 @@ def test_layout_old_spelling_and_bad_layout(tmp_path: Path) -> None:
     assert np.array_equal(np.load(tmp_path / "a/train/CT/phantom_000.npy"), np.load(tmp_path / "b/train/CT/phantom_000.npy"))
     with pytest.raises(ConfigError, match="layout"):
         write(tmp_path / "c", splits={"train": 1}, layout="png")
-
-
-def test_old_import_path_is_the_same_generator() -> None:
-    import rtseg.phantoms
-    import rtseg.synthetic
-
-    assert rtseg.phantoms.generate_patient is rtseg.synthetic.generate_patient
-    assert rtseg.phantoms.write_phantom_dataset is rtseg.synthetic.write_phantom_dataset

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from rtseg.config import config_from_dict
-from rtseg.config.schema import PELVIS_CLASS_NAMES, PELVIS_COLOR_MAP
+from rtseg.labels import PELVIS_CLASS_NAMES, PELVIS_COLOR_MAP
 from rtseg.data.datasets import CaseRef
 from rtseg.io.jsonfile import write_json
 from rtseg.io.naming import prediction_file

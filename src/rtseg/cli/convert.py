@@ -22,7 +22,8 @@ from rtseg.io.png_slices import DEFAULT_COLOR_TOLERANCE, PngReading
 from rtseg.io.roi_names import load_roi_name_map, roi_names_for
 from rtseg.io.rtstruct import rtstruct_to_labels, write_rtstruct
 from rtseg.io.volume import Volume
-from rtseg.labels import PELVIS_CLASS_NAMES, default_colors, parse_colors
+from rtseg.config.colors import parse_colors
+from rtseg.labels import PELVIS_CLASS_NAMES, default_colors
 
 NAME = "convert"
 DEFAULT_ORGANS = list(PELVIS_CLASS_NAMES[1:])

@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from rtseg.errors import ConfigError
-    from rtseg.labels import default_colors, parse_colors
+    from rtseg.config.colors import parse_colors
+    from rtseg.labels import default_colors
     from rtseg.io.jsonfile import read_json
     from rtseg.review.organ_stats import check_stats
     from rtseg.review.page import review_page, write_page

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rtseg.figures import save_volume_figure
-    from rtseg.labels import parse_colors
+    from rtseg.config.colors import parse_colors
     from rtseg.errors import ConfigError
     from rtseg.io.nifti import read_nifti
 

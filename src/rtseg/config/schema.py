@@ -10,7 +10,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rtseg.config.names import LOSSES, OPTIMIZERS, SCHEDULERS, check_name, model_names
-from rtseg.labels import IGNORE_INDEX, PELVIS_CLASS_NAMES, PELVIS_COLOR_MAP, default_class_names, default_colors
+from rtseg.labels import IGNORE_INDEX, default_class_names, default_colors
 
 NormalizeName = Literal["none", "l2", "ct_window", "zscore", "zscore_dataset"]
 
@@ -22,7 +22,7 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     NAME: str = "ResUnet_3D"
     BASE_FILTERS: int = Field(64, ge=1, le=512)
-    CHANNEL_IN: int = Field(1, ge=1, le=16)
+    CHANNEL_IN: int = Field(1, description="input channels; the datasets rtseg reads hold one CT channel, so 1")
     INIT_MODEL: Optional[str] = None
     ADV: bool = False
     DROPOUT: float = Field(0.2, ge=0.0, lt=1.0)
@@ -37,11 +37,18 @@ class ModelConfig(_Section):
     def _registered(cls, v: str) -> str:
         return check_name(v, model_names(), "model")
 
+    @field_validator("CHANNEL_IN")
+    @classmethod
+    def _one_channel(cls, v: int) -> int:
+        if v != 1:
+            raise ValueError(f"{v} channels requested but datasets here hold one CT channel; use 1")
+        return v
+
 
 class DatasetConfig(_Section):
     NAME: Literal["prostateCT_vol", "nifti", "msd"] = "prostateCT_vol"
     PATH: str
-    N_CLASSES: int = Field(..., ge=2, le=250)
+    N_CLASSES: int = Field(..., ge=2, le=IGNORE_INDEX)
     TRAIN_SPLIT: str = "train"
     VAL_SPLIT: str = "val"
     TEST_SPLIT: str = "test"
@@ -249,3 +256,13 @@ class Config(_Section):
     DATASET: DatasetConfig
     TRAINING: TrainingConfig = Field(default_factory=TrainingConfig)
     ADVERSARIAL: AdversarialConfig = Field(default_factory=AdversarialConfig)
+
+    @model_validator(mode="after")
+    def _adversary_needs_full_labels(self) -> "Config":
+        """ADV needs full labels, and the config says whether they are partial (before any data is read)."""
+        d = self.DATASET
+        if self.MODEL.ADV and (d.PARTIAL_LABELS or d.ABSENT_IS_UNKNOWN):
+            key = "DATASET.PARTIAL_LABELS" if d.PARTIAL_LABELS else "DATASET.ABSENT_IS_UNKNOWN"
+            raise ValueError(f"MODEL.ADV with partial labels ({key}): the discriminator would learn that uncontoured "
+                             "organs look like background in the 'real' inputs; train without ADV or with fully labelled cases")
+        return self

@@ -7,9 +7,10 @@ from typing import Iterable, Optional
 import numpy as np
 from tqdm import tqdm
 
-from rtseg.config.schema import IGNORE_INDEX
 from rtseg.data.datasets import CaseRef, load_case
 from rtseg.data.preprocess import Preprocessing, to_network_grid
+from rtseg.io.volume import Volume
+from rtseg.labels import IGNORE_INDEX
 
 MAX_FG_SAMPLES = 20_000
 
@@ -35,6 +36,24 @@ def foreground_voxels(label: np.ndarray, n_classes: int, rng: np.random.Generato
     return out
 
 
+def prepare_case(ref: CaseRef, img_vol: Volume, lab_vol: Volume, spec: Preprocessing, n_classes: int,
+                 rng: np.random.Generator, known_classes: Optional[dict[str, list[int]]] = None,
+                 absent_is_unknown: bool = False) -> PreparedCase:
+    """One case read from disk -> the network grid, with its known classes and foreground voxels."""
+    image, info = to_network_grid(img_vol, spec)
+    label, _ = to_network_grid(lab_vol, spec, is_label=True)
+    known = np.ones(n_classes, dtype=bool)
+    if known_classes is not None and ref.case_id in known_classes:
+        known[:] = False
+        known[known_classes[ref.case_id]] = True
+    elif absent_is_unknown:
+        present = np.unique(label[label != IGNORE_INDEX])
+        known[:] = False
+        known[0] = True
+        known[present[present < n_classes]] = True
+    return PreparedCase(ref.case_id, image, label, known, info.network_spacing, foreground_voxels(label, n_classes, rng))
+
+
 def prepare_cases(
     refs: Iterable[CaseRef],
     spec: Preprocessing,
@@ -43,21 +62,8 @@ def prepare_cases(
     absent_is_unknown: bool = False,
     desc: str = "preparing",
 ) -> list[PreparedCase]:
+    """Read and prepare each case (one generator draws the foreground samples of all of them, in order)."""
     rng = np.random.default_rng(0)
-    out = []
     refs = list(refs)
-    for ref in tqdm(refs, desc=desc, unit="case", leave=False, disable=len(refs) < 4):
-        img_vol, lab_vol = load_case(ref, n_classes)
-        image, info = to_network_grid(img_vol, spec)
-        label, _ = to_network_grid(lab_vol, spec, is_label=True)
-        known = np.ones(n_classes, dtype=bool)
-        if known_classes is not None and ref.case_id in known_classes:
-            known[:] = False
-            known[known_classes[ref.case_id]] = True
-        elif absent_is_unknown:
-            present = np.unique(label[label != IGNORE_INDEX])
-            known[:] = False
-            known[0] = True
-            known[present[present < n_classes]] = True
-        out.append(PreparedCase(ref.case_id, image, label, known, info.network_spacing, foreground_voxels(label, n_classes, rng)))
-    return out
+    return [prepare_case(ref, *load_case(ref, n_classes), spec, n_classes, rng, known_classes, absent_is_unknown)
+            for ref in tqdm(refs, desc=desc, unit="case", leave=False, disable=len(refs) < 4)]

@@ -6,7 +6,6 @@ from typing import Any, Optional
 
 import numpy as np
 
-from rtseg.errors import DataError
 
 MODES = ("none", "l2", "ct_window", "zscore", "zscore_dataset")
 
@@ -57,25 +56,3 @@ class Normalization:
         lo, hi = self.window
         np.clip(x, lo, hi, out=x)
         return (x - float(self.mean)) / float(self.std)  # type: ignore[arg-type]
-
-
-def dataset_statistics(images: list[np.ndarray], labels: list[np.ndarray], window: tuple[float, float]) -> tuple[float, float, tuple[float, float]]:
-    """nnU-Net-style CT statistics from foreground voxels: mean, std and the 0.5/99.5 percentiles."""
-    samples = []
-    rng = np.random.default_rng(0)
-    for img, lab in zip(images, labels):
-        fg = img[(lab > 0) & (lab != 250)]
-        if fg.size == 0:
-            continue
-        if fg.size > 100_000:
-            fg = rng.choice(fg, 100_000, replace=False)
-        samples.append(fg.astype(np.float64))
-    if not samples:
-        raise DataError("cannot compute dataset intensity statistics: no foreground voxels in the training labels")
-    v = np.concatenate(samples)
-    p_lo, p_hi = np.percentile(v, [0.5, 99.5])
-    lo, hi = max(window[0], float(p_lo)), min(window[1], float(p_hi))
-    if lo >= hi:
-        lo, hi = float(p_lo), float(p_hi) + 1e-3
-    v = np.clip(v, lo, hi)
-    return float(v.mean()), float(v.std() or 1.0), (lo, hi)

@@ -12,12 +12,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
-from rtseg.data.datasets import CaseRef, load_case
-from rtseg.data.normalization import dataset_statistics
-from rtseg.data.orientation import to_canonical
 from rtseg.data.resample import target_shape
+from rtseg.data.survey import Survey
 from rtseg.errors import DataError
 from rtseg.io.jsonfile import read_json, write_json
 
@@ -121,37 +118,27 @@ class Plan:
             raise DataError(f"{source}: malformed plan ({type(exc).__name__}: {exc})") from None
 
 
-def make_plan(refs: Sequence[CaseRef], n_classes: int, class_names: Sequence[str], stride: int = 16,
-              memory_budget_gib: float = 4.0, base_filters: int = 16, batch_size: int = 2, bf16: bool = True,
+def make_plan(survey: Survey, class_names: Sequence[str], stride: int = 16, memory_budget_gib: float = 4.0,
+              base_filters: int = 16, batch_size: int = 2, bf16: bool = True,
               window: tuple[float, float] = (-1024.0, 3071.0)) -> Plan:
-    if not refs:
+    """The plan of the surveyed training split (``rtseg.data.survey``): a pure function of the data."""
+    if not survey.cases:
         raise DataError("cannot plan: the training split has no cases")
-    spacings, shapes, images, labels = [], [], [], []
-    counts = np.zeros(n_classes, dtype=np.int64)
-    for ref in tqdm(refs, desc="planning", unit="case", leave=False, disable=len(refs) < 4):
-        img, lab = load_case(ref, n_classes)
-        img, _ = to_canonical(img)
-        lab, _ = to_canonical(lab)
-        spacings.append(img.spacing)
-        shapes.append(img.shape)
-        images.append(img.array)
-        labels.append(lab.array)
-        valid = lab.array[lab.array < n_classes]
-        counts += np.bincount(valid.ravel(), minlength=n_classes)[:n_classes]
-    sp = np.array(spacings)
+    sp = survey.spacings
     target = np.median(sp, axis=0)
     # very anisotropic data: do not upsample the coarse axis to the median of a few fine cases
     coarse = int(np.argmax(target))
     if target[coarse] > 3 * np.min(target):
         target[coarse] = float(np.percentile(sp[:, coarse], 10))
-    resampled = np.array([target_shape(tuple(s), tuple(p), tuple(target)) for s, p in zip(shapes, spacings)])
+    resampled = np.array([target_shape(tuple(s), tuple(p), tuple(target)) for s, p in zip(survey.shapes, sp)])
     median_shape = np.median(resampled, axis=0)
     patch = choose_patch(median_shape, target, stride, memory_budget_gib, batch_size, base_filters, bf16)
-    mean, std, (lo, hi) = dataset_statistics(images, labels, window)
+    mean, std, (lo, hi) = survey.intensity_statistics(window)
+    counts = survey.class_voxels()
     freq = counts / max(1, counts.sum())
     return Plan(
         version=PLAN_VERSION,
-        n_cases=len(refs),
+        n_cases=len(survey.cases),
         class_names=list(class_names),
         target_spacing=tuple(round(float(t), 4) for t in target),  # type: ignore[arg-type]
         median_shape=[int(s) for s in median_shape],

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from rtseg.config.schema import IGNORE_INDEX
+from rtseg.labels import IGNORE_INDEX
 from rtseg.data.cases import PreparedCase
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -132,14 +133,33 @@ class InferenceBundle:
         except (ValueError, RuntimeError, KeyError, TypeError) as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise DataError(f"{source}: cannot rebuild the model from its checkpoint ({first})") from None
+        return self.as_inference(model).eval()
+
+    def as_inference(self, model: nn.Module) -> nn.Module:
+        """``model`` as inference sees it: the one place the prior correction is applied (training's validation
+        calls it too). The offset follows the model's device."""
         offset = self.logit_offset
-        return (LogitOffset(model, offset) if offset is not None else model).eval()
+        if offset is None:
+            return model
+        device = next(model.parameters()).device
+        return LogitOffset(model, offset).to(device)
 
 
 def save_bundle(path: str | os.PathLike[str], bundle: InferenceBundle, weights: dict[str, torch.Tensor],
                 training_state: Optional[dict[str, Any]] = None) -> None:
     """Weights + bundle (+ the training state a resume needs), written atomically."""
     save_checkpoint({"model": weights, **bundle.to_dict(), **(training_state or {})}, path)
+
+
+def rewrite_bundle(source: str | os.PathLike[str], out: str | os.PathLike[str],
+                   change: Callable[[InferenceBundle], InferenceBundle]) -> Path:
+    """``source`` re-saved to ``out`` with ``change(bundle)``: the same weights and training state, written
+    by :func:`save_bundle` (the one checkpoint writer) atomically."""
+    bundle, weights, payload = load_bundle(source)
+    bundle_keys = set(bundle.to_dict()) | set(REQUIRED_KEYS) | {"model", "rtseg_format"}
+    training_state = {k: v for k, v in payload.items() if k not in bundle_keys}
+    save_bundle(out, change(bundle), weights, training_state)
+    return Path(out)
 
 
 def load_bundle(path: str | os.PathLike[str]) -> tuple[InferenceBundle, dict[str, torch.Tensor], dict[str, Any]]:

@@ -115,13 +115,6 @@ def _item(**kw: object) -> Dataset:
     return ds
 
 
-def _item(**kw: object) -> Dataset:
-    ds = Dataset()
-    for k, v in kw.items():
-        setattr(ds, k, v)
-    return ds
-
-
 def _el(group: int, element: int, value: bytes, pad: bytes = b" ") -> bytes:
     """One Implicit VR Little Endian element (value padded to even length)."""
     if len(value) % 2:

@@ -20,9 +20,8 @@ from tqdm import tqdm
 from rtseg.config.schema import DatasetConfig
 from rtseg.data.datasets import list_cases, load_case, load_partial_labels
 from rtseg.errors import ConfigError
-from rtseg.inference.bundle import load_bundle
+from rtseg.inference.bundle import rewrite_bundle
 from rtseg.inference.predictor import Predictor
-from rtseg.io.checkpoint import save_checkpoint
 from rtseg.labels import IGNORE_INDEX
 from rtseg.review.calibration import DEFAULT_BINS, apply_temperature, fit_temperature, near_organs, reliability
 
@@ -92,9 +91,8 @@ def calibrate(predictor: Predictor, dataset: DatasetConfig, split: str, eval_spl
 
 def store_calibration(checkpoint: str | Path, result: dict[str, Any], out: str | Path) -> Path:
     """``checkpoint`` with ``extras["calibration"]`` (temperature and headline figures), written atomically to ``out``."""
-    bundle, _, payload = load_bundle(checkpoint)
+    result_fit = result["fit"]
     keep = {k: result[k] for k in ("temperature", "nll_before", "nll_after", "mm", "tta")}
-    keep.update(split=result["fit"]["split"], n_cases=result["fit"]["n_cases"],
-                ece_before=result["fit"]["ece_before"], ece_after=result["fit"]["ece_after"])
-    extras = bundle.with_calibration(keep).to_dict()["extras"]
-    return save_checkpoint({**payload, "extras": extras}, out)
+    keep.update(split=result_fit["split"], n_cases=result_fit["n_cases"],
+                ece_before=result_fit["ece_before"], ece_after=result_fit["ece_after"])
+    return rewrite_bundle(checkpoint, out, lambda bundle: bundle.with_calibration(keep))

@@ -1,55 +1,53 @@
 """Organ statistics of the training split, recorded in the plan at train start so every checkpoint carries them.
 
-``rtseg.training`` calls :func:`plan_with_organ_stats` once; it measures every training case
-on its own grid (before resampling: volumes and positions as the clinic sees them) with
-:func:`rtseg.review.organ_stats.case_facts` and stores the summary as ``plan["organ_stats"]``.
+Training passes :func:`organ_measure` to the one survey of the training data
+(``rtseg.data.survey``): every training case is measured on its own grid (before resampling:
+volumes and positions as the clinic sees them) with :func:`rtseg.review.organ_stats.case_facts`
+in the same read that prepares it, and :func:`organ_stats` summarizes them as ``plan["organ_stats"]``.
 Partially labelled cases count only for the organs contoured in them.
 """
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from rtseg.config.schema import Config
+from rtseg.data.datasets import CaseRef, list_cases, load_partial_labels
+from rtseg.data.survey import CaseMeasure, Survey, survey_cases
+from rtseg.io.volume import Volume
 from rtseg.labels import IGNORE_INDEX
-from rtseg.data.datasets import list_cases, load_case, load_partial_labels
-from rtseg.io.jsonfile import write_json
 from rtseg.review.organ_stats import case_facts, summarize
-
-log = logging.getLogger("rtseg")
 
 KEY = "organ_stats"
 
 
+def organ_measure(class_names: Sequence[str], known: Optional[dict[str, list[int]]],
+                  absent_is_unknown: bool) -> CaseMeasure:
+    """The survey's per-case measurement: ``case_facts`` of the organs contoured in the case."""
+    names = list(class_names)
+    known = known or {}
+
+    def measure(ref: CaseRef, ct: Volume, label: Volume) -> dict[str, Any]:
+        labels = np.where(label.array == IGNORE_INDEX, 0, label.array)  # unknown voxels count as no organ
+        present = known.get(ref.case_id)
+        if present is None and absent_is_unknown:
+            present = [int(c) for c in np.unique(labels)]
+        return case_facts(labels, ct.affine, names, ct.array, present)
+
+    return measure
+
+
+def organ_stats(survey: Survey, class_names: Sequence[str]) -> dict[str, Any]:
+    """The ``plan["organ_stats"]`` summary of a survey made with :func:`organ_measure`."""
+    return summarize(survey.measures(), list(class_names))
+
+
 def training_organ_stats(cfg: Config) -> dict[str, Any]:
-    """``summarize(case_facts(...))`` over the training split (DATASET.TRAIN_SPLIT), partial labels respected."""
+    """The organ statistics of DATASET.TRAIN_SPLIT on their own (a survey of the split, partial labels respected)."""
     d = cfg.DATASET
     names = d.class_names()
     refs = list_cases(d, d.TRAIN_SPLIT)
-    known = load_partial_labels(d.PARTIAL_LABELS, [r.case_id for r in refs], names) if d.PARTIAL_LABELS else {}
-    facts = []
-    for ref in tqdm(refs, desc="organ statistics", unit="case", leave=False, disable=len(refs) < 4):
-        ct, lab = load_case(ref, d.N_CLASSES)
-        labels = np.where(lab.array == IGNORE_INDEX, 0, lab.array)  # unknown voxels count as no organ
-        present = known.get(ref.case_id)
-        if present is None and d.ABSENT_IS_UNKNOWN:
-            present = [int(c) for c in np.unique(labels)]
-        facts.append(case_facts(labels, ct.affine, names, ct.array, present))
-    return summarize(facts, names)
-
-
-def plan_with_organ_stats(cfg: Config, plan: Optional[dict[str, Any]], plan_json: Optional[Path] = None) -> dict[str, Any]:
-    """``plan`` (or a new one holding only them) with ``organ_stats``, written to ``plan_json`` when given.
-
-    A plan that already holds them (a resumed run) is returned as it is."""
-    if plan is not None and KEY in plan:
-        return plan
-    out = {**(plan or {}), KEY: training_organ_stats(cfg)}
-    log.info("organ statistics of %d training case(s) recorded for contour QA", out[KEY]["n_cases"])
-    if plan_json is not None:
-        write_json(out, plan_json)
-    return out
+    known = load_partial_labels(d.PARTIAL_LABELS, [r.case_id for r in refs], names) if d.PARTIAL_LABELS else None
+    survey = survey_cases(refs, d.N_CLASSES, organ_measure(names, known, d.ABSENT_IS_UNKNOWN), desc="organ statistics")
+    return organ_stats(survey, names)

@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rtseg.config.schema import IGNORE_INDEX, AdversarialConfig, Config, OptimConfig
+from rtseg.config.schema import AdversarialConfig, Config, OptimConfig
+from rtseg.labels import IGNORE_INDEX
 from rtseg.errors import DataError
 from rtseg.models.discriminator import discriminator_input
 from rtseg.training.distributed import DistInfo, average_gradients_on_step, broadcast_module

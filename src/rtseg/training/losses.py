@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rtseg.labels import IGNORE_INDEX
 from rtseg.config.names import LOSSES
 from rtseg.config.schema import LossConfig
 from rtseg.models.blocks import Logits
@@ -29,7 +30,7 @@ def _merged_log_probs(logits: torch.Tensor, known: Optional[torch.Tensor]) -> to
     return torch.cat([bg, logp[:, 1:]], dim=1)
 
 
-def cross_entropy3d(logits: torch.Tensor, target: torch.Tensor, known: Optional[torch.Tensor] = None, ignore_index: int = 250,
+def cross_entropy3d(logits: torch.Tensor, target: torch.Tensor, known: Optional[torch.Tensor] = None, ignore_index: int = IGNORE_INDEX,
                     weight: Optional[torch.Tensor] = None, reduction: str = "mean", gamma: float = 0.0) -> torch.Tensor:
     logp = _merged_log_probs(logits, known)
     valid = target != ignore_index
@@ -46,7 +47,7 @@ def cross_entropy3d(logits: torch.Tensor, target: torch.Tensor, known: Optional[
     return total / w.sum().clamp_min(1e-8)
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, known: Optional[torch.Tensor] = None, ignore_index: int = 250,
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, known: Optional[torch.Tensor] = None, ignore_index: int = IGNORE_INDEX,
                    smooth: float = 1e-5, include_background: bool = False) -> torch.Tensor:
     """Batch soft Dice (sums over batch and space per class), 1 - mean over counted classes."""
     n = logits.shape[1]

@@ -12,6 +12,7 @@ import random
 import time
 import warnings
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,20 +24,20 @@ from tqdm import tqdm
 from rtseg.config.loader import config_to_yaml
 from rtseg.config.schema import Config
 from rtseg.data.augment import build_augmentation
-from rtseg.data.plan import Plan, load_plan, plan_in, save_plan
+from rtseg.data.plan import Plan, load_plan, plan_in
 from rtseg.data.sampling import PatchDataset
 from rtseg.device import autocast, gpu_memory_report, memory_format, select_device
 from rtseg.errors import ConfigError, DataError
 from rtseg.inference.bundle import InferenceBundle
 from rtseg.io.atomic import atomic_path
 from rtseg.io.jsonfile import write_json
-from rtseg.models.blocks import LogitOffset, first_logits
+from rtseg.models.blocks import first_logits
 from rtseg.models.spec import build_model, model_spec, model_stride
-from rtseg.review.training_stats import plan_with_organ_stats
+from rtseg.review.training_stats import KEY as ORGAN_STATS, organ_measure, organ_stats
 from rtseg.training.adversarial import build_adversary
 from rtseg.training.checkpoint import (BEST, LAST, TrainState, load_init_weights, read_resume, resume_grid,
                                        save_training_checkpoint)
-from rtseg.training.data_setup import TrainingData, check_patch, plan_for, prepare_training_data
+from rtseg.training.data_setup import TrainingData, check_patch, prepare_training_data
 from rtseg.training.distributed import (DistInfo, all_reduce_sum, barrier, broadcast_object, init_distributed, max_over_ranks,
                                         shutdown, sync_buffers, wrap_ddp)
 from rtseg.training.guards import FiniteGuard
@@ -81,9 +82,6 @@ def seed_everything(seed: int) -> None:
 def build_network(cfg: Config) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The segmenter and its spec (saved in checkpoints); bad model arguments are config errors."""
     model_cfg = cfg.MODEL
-    if model_cfg.CHANNEL_IN != 1:
-        raise ConfigError(f"MODEL.CHANNEL_IN: {model_cfg.CHANNEL_IN} channels requested but datasets here hold one CT "
-                          "channel; use 1")
     spec = model_spec(model_cfg.NAME, model_cfg.CHANNEL_IN, cfg.DATASET.N_CLASSES, model_cfg.BASE_FILTERS,
                       model_cfg.DROPOUT, model_cfg.MRF, model_cfg.DEEP_SUPERVISION)
     try:
@@ -93,15 +91,6 @@ def build_network(cfg: Config) -> tuple[torch.nn.Module, dict[str, Any]]:
             raise ConfigError(f"MODEL.DEEP_SUPERVISION: {model_cfg.NAME} has no deep supervision heads; use ResUnet_3D, "
                               "Deeper_ResUnet_3D or ARPM_net, or set it false") from None
         raise ConfigError(f"MODEL.NAME / arguments: {exc}") from None
-
-
-def check_adversarial_labels(cfg: Config) -> None:
-    """ADV needs full labels, and the config says whether they are partial (before any data is read)."""
-    dataset_cfg = cfg.DATASET
-    if cfg.MODEL.ADV and (dataset_cfg.PARTIAL_LABELS or dataset_cfg.ABSENT_IS_UNKNOWN):
-        key = "DATASET.PARTIAL_LABELS" if dataset_cfg.PARTIAL_LABELS else "DATASET.ABSENT_IS_UNKNOWN"
-        raise ConfigError(f"MODEL.ADV with partial labels ({key}): the discriminator would learn that uncontoured organs "
-                          "look like background in the 'real' inputs; train without ADV or with fully labelled cases")
 
 
 class Trainer:
@@ -128,7 +117,6 @@ class Trainer:
         self.memory_format = memory_format(self.device, training_cfg.CHANNELS_LAST)
         model, self.spec = build_network(self.cfg)
         stride = model_stride(model)
-        check_adversarial_labels(self.cfg)
         fixed = self._fixed_grid()
         early_patch = fixed[1] if fixed else self.cfg.DATASET.PATCH_SIZE or (self.plan.patch_size if self.plan else None)
         if early_patch is not None:
@@ -168,20 +156,27 @@ class Trainer:
         return None
 
     def _prepare_data(self, stride: int, fixed: Optional[tuple[Any, tuple[int, int, int]]]) -> TrainingData:
+        """One read of the training data: the plan (``auto``), the grid, the organ statistics and the cases;
+        plan.json written once."""
         dataset_cfg = self.cfg.DATASET
-        if fixed is None and self.plan is None and dataset_cfg.PLAN == "auto":
-            self.plan = plan_for(self.cfg, stride)
-            if self.dist_info.is_main:
-                save_plan(self.plan, self.run_dir / "plan.json")
-        data = prepare_training_data(self.cfg, stride, self.plan, fixed=fixed)
+        stats_known = self.resumed_plan is not None and ORGAN_STATS in self.resumed_plan
+        measure = None if stats_known else partial(organ_measure, dataset_cfg.class_names(),
+                                                   absent_is_unknown=dataset_cfg.ABSENT_IS_UNKNOWN)
+        data = prepare_training_data(self.cfg, stride, self.plan, fixed=fixed, measure=measure)
+        self.plan = data.plan
         if not data.val:
             raise DataError(f"DATASET.VAL_SPLIT {dataset_cfg.VAL_SPLIT!r}: no validation cases")
         check_patch(data.patch_size, stride, self.training_cfg.BATCH_SIZE, self.cfg.MODEL.NAME)  # a patch found in the data
         weights = frequency_weights(torch.from_numpy(data.class_voxels)) if self.training_cfg.LOSS_FUNC.class_weighted else None
         self.criterion = SegmentationLoss(self.training_cfg.LOSS_FUNC, weights).to(self.device)
         self.partial = any(not c.known.all() for c in data.train)
-        plan = self.resumed_plan or (self.plan.to_dict() if self.plan else None)
-        plan = plan_with_organ_stats(self.cfg, plan, self.run_dir / "plan.json" if self.dist_info.is_main else None)
+        plan = self.resumed_plan
+        if not stats_known:  # a new run (or one resumed from a checkpoint without them)
+            base = plan if plan is not None else (self.plan.to_dict() if self.plan else {})
+            plan = {**base, ORGAN_STATS: organ_stats(data.survey, dataset_cfg.class_names())}
+            self.run_log.info(f"organ statistics of {plan[ORGAN_STATS]['n_cases']} training case(s) recorded for contour QA")
+            if self.dist_info.is_main:
+                write_json(plan, self.run_dir / "plan.json")
         self.bundle = InferenceBundle(self.spec, tuple(dataset_cfg.class_names()), tuple(dataset_cfg.colors()),
                                       data.preprocessing, data.patch_size, plan)
         loss_cfg = self.training_cfg.LOSS_FUNC
@@ -262,8 +257,7 @@ class Trainer:
         dist_info, state, training_cfg = self.dist_info, self.state, self.training_cfg
         cases = self.data.val[dist_info.rank :: dist_info.world_size]  # may be empty: the all_reduce below still runs
         sync_buffers(state.model, dist_info)  # every rank validates rank 0's BatchNorm statistics (the checkpoint's)
-        offset = self.bundle.logit_offset
-        net = LogitOffset(state.model, offset).to(self.device) if offset is not None else state.model  # as inference sees it
+        net = self.bundle.as_inference(state.model)
         cm = validate(net, cases, self.data.patch_size, self.cfg.DATASET.N_CLASSES, self.device,
                       training_cfg.VAL_OVERLAP, training_cfg.AMP, memory_format=self.memory_format)
         all_reduce_sum(cm.matrix, dist_info)
