@@ -36,12 +36,12 @@ def foreground_voxels(label: np.ndarray, n_classes: int, rng: np.random.Generato
     return out
 
 
-def prepare_case(ref: CaseRef, img_vol: Volume, lab_vol: Volume, spec: Preprocessing, n_classes: int,
+def prepare_case(ref: CaseRef, img_vol: Volume, lab_vol: Volume, preprocessing: Preprocessing, n_classes: int,
                  rng: np.random.Generator, known_classes: Optional[dict[str, list[int]]] = None,
                  absent_is_unknown: bool = False) -> PreparedCase:
     """One case read from disk -> the network grid, with its known classes and foreground voxels."""
-    image, info = to_network_grid(img_vol, spec)
-    label, _ = to_network_grid(lab_vol, spec, is_label=True)
+    image, info = to_network_grid(img_vol, preprocessing)
+    label, _ = to_network_grid(lab_vol, preprocessing, is_label=True)
     known = np.ones(n_classes, dtype=bool)
     if known_classes is not None and ref.case_id in known_classes:
         known[:] = False
@@ -56,7 +56,7 @@ def prepare_case(ref: CaseRef, img_vol: Volume, lab_vol: Volume, spec: Preproces
 
 def prepare_cases(
     refs: Iterable[CaseRef],
-    spec: Preprocessing,
+    preprocessing: Preprocessing,
     n_classes: int,
     known_classes: Optional[dict[str, list[int]]] = None,
     absent_is_unknown: bool = False,
@@ -65,5 +65,5 @@ def prepare_cases(
     """Read and prepare each case (one generator draws the foreground samples of all of them, in order)."""
     rng = np.random.default_rng(0)
     refs = list(refs)
-    return [prepare_case(ref, *load_case(ref, n_classes), spec, n_classes, rng, known_classes, absent_is_unknown)
+    return [prepare_case(ref, *load_case(ref, n_classes), preprocessing, n_classes, rng, known_classes, absent_is_unknown)
             for ref in tqdm(refs, desc=desc, unit="case", leave=False, disable=len(refs) < 4)]

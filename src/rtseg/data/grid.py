@@ -98,14 +98,14 @@ def auto_patch_size(shapes: np.ndarray, stride: int, cap: int = AUTO_PATCH_CAP) 
     return tuple(int(max(stride, min(cap, (m // stride) * stride))) for m in mins)  # type: ignore[return-value]
 
 
-def _with_common_spacing(spec: Preprocessing, survey: Survey) -> Preprocessing:
+def _with_common_spacing(preprocessing: Preprocessing, survey: Survey) -> Preprocessing:
     """Without SPACING or a plan, the network learns at the stored spacing: record it when the training
     cases share one, so inference on a CT of another resolution resamples to it instead of showing the
     network organs at a scale it never saw. Mixed spacings stay as stored (with a warning)."""
     spacings = survey.spacings
     if len(spacings) and np.allclose(spacings, spacings[0], rtol=1e-3, atol=1e-4):
-        return Preprocessing(spec.normalization, tuple(float(s) for s in spacings[0]), spec.canonical)  # type: ignore[arg-type]
+        return Preprocessing(preprocessing.normalization, tuple(float(s) for s in spacings[0]), preprocessing.canonical)  # type: ignore[arg-type]
     if len(spacings):
         log.warning("training cases have different spacings and neither DATASET.SPACING nor DATASET.PLAN is set: "
                     "the network sees each case at its own spacing and inference runs at the input's spacing")
-    return spec
+    return preprocessing

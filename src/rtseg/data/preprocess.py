@@ -134,19 +134,19 @@ def background_probabilities(n_classes: int, shape: tuple[int, ...], dtype: np.d
     return out
 
 
-def to_network_grid(volume: Volume, spec: Preprocessing, is_label: bool = False) -> tuple[np.ndarray, GridInfo]:
+def to_network_grid(volume: Volume, preprocessing: Preprocessing, is_label: bool = False) -> tuple[np.ndarray, GridInfo]:
     """Reorient + resample (+ normalize images). Labels use nearest neighbour."""
-    vol, tr = to_canonical(volume) if spec.canonical else (volume, None)
+    vol, tr = to_canonical(volume) if preprocessing.canonical else (volume, None)
     spacing = vol.spacing
     shape = vol.shape
-    if spec.target_spacing is not None:
-        shape = target_shape(vol.shape, vol.spacing, spec.target_spacing)
-        spacing = tuple(float(s) for s in spec.target_spacing)  # type: ignore[assignment]
+    if preprocessing.target_spacing is not None:
+        shape = target_shape(vol.shape, vol.spacing, preprocessing.target_spacing)
+        spacing = tuple(float(s) for s in preprocessing.target_spacing)  # type: ignore[assignment]
     info = GridInfo(tr, vol.shape, shape, spacing)  # type: ignore[arg-type]
     if is_label:
         arr = resize_array(vol.array, shape, is_label=True).numpy().astype(np.uint8)
     else:
-        arr = spec.normalization(vol.array)
+        arr = preprocessing.normalization(vol.array)
         if shape != vol.shape:
             arr = resize_array(arr, shape, is_label=False).numpy()
     return np.ascontiguousarray(arr), info

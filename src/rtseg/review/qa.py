@@ -8,7 +8,7 @@ says so: a missing comparison is never reported as a pass.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -19,8 +19,8 @@ from rtseg.review.uncertainty import argmax_agreement, check_probabilities, orga
 
 QA_VERSION = 1
 #: Flag weights: how much each kind of finding moves a case up the review list.
-WEIGHTS: dict[str, int] = {"input": 3, "missing": 3, "volume": 2, "cut_off": 2, "components": 1, "position": 1,
-                           "uncertain": 1, "tta": 1, "unexpected": 1}
+#: ``input`` flags come from :func:`input_flags`; each organ rule registers its own weight (:func:`organ_rule`).
+WEIGHTS: dict[str, int] = {"input": 3}
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,49 @@ def input_flags(facts: Mapping[str, Any], stats: Mapping[str, Any], rules: QaRul
     return flags
 
 
-def _volume_flags(row: Mapping[str, Any], ref: Mapping[str, Any], rules: QaRules) -> list[dict[str, Any]]:
-    name, vol, v = row["organ"], row["volume_ml"], ref["volume_ml"]
+OrganRule = Callable[[Mapping[str, Any], "Mapping[str, Any] | None", QaRules], list[dict[str, Any]]]
+"""A flag rule of one organ: (its measures, its training statistics or None, the thresholds) -> flags."""
+ORGAN_RULES: list[OrganRule] = []
+"""The organ rules in the order their flags are listed; :func:`organ_rule` adds one."""
+
+
+def organ_rule(kind: str, weight: int) -> Callable[[OrganRule], OrganRule]:
+    """Register an organ flag rule of ``kind`` (its weight in the review order): a new QA flag is one function
+    with this decorator (and its line in docs/REVIEW.md)."""
+    def register(rule: OrganRule) -> OrganRule:
+        if kind in WEIGHTS:
+            raise ValueError(f"QA rule {kind!r} is already registered")
+        WEIGHTS[kind] = weight
+        ORGAN_RULES.append(rule)
+        return rule
+    return register
+
+
+def _compared(row: Mapping[str, Any], ref: "Mapping[str, Any] | None") -> bool:
+    """The organ is there and training saw it: the rules comparing with training statistics apply."""
+    return row["components"] > 0 and ref is not None and "volume_ml" in ref
+
+
+@organ_rule("missing", 3)
+def _missing(row: Mapping[str, Any], ref: "Mapping[str, Any] | None", rules: QaRules) -> list[dict[str, Any]]:
+    if row["components"] == 0 and ref is not None and ref["presence"] >= rules.expected_presence:
+        return [_flag("missing", f"{row['organ']} missing", row["organ"])]
+    return []
+
+
+@organ_rule("unexpected", 1)
+def _unexpected(row: Mapping[str, Any], ref: "Mapping[str, Any] | None", rules: QaRules) -> list[dict[str, Any]]:
+    if row["components"] > 0 and ref is not None and "volume_ml" not in ref:
+        return [_flag("unexpected", f"{row['organ']} present ({_ml(row['volume_ml'])}) but absent in every training case",
+                      row["organ"])]
+    return []
+
+
+@organ_rule("volume", 2)
+def _volume_flags(row: Mapping[str, Any], ref: "Mapping[str, Any] | None", rules: QaRules) -> list[dict[str, Any]]:
+    if not _compared(row, ref):
+        return []
+    name, vol, v = row["organ"], row["volume_ml"], ref["volume_ml"]  # type: ignore[index]
     if vol > v["p99"] * (1 + rules.volume_margin):
         return [_flag("volume", f"{name} {_ml(vol)}: above the 99th percentile of training, {_ml(v['p99'])}", name)]
     if vol < v["p1"] * (1 - rules.volume_margin):
@@ -81,11 +122,22 @@ def _volume_flags(row: Mapping[str, Any], ref: Mapping[str, Any], rules: QaRules
     return []
 
 
-def _position_flags(row: Mapping[str, Any], ref: Mapping[str, Any], rules: QaRules) -> list[dict[str, Any]]:
-    if row["centroid_offset_mm"] is None or "centroid_offset_mm" not in ref:
+@organ_rule("components", 1)
+def _components(row: Mapping[str, Any], ref: "Mapping[str, Any] | None", rules: QaRules) -> list[dict[str, Any]]:
+    if not _compared(row, ref) or row["components"] <= ref["components"]["max"]:  # type: ignore[index]
+        return []
+    most = ref["components"]["max"]  # type: ignore[index]
+    return [_flag("components", f"{row['organ']} in {row['components']} pieces (training: "
+                  f"{'always 1' if most == 1 else f'at most {most}'})", row["organ"])]
+
+
+@organ_rule("position", 1)
+def _position_flags(row: Mapping[str, Any], ref: "Mapping[str, Any] | None", rules: QaRules) -> list[dict[str, Any]]:
+    if not _compared(row, ref) or row["centroid_offset_mm"] is None or "centroid_offset_mm" not in ref:  # type: ignore[operator]
         return []
     out = []
-    for axis, (value, mean, sd) in enumerate(zip(row["centroid_offset_mm"], ref["centroid_offset_mm"]["mean"], ref["centroid_offset_mm"]["sd"])):
+    usual = ref["centroid_offset_mm"]  # type: ignore[index]
+    for axis, (value, mean, sd) in enumerate(zip(row["centroid_offset_mm"], usual["mean"], usual["sd"])):
         d = value - mean
         if abs(d) > max(rules.position_sd * sd, rules.position_min_mm):
             word = DIRECTION_WORDS[axis][1 if d > 0 else 0]
@@ -94,36 +146,37 @@ def _position_flags(row: Mapping[str, Any], ref: Mapping[str, Any], rules: QaRul
     return out
 
 
-def organ_flags(row: Mapping[str, Any], stats: Mapping[str, Any] | None, rules: QaRules = QaRules()) -> list[dict[str, Any]]:
-    """Flags of one organ's measures (a row of :func:`case_qa`'s ``organs``)."""
-    name = row["organ"]
-    ref = None if stats is None else stats["organs"].get(name)
-    flags: list[dict[str, Any]] = []
-    if row["components"] == 0:
-        if ref is not None and ref["presence"] >= rules.expected_presence:
-            flags.append(_flag("missing", f"{name} missing", name))
-        return flags
-    if ref is not None and "volume_ml" not in ref:
-        flags.append(_flag("unexpected", f"{name} present ({_ml(row['volume_ml'])}) but absent in every training case", name))
-    elif ref is not None:
-        flags += _volume_flags(row, ref, rules)
-        if row["components"] > ref["components"]["max"]:
-            most = ref["components"]["max"]
-            flags.append(_flag("components", f"{name} in {row['components']} pieces (training: "
-                               f"{'always 1' if most == 1 else f'at most {most}'})", name))
-        flags += _position_flags(row, ref, rules)
+@organ_rule("cut_off", 2)
+def _cut_off(row: Mapping[str, Any], ref: "Mapping[str, Any] | None", rules: QaRules) -> list[dict[str, Any]]:
     usual = {} if ref is None else ref.get("edge_fraction", {})
-    cut = [f for f in row["edges"] if usual.get(f, 0.0) < rules.edge_fraction]
-    if cut:
-        flags.append(_flag("cut_off", f"{name} touches the scan's {' and '.join(cut)} edge{'s' if len(cut) > 1 else ''}: "
-                           "may be cut off", name))
+    cut = [f for f in row["edges"] if usual.get(f, 0.0) < rules.edge_fraction] if row["components"] > 0 else []
+    if not cut:
+        return []
+    return [_flag("cut_off", f"{row['organ']} touches the scan's {' and '.join(cut)} edge{'s' if len(cut) > 1 else ''}: "
+                  "may be cut off", row["organ"])]
+
+
+@organ_rule("uncertain", 1)
+def _uncertain(row: Mapping[str, Any], ref: "Mapping[str, Any] | None", rules: QaRules) -> list[dict[str, Any]]:
     ent = row.get("boundary_entropy")
-    if ent is not None and ent > rules.max_boundary_entropy:
-        flags.append(_flag("uncertain", f"{name} boundary uncertain: entropy {ent:.2f} (flagged above {rules.max_boundary_entropy:.2f})", name))
+    if row["components"] == 0 or ent is None or ent <= rules.max_boundary_entropy:
+        return []
+    return [_flag("uncertain", f"{row['organ']} boundary uncertain: entropy {ent:.2f} (flagged above "
+                  f"{rules.max_boundary_entropy:.2f})", row["organ"])]
+
+
+@organ_rule("tta", 1)
+def _tta(row: Mapping[str, Any], ref: "Mapping[str, Any] | None", rules: QaRules) -> list[dict[str, Any]]:
     tta = row.get("tta_disagreement")
-    if tta is not None and tta > rules.max_tta_disagreement:
-        flags.append(_flag("tta", f"{name}: mirrored TTA passes disagree on {100 * tta:.0f}% of its voxels", name))
-    return flags
+    if row["components"] == 0 or tta is None or tta <= rules.max_tta_disagreement:
+        return []
+    return [_flag("tta", f"{row['organ']}: mirrored TTA passes disagree on {100 * tta:.0f}% of its voxels", row["organ"])]
+
+
+def organ_flags(row: Mapping[str, Any], stats: Mapping[str, Any] | None, rules: QaRules = QaRules()) -> list[dict[str, Any]]:
+    """Flags of one organ's measures (a row of :func:`case_qa`'s ``organs``): every registered rule, in order."""
+    ref = None if stats is None else stats["organs"].get(row["organ"])
+    return [flag for rule in ORGAN_RULES for flag in rule(row, ref, rules)]
 
 
 def case_qa(labels: np.ndarray, affine: np.ndarray, class_names: Sequence[str], *, ct: np.ndarray | None = None,

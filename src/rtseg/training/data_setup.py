@@ -86,26 +86,26 @@ def prepare_training_data(cfg: Config, stride: int, plan: Optional[Plan | dict[s
     train_refs = split_refs(cfg, d.TRAIN_SPLIT)
     val_refs = split_refs(cfg, d.VAL_SPLIT) if need_val else []
     known = known_classes(cfg, train_refs + val_refs)
-    spec = fixed[0] if fixed else (None if needs_survey(d, plan) else choose_preprocessing(d, plan, None))
+    preprocessing = fixed[0] if fixed else (None if needs_survey(d, plan) else choose_preprocessing(d, plan, None))
     rng = np.random.default_rng(0)
     train: list[PreparedCase] = []
     held: list[tuple[CaseRef, Volume, Volume]] = []
 
     def take(ref: CaseRef, image: Volume, label: Volume) -> None:
-        if spec is None:
+        if preprocessing is None:
             held.append((ref, image, label))  # the grid waits for the whole survey
         else:
-            train.append(prepare_case(ref, image, label, spec, d.N_CLASSES, rng, known, d.ABSENT_IS_UNKNOWN))
+            train.append(prepare_case(ref, image, label, preprocessing, d.N_CLASSES, rng, known, d.ABSENT_IS_UNKNOWN))
 
     survey = survey_cases(train_refs, d.N_CLASSES, measure(known) if measure else None, take)
-    if spec is None:
+    if preprocessing is None:
         if plan is None and d.PLAN == "auto":
             plan = auto_plan(cfg, survey, stride)
-        spec = choose_preprocessing(d, plan, survey)
+        preprocessing = choose_preprocessing(d, plan, survey)
         while held:
-            train.append(prepare_case(*held.pop(0), spec, d.N_CLASSES, rng, known, d.ABSENT_IS_UNKNOWN))
-    val = prepare_cases(val_refs, spec, d.N_CLASSES, known, d.ABSENT_IS_UNKNOWN, desc="val cases")
-    grid = Grid(*fixed) if fixed else complete_grid(d, plan, spec, survey, stride)
+            train.append(prepare_case(*held.pop(0), preprocessing, d.N_CLASSES, rng, known, d.ABSENT_IS_UNKNOWN))
+    val = prepare_cases(val_refs, preprocessing, d.N_CLASSES, known, d.ABSENT_IS_UNKNOWN, desc="val cases")
+    grid = Grid(*fixed) if fixed else complete_grid(d, plan, preprocessing, survey, stride)
     check_patch_stride(grid.patch_size, stride)
     counts = np.zeros(d.N_CLASSES, dtype=np.int64)
     for c in train:

@@ -39,15 +39,15 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig, key:
 
 
 def _resolved_args(cfg: SchedulerConfig, key: str, iter_max: Optional[int]) -> dict[str, Any]:
-    spec = SCHEDULERS[cfg.name]
+    arguments = SCHEDULERS[cfg.name]
     kwargs = cfg.kwargs()
     for k in kwargs:
-        if k not in spec:
-            allowed = ", ".join(list(spec) + ["warmup_iters", "warmup_mode", "warmup_factor"])
+        if k not in arguments:
+            allowed = ", ".join(list(arguments) + ["warmup_iters", "warmup_mode", "warmup_factor"])
             raise ConfigError(f"{key}.{k}: unknown argument for {cfg.name!r}; allowed: {allowed}")
-    defaults = {k: (iter_max if v == FROM_ITER_MAX else v) for k, v in spec.items()}
+    defaults = {k: (iter_max if v == FROM_ITER_MAX else v) for k, v in arguments.items()}
     args = {**{k: v for k, v in defaults.items() if v is not None}, **kwargs}
-    for k in spec:
+    for k in arguments:
         if k not in args:
             raise ConfigError(f"{key}.{k}: required for {cfg.name!r}")
     return args

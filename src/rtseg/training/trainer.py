@@ -80,7 +80,7 @@ def seed_everything(seed: int) -> None:
 
 
 def build_network(cfg: Config) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The segmenter and its spec (saved in checkpoints); bad model arguments are config errors."""
+    """The segmenter and its model spec (saved in checkpoints); bad model arguments are config errors."""
     model_cfg = cfg.MODEL
     spec = model_spec(model_cfg.NAME, model_cfg.CHANNEL_IN, cfg.DATASET.N_CLASSES, model_cfg.BASE_FILTERS,
                       model_cfg.DROPOUT, model_cfg.MRF, model_cfg.DEEP_SUPERVISION)
@@ -115,7 +115,7 @@ class Trainer:
         seed_everything(training_cfg.SEED)
         self.device = select_device(self.cfg.CUDA, self.dist_info.local_rank if self.dist_info.enabled else None)
         self.memory_format = memory_format(self.device, training_cfg.CHANNELS_LAST)
-        model, self.spec = build_network(self.cfg)
+        model, self.model_spec = build_network(self.cfg)
         stride = model_stride(model)
         fixed = self._fixed_grid()
         early_patch = fixed[1] if fixed else self.cfg.DATASET.PATCH_SIZE or (self.plan.patch_size if self.plan else None)
@@ -177,7 +177,7 @@ class Trainer:
             self.run_log.info(f"organ statistics of {plan[ORGAN_STATS]['n_cases']} training case(s) recorded for contour QA")
             if self.dist_info.is_main:
                 write_json(plan, self.run_dir / "plan.json")
-        self.bundle = InferenceBundle(self.spec, tuple(dataset_cfg.class_names()), tuple(dataset_cfg.colors()),
+        self.bundle = InferenceBundle(self.model_spec, tuple(dataset_cfg.class_names()), tuple(dataset_cfg.colors()),
                                       data.preprocessing, data.patch_size, plan)
         loss_cfg = self.training_cfg.LOSS_FUNC
         if weights is not None and loss_cfg.prior_correction:
