@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rtseg.config.loader import format_validation_error
 from rtseg.errors import ConfigError
@@ -39,7 +39,9 @@ def _check_destinations(values: list[str]) -> list[str]:
 DEFAULT_FORMATS = ("rtstruct",)
 
 
-def _check_formats(values: list[str]) -> list[str]:
+def _check_formats(values: Optional[list[str]]) -> Optional[list[str]]:
+    if values is None:
+        return None
     try:
         return [f.name for f in resolve_formats(values)]
     except ConfigError as exc:
@@ -76,18 +78,14 @@ class Rule(_Strict):
     match: Match = Field(default_factory=Match)
     checkpoint: str
     destinations: list[str] = Field(default_factory=list, description=f"{destination_syntax()} or '{CALLER}'")
-    formats: list[str] = Field(default_factory=lambda: list(DEFAULT_FORMATS), description="output formats")
+    formats: Annotated[list[str], AfterValidator(_check_formats)] = Field(
+        default_factory=lambda: list(DEFAULT_FORMATS), description="output formats")
     roi_names: Optional[str] = Field(None, description="ROI name mapping file (JSON/YAML, class -> ROI name)")
 
     @field_validator("destinations")
     @classmethod
     def _dest(cls, v: list[str]) -> list[str]:
         return _check_destinations(v)
-
-    @field_validator("formats")
-    @classmethod
-    def _formats(cls, v: list[str]) -> list[str]:
-        return _check_formats(v)
 
 
 class ServeConfig(_Strict):
@@ -100,7 +98,7 @@ class ServeConfig(_Strict):
     checkpoint: Optional[str] = Field(None, description="checkpoint of the catch-all rule (used when no rules are given)")
     destination: list[str] = Field(default_factory=list, description=f"where the catch-all rule sends its outputs: "
                                    f"{destination_syntax()} or '{CALLER}', repeatable")
-    format: Optional[list[str]] = Field(None, description="outputs of the catch-all rule, repeatable (rtseg predict's "
+    format: Annotated[Optional[list[str]], AfterValidator(_check_formats)] = Field(None, description="outputs of the catch-all rule, repeatable (rtseg predict's "
                                         "--format names; default rtstruct)")
     roi_names: Optional[str] = Field(None, description="ROI name mapping file of the catch-all rule (as rtseg "
                                      "predict --roi-names)")
@@ -135,11 +133,6 @@ class ServeConfig(_Strict):
     @classmethod
     def _dest(cls, v: list[str]) -> list[str]:
         return _check_destinations(v)
-
-    @field_validator("format")
-    @classmethod
-    def _formats(cls, v: Optional[list[str]]) -> Optional[list[str]]:
-        return None if v is None else _check_formats(v)
 
     @field_validator("allow")
     @classmethod

@@ -34,29 +34,29 @@ class DestinationKind(Protocol):
     def parse(self, text: str) -> Optional[Destination]: ...
 
 
-_KINDS: dict[str, DestinationKind] = {}
+_KINDS: list[DestinationKind] = []  # in registration order: the first kind that reads a text has it
 
 
 def register_destination(kind: DestinationKind) -> DestinationKind:
     """Make ``kind``'s spelling valid in ``destination`` / ``destinations`` and deliverable by the sender."""
-    if kind.name in _KINDS:
+    if any(k.name == kind.name for k in _KINDS):
         raise ValueError(f"destination kind {kind.name!r} is registered twice")
-    _KINDS[kind.name] = kind
+    _KINDS.append(kind)
     return kind
 
 
 def unregister_destination(name: str) -> None:
     """Remove a kind (tests register toy ones)."""
-    _KINDS.pop(name, None)
+    _KINDS[:] = [k for k in _KINDS if k.name != name]
 
 
 def destination_syntax() -> str:
-    return ", ".join(k.syntax for k in _KINDS.values())
+    return ", ".join(k.syntax for k in _KINDS)
 
 
 def parse_destination(text: str) -> Destination:
     """The first kind that reads ``text``; anything else is a ConfigError naming the text and every syntax."""
-    for kind in _KINDS.values():
+    for kind in _KINDS:
         dest = kind.parse(text.strip())
         if dest is not None:
             return dest
