@@ -15,7 +15,7 @@ from monai.inferers import sliding_window_inference
 from rtseg.cli import main as cli_main
 from rtseg.data.preprocess import GridInfo, to_network_grid
 from rtseg.errors import DataError
-from rtseg.inference.pipeline import find_cases, predict_path
+from rtseg.inference.pipeline import PredictOptions, find_cases, predict_path
 from rtseg.inference.postprocess import fill_holes, keep_largest_component, postprocess
 from rtseg.inference.predictor import Predictor, body_box, fold_batchnorm, load_model
 from rtseg.inference.sliding_window import plan_windows, sliding_window_predict
@@ -240,7 +240,7 @@ def test_dicom_series_gives_nifti_on_the_series_grid_and_rtstruct(ckpt: Path, tm
     from rtseg.io.dicom_series import read_dicom_series
 
     coarse = make_checkpoint(tmp_path / "c4.pt", target_spacing=(4.0, 4.0, 4.0), patch=(32, 32, 16))
-    report = predict_path(coarse, series_dir, tmp_path / "out", formats=("nifti", "rtstruct", "png"), device="cpu")
+    report = predict_path(coarse, series_dir, tmp_path / "out", PredictOptions(("nifti", "rtstruct", "png"), "cpu"))
     assert not report.failed, report.results
     series = read_dicom_series(series_dir)
     pred = read_nifti(tmp_path / "out" / "dicom-ct-series_pred.nii.gz")
@@ -266,7 +266,7 @@ def test_stripped_dicom_series_fails_cleanly_without_partial_outputs(ckpt: Path,
     coarse = make_checkpoint(tmp_path / "c4.pt", target_spacing=(4.0, 4.0, 4.0), patch=(32, 32, 16))
     # the only case failed on bad input: a user error (exit 2 in the CLI), and nothing is left behind
     with pytest.raises(DataError, match="UID"):
-        predict_path(coarse, series_dir, tmp_path / "out", formats=("nifti", "rtstruct"), device="cpu")
+        predict_path(coarse, series_dir, tmp_path / "out", PredictOptions(("nifti", "rtstruct"), "cpu"))
     assert not (tmp_path / "out").exists()
 
 

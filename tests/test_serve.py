@@ -16,7 +16,7 @@ from pydicom.uid import MRImageStorage
 
 from dicom_checks import assert_dciodvfy_clean
 from rtseg.cli import main as cli_main
-from rtseg.inference.pipeline import predict_path
+from rtseg.inference.pipeline import PredictOptions, predict_path
 from rtseg.io.dicom_series import read_dicom_series
 from rtseg.io.rtstruct import rtstruct_to_labels
 from rtseg.serve.config import load_serve_config
@@ -87,7 +87,7 @@ def test_series_is_contoured_and_delivered_like_predict(node_factory, tps: Store
     assert len(got) == 1 and got[0].Modality == "RTSTRUCT"
     rt_path = next(p for p in tps.folder.iterdir() if p.is_file())
     assert_dciodvfy_clean(rt_path)
-    report = predict_path(ckpt, series, tmp_path / "predict", formats=("rtstruct",), device="cpu")
+    report = predict_path(ckpt, series, tmp_path / "predict", PredictOptions(("rtstruct",), "cpu"))
     assert not report.failed
     ct = read_dicom_series(series)
     ours, _ = rtstruct_to_labels(rt_path, ct, NAMES)

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 from rtseg.cli.common import add_command
 from rtseg.cli.dicom_options import add_roi_name_options
+from rtseg.inference.outputs import output_help, output_names
 
 NAME = "predict"
 
@@ -21,9 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="contour CTs (NIfTI files or DICOM series) with a trained checkpoint",
         description="Predict organ labels for one CT or a batch. --input is a NIfTI file, a DICOM series folder, or a "
         "folder of NIfTI files and/or series sub-folders. Per case CASE (file name without _ct/_image/_0000 and "
-        ".nii[.gz], or the series folder's name) writes CASE_pred.nii.gz on the input grid, CASE_rtstruct.dcm and "
-        "CASE_seg.dcm (DICOM input only, referencing the input series), CASE_overlay.png and CASE_review.html "
-        "(+ index.html for a batch), as chosen with --format; CASE_qa.json (contour QA: flags in words, against the "
+        ".nii[.gz], or the series folder's name) writes one file per --format (below; DICOM outputs reference "
+        "the input series); CASE_qa.json (contour QA: flags in words, against the "
         "checkpoint's training statistics) unless --no-qa; CASE_prob.nii.gz with --save-probabilities; and summary.csv "
         "(case, status, seconds, error, n_flags, flag_weight, flags), the cases to review first on top. A failing case "
         "is reported and the others go on; the exit status is 1 if any case failed, 2 if every case failed on bad input "
@@ -36,10 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", required=True, metavar="PATH",
                    help="NIfTI file, DICOM series folder, or folder of NIfTI files / DICOM series folders")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder (created if missing)")
-    p.add_argument("--format", nargs="+", default=["nifti"], choices=("nifti", "rtstruct", "seg", "png", "html"),
-                   metavar="FMT", help="outputs: nifti (labels), rtstruct (DICOM RT Structure Set, DICOM input only), "
-                   "seg (DICOM Segmentation for PACS viewers, DICOM input only), png (overlay montage), html (review page "
-                   "per case, opens from disk, + index.html for a batch); default nifti")
+    p.add_argument("--format", nargs="+", default=["nifti"], choices=output_names(), metavar="FMT",
+                   help=f"outputs: {output_help()}; default nifti")
     add_roi_name_options(p)
     p.add_argument("--overlap", type=float, default=0.5, metavar="F",
                    help="sliding-window overlap fraction in [0, 1) (default 0.5)")
@@ -83,7 +81,8 @@ def parse_nonfinite(text: str) -> "str | float":
 def run(args: argparse.Namespace) -> int:
     from rtseg.device import is_main_process
     from rtseg.errors import ConfigError
-    from rtseg.inference.pipeline import predict_path
+    from rtseg.inference.pipeline import PredictOptions, predict_path
+    from rtseg.inference.predictor import NetworkOptions
 
     if not 0.0 <= args.overlap < 1.0:
         raise ConfigError(f"--overlap must be in [0, 1), got {args.overlap}")
@@ -96,23 +95,17 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--no-qa: the review page (--format html) and --save-probabilities need the QA's network run")
     else:
         review = _review(args)
-    report = predict_path(
-        args.checkpoint,
-        args.input,
-        args.output,
-        formats=args.format,
+    options = PredictOptions(
+        formats=tuple(args.format),
         device=args.device,
-        overlap=args.overlap,
-        tta=args.tta,
+        network=NetworkOptions(overlap=args.overlap, tta=args.tta, batch_size=args.batch_size, compile=args.compile),
         largest_component=args.largest_component,
         fill_holes=args.fill_holes,
-        compile=args.compile,
-        batch_size=args.batch_size,
         holes=args.holes,
         roi_names=args.roi_names,
         nonfinite=nonfinite,
-        review=review,
     )
+    report = predict_path(args.checkpoint, args.input, args.output, options, review=review)
     if is_main_process():  # under torchrun every rank holds the whole batch's results: one prints
         n_ok = len(report.results) - len(report.failed)
         print(f"{n_ok} of {len(report.results)} case(s) predicted; summary: {report.summary_csv}")

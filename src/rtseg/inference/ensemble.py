@@ -20,7 +20,7 @@ import torch
 from rtseg.errors import DataError
 from rtseg.inference.bundle import InferenceBundle
 from rtseg.inference.postprocess import postprocess_organs
-from rtseg.inference.predictor import Prediction, PredictStats, Predictor, load_model
+from rtseg.inference.predictor import NetworkOptions, Prediction, PredictStats, Predictor, load_model
 from rtseg.io.jsonfile import read_json, write_json
 
 ENSEMBLE_NAME = "ensemble.json"
@@ -186,13 +186,13 @@ class EnsemblePredictor:
         return acc / len(self.members)
 
 
-def load_predictor(checkpoint: CheckpointArg, device: torch.device | str = "cpu", overlap: float = 0.5, tta: bool = False,
-                   amp: bool = True, batch_size: int = 2, compile: bool = False,
-                   progress: bool = False) -> Predictor | EnsemblePredictor:
-    """A ``Predictor`` for one plain checkpoint; an ``EnsemblePredictor`` for several, an ensemble file or a CV folder."""
+def load_predictor(checkpoint: CheckpointArg, device: torch.device | str = "cpu",
+                   options: NetworkOptions = NetworkOptions(), progress: bool = False) -> Predictor | EnsemblePredictor:
+    """A ``Predictor`` for one plain checkpoint; an ``EnsemblePredictor`` for several, an ensemble file or a CV folder.
+
+    Every member runs as ``options`` say."""
     spec = resolve_ensemble(checkpoint)
-    members = [Predictor(load_model(m, device), device, overlap=overlap, tta=tta, amp=amp, batch_size=batch_size,
-                         compile=compile, progress=progress) for m in spec.members]
+    members = [Predictor.with_options(load_model(m, device), device, options, progress) for m in spec.members]
     if len(members) == 1 and not spec.postprocessing:
         return members[0]
     return EnsemblePredictor(members, spec.postprocessing, spec.source)

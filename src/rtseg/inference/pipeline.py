@@ -1,11 +1,11 @@
 """``rtseg predict``: checkpoint + CT (NIfTI file, DICOM series folder, or a folder of those) -> contours.
 
 Per case: read, predict on the input grid, optionally clean up, then write
-``<case>_pred.nii.gz`` (same shape and affine as the input; for DICOM the
-series' grid), ``<case>_rtstruct.dcm`` (DICOM input only, against the input
-series) and ``<case>_overlay.png``; a ``review`` (``rtseg.review.batch``, which
+each chosen output format (``inference.outputs``: ``<case>_pred.nii.gz`` on the
+input grid, ``<case>_rtstruct.dcm`` / ``<case>_seg.dcm`` for DICOM input,
+``<case>_overlay.png``, ...); a ``review`` (``rtseg.review.batch``, which
 sits above this package) adds QA, probabilities and review pages from the same
-network run. A failing case is recorded in ``summary.csv`` with its error, its
+network run. ``rtseg serve`` contours each series through :func:`predict_case` too. A failing case is recorded in ``summary.csv`` with its error, its
 partial outputs are removed, and the others go on; when every case failed on a
 user error (``RtsegError``) nothing is written and that error is raised. Cases are
 named by file or folder name, never by patient name/ID.
@@ -22,25 +22,23 @@ from typing import Any, Callable, Literal, Optional, Protocol, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from rtseg.data.orientation import to_canonical
 from rtseg.device import resolve_device
 from rtseg.errors import ConfigError, DataError, RtsegError
 from rtseg.inference.bundle import InferenceBundle
 from rtseg.inference.postprocess import postprocess
 from rtseg.inference.ensemble import CheckpointArg, EnsemblePredictor, load_predictor, resolve_ensemble
-from rtseg.inference.predictor import Prediction, Predictor, plan_summary
+from rtseg.inference.outputs import OutputContext, OutputFormat, output_context, resolve_formats, write_outputs
+from rtseg.inference.predictor import NetworkOptions, Prediction, Predictor, plan_summary
 from rtseg.inference.shard import Shard, in_case_order
 from rtseg.io.atomic import atomic_path
-from rtseg.io.naming import image_case_id, is_label_file, prediction_file
+from rtseg.io.contours import DEFAULT_HOLE_ENCODING
+from rtseg.io.naming import image_case_id, is_label_file
 from rtseg.io.integrity import NonFinitePolicy
-from rtseg.io.nifti import is_nifti, read_nifti, write_nifti
-from rtseg.io.roi_names import load_roi_name_map, roi_names_for
+from rtseg.io.nifti import is_nifti, read_nifti
 from rtseg.io.volume import Volume
 
 log = logging.getLogger("rtseg")
 
-FORMATS = ("nifti", "rtstruct", "seg", "png", "html")
-REVIEW_FORMATS = ("html",)  # written by the review, not here
 SUMMARY_NAME = "summary.csv"
 
 
@@ -75,15 +73,50 @@ class CaseReview(Protocol):
 
 
 @dataclass(frozen=True)
-class CaseOptions:
-    """How each case is read, cleaned up and written."""
+class PredictOptions:
+    """Everything a predict run is asked for, as one object: the CLI (or serve's config) builds it once."""
 
     formats: tuple[str, ...] = ("nifti",)
+    device: str = "auto"
+    network: NetworkOptions = field(default_factory=NetworkOptions)
     largest_component: bool = False
     fill_holes: bool = False
-    holes: str = "keyhole"
-    roi_name_map: Optional[dict[str, str]] = None
+    holes: str = DEFAULT_HOLE_ENCODING
+    roi_names: Optional[str | Path] = None  # mapping file class -> ROI name
     nonfinite: NonFinitePolicy = "error"
+
+
+@dataclass(frozen=True)
+class CaseOutputs:
+    """What is written per case, resolved once per run from the options and the checkpoint."""
+
+    formats: tuple[OutputFormat, ...]
+    context: OutputContext
+    options: PredictOptions
+
+    @classmethod
+    def resolve(cls, options: PredictOptions, bundle: InferenceBundle, review: bool) -> "CaseOutputs":
+        """Formats checked against the registry, ROI names resolved (both fail here, before any case)."""
+        formats = check_formats(options.formats, review)
+        ctx = output_context(bundle.class_names, bundle.colors, options.roi_names, options.holes)
+        return cls(formats, ctx, options)
+
+
+def check_formats(names: Sequence[str], review: bool) -> tuple[OutputFormat, ...]:
+    """The registered formats named; those the review writes (html) need a review."""
+    formats = resolve_formats(names)
+    by_review = [f.name for f in formats if f.writer is None]
+    if by_review and not review:
+        raise ConfigError(f"output format {', '.join(by_review)} needs the case QA (it is the review page)")
+    return formats
+
+
+@dataclass
+class CaseRun:
+    """One case's files and where its time went (``rtseg serve`` keeps the timings)."""
+
+    outputs: list[Path]
+    seconds: dict[str, float]
 
 
 @dataclass
@@ -139,22 +172,13 @@ def read_case(case: CaseInput, nonfinite: NonFinitePolicy = "error") -> Volume:
     return read_dicom_series(case.path)
 
 
-def save_overlay(volume: Volume, labels: np.ndarray, colors: Sequence[tuple[int, int, int]], path: Path) -> Path:
-    """Axial montage, CT | prediction, in radiological view."""
-    from rtseg.figures.montage import save_montage
-
-    can, tr = to_canonical(volume)
-    pred = tr.apply(labels)
-    zoom = 1 if max(can.shape[:2]) >= 256 else 2
-    return save_montage(can.array, pred, None, path, colors, n_slices=4, spacing=can.spacing, zoom=zoom,
-                        panel_names=("CT", "Prediction"))
-
-
-def predict_case(predictor: Predictor | EnsemblePredictor, case: CaseInput, output_dir: Path, opts: CaseOptions,
-                 review: Optional[CaseReview] = None) -> list[Path]:
+def predict_case(predictor: Predictor | EnsemblePredictor, case: CaseInput, output_dir: Path, outputs: CaseOutputs,
+                 review: Optional[CaseReview] = None) -> CaseRun:
     """Outputs of one case; on failure none of them is left behind."""
-    bundle = predictor.bundle
+    opts = outputs.options
+    t0 = time.perf_counter()
     volume = read_case(case, opts.nonfinite)
+    t1 = time.perf_counter()
     prediction: Optional[Prediction] = None
     if review is not None:
         review.before(case.name, volume)
@@ -164,29 +188,17 @@ def predict_case(predictor: Predictor | EnsemblePredictor, case: CaseInput, outp
         labels = predictor.predict_labels(volume)
     log.debug("case %s: %s", case.name, plan_summary(predictor.stats))
     labels = postprocess(labels, largest_component=opts.largest_component, fill=opts.fill_holes)
-    formats = opts.formats
-    written: list[Path] = []
+    t2 = time.perf_counter()
+    written = write_outputs(outputs.formats, case.name, volume, labels, outputs.context, output_dir,
+                            dicom_input=case.kind == "dicom")
     try:
-        if "nifti" in formats:
-            written.append(write_nifti(volume.with_array(labels), output_dir / prediction_file(case.name), dtype=np.uint8))
-        dicom_formats = [f for f in ("rtstruct", "seg") if f in formats]
-        if dicom_formats and case.kind == "dicom":
-            from rtseg.io.dicom_outputs import write_dicom_outputs
-
-            written.extend(write_dicom_outputs(labels, volume, list(bundle.class_names), list(bundle.colors),
-                                               output_dir / case.name, dicom_formats, holes=opts.holes,
-                                               roi_name_map=opts.roi_name_map))
-        elif dicom_formats:
-            log.info("case %s: no %s (it needs a DICOM series as input)", case.name, "/".join(dicom_formats).upper())
-        if "png" in formats:
-            written.append(save_overlay(volume, labels, bundle.colors, output_dir / f"{case.name}_overlay.png"))
         if review is not None and prediction is not None:
             written.extend(review.after(case.name, volume, prediction, labels, output_dir))
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)
         raise
-    return written
+    return CaseRun(written, {"read": t1 - t0, "inference": t2 - t1, "write": time.perf_counter() - t2})
 
 
 def write_summary(results: Sequence[CaseResult], path: Path, review: Optional[CaseReview] = None) -> Path:
@@ -207,12 +219,12 @@ def write_summary(results: Sequence[CaseResult], path: Path, review: Optional[Ca
     return path
 
 
-def _run_case(predictor: Predictor | EnsemblePredictor, case: CaseInput, out: Path, opts: CaseOptions,
+def _run_case(predictor: Predictor | EnsemblePredictor, case: CaseInput, out: Path, opts: CaseOutputs,
               review: Optional[CaseReview]) -> CaseResult:
     """One case, its failure recorded instead of raised: one bad case must not stop a batch."""
     t0 = time.perf_counter()
     try:
-        outputs = predict_case(predictor, case, out, opts, review)
+        outputs = predict_case(predictor, case, out, opts, review).outputs
     except RtsegError as exc:
         log.error("case %s failed: %s", case.name, exc)
         return CaseResult(case.name, "failed", time.perf_counter() - t0, str(exc), user_error=True)
@@ -226,58 +238,37 @@ def _run_case(predictor: Predictor | EnsemblePredictor, case: CaseInput, out: Pa
     return CaseResult(case.name, "ok", dt, "", outputs)
 
 
-def predict_path(
-    checkpoint: CheckpointArg,
-    input: str | Path,
-    output_dir: str | Path,
-    formats: Sequence[str] = ("nifti",),
-    device: str = "auto",
-    overlap: float = 0.5,
-    tta: bool = False,
-    largest_component: bool = False,
-    fill_holes: bool = False,
-    compile: bool = False,
-    batch_size: int = 2,
-    holes: str = "keyhole",
-    roi_names: str | Path | None = None,
-    nonfinite: NonFinitePolicy = "error",
-    review: Optional[Callable[[InferenceBundle], CaseReview]] = None,
-) -> PredictReport:
+def predict_path(checkpoint: CheckpointArg, input: str | Path, output_dir: str | Path,
+                 options: PredictOptions = PredictOptions(),
+                 review: Optional[Callable[[InferenceBundle], CaseReview]] = None) -> PredictReport:
     """Predict every case under ``input``; the caller exits non-zero if ``report.failed``.
 
     ``review`` builds the run's review from the checkpoint's bundle (``rtseg.review.batch.BatchReview``).
 
     Raises the (first) user error when every case failed on one, leaving no output behind."""
-    fmts = tuple(dict.fromkeys(formats))
-    bad = [f for f in fmts if f not in FORMATS]
-    if bad or not fmts:
-        raise ConfigError(f"output format(s) {bad or '(none)'}: expected one or more of {', '.join(FORMATS)}")
-    if review is None and any(f in REVIEW_FORMATS for f in fmts):
-        raise ConfigError("output format html needs the case QA (it is the review page)")
+    formats = check_formats(options.formats, review is not None)  # before any case is looked for
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: output must be a folder, found a file")
     cases = find_cases(input, exclude=out)
-    if ("rtstruct" in fmts or "seg" in fmts) and all(c.kind == "nifti" for c in cases):
-        log.warning("RTSTRUCT/SEG output needs DICOM series input; the NIfTI input gets none")
-    roi_name_map = load_roi_name_map(roi_names) if roi_names else None
+    dicom_only = [f.name.upper() for f in formats if f.dicom_only]
+    if dicom_only and all(c.kind == "nifti" for c in cases):
+        log.warning("%s output needs DICOM series input; the NIfTI input gets none", "/".join(dicom_only))
     shard = Shard.from_env()  # torchrun: this rank contours every N-th case
     try:
-        dev = shard.device(resolve_device(device))
-        predictor = load_predictor(checkpoint, dev, overlap=overlap, tta=tta, batch_size=batch_size, compile=compile,
+        dev = shard.device(resolve_device(options.device))
+        predictor = load_predictor(checkpoint, dev, options.network,
                                    progress=len(cases) == 1)  # one checkpoint, several, or an ensemble file / CV folder
-        if roi_name_map:
-            roi_names_for(list(predictor.bundle.class_names[1:]), roi_name_map)  # a mapping naming unknown classes fails once, here
-        opts = CaseOptions(fmts, largest_component, fill_holes, holes, roi_name_map, nonfinite)
+        outputs = CaseOutputs.resolve(options, predictor.bundle, review is not None)
         reviewer = None if review is None else review(predictor.bundle)
         log.info("predicting %d case(s) on %s with %s%s", len(cases), dev, resolve_ensemble(checkpoint).source,
                  f" (rank {shard.rank} of {shard.world_size})" if shard.enabled else "")
-        return _run_batch(predictor, cases, out, opts, reviewer, shard)
+        return _run_batch(predictor, cases, out, outputs, reviewer, shard)
     finally:
         shard.close()
 
 
-def _run_batch(predictor: Predictor | EnsemblePredictor, cases: Sequence[CaseInput], out: Path, opts: CaseOptions,
+def _run_batch(predictor: Predictor | EnsemblePredictor, cases: Sequence[CaseInput], out: Path, opts: CaseOutputs,
                reviewer: Optional[CaseReview], shard: Shard) -> PredictReport:
     """This rank's cases, then every rank's results in input order; rank 0 writes the summary and index."""
     created = not out.exists()

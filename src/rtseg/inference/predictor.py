@@ -38,6 +38,24 @@ log = logging.getLogger("rtseg")
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (3,), (4,), (3, 4))
 
 
+@dataclass(frozen=True)
+class NetworkOptions:
+    """How the network runs over a volume: what ``rtseg predict`` and ``rtseg serve`` hand to every member
+    of ``load_predictor`` as one object (the ``Predictor`` keywords of the same names)."""
+
+    overlap: float = 0.5
+    tta: bool = False
+    batch_size: int = 2
+    amp: bool = True
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+
+
 @dataclass
 class LoadedModel:
     """The segmenter, rebuilt from a checkpoint, and the checkpoint's inference contract."""
@@ -186,6 +204,13 @@ class Predictor:
         self._run: Callable[[torch.Tensor], torch.Tensor] = network_runner(net, self.device, amp, self.fmt)
         self.stats = PredictStats()
 
+    @classmethod
+    def with_options(cls, loaded_model: LoadedModel, device: torch.device | str, options: NetworkOptions,
+                     progress: bool = False) -> "Predictor":
+        """A Predictor run as ``options`` say (the rest at their defaults)."""
+        return cls(loaded_model, device, overlap=options.overlap, tta=options.tta, amp=options.amp,
+                   batch_size=options.batch_size, compile=options.compile, progress=progress)
+
     @property
     def bundle(self) -> InferenceBundle:
         """The checkpoint's contract: class names, colours, preprocessing, patch size."""
@@ -308,6 +333,7 @@ def plan_summary(stats: PredictStats) -> str:
 
 __all__ = [
     "LoadedModel",
+    "NetworkOptions",
     "PredictStats",
     "Prediction",
     "Predictor",

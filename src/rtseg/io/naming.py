@@ -1,7 +1,9 @@
 """How case files are named: the one suffix rule every reader and writer of NIfTI cases follows.
 
 A case ``<id>`` is ``<id>_ct.nii.gz`` (image) + ``<id>_labels.nii.gz`` (labels) in a dataset,
-and ``rtseg predict`` writes ``<id>_pred.nii.gz``. Readers are lenient: an image file's case id
+and ``rtseg predict`` writes ``<id><suffix>`` per output format (``_pred.nii.gz``, ``_rtstruct.dcm``,
+``_seg.dcm``, ``_overlay.png``, ``_review.html``; :func:`output_file`); ``rtseg serve`` names a job's
+outputs the same way after :func:`outbox_prefix`. Readers are lenient: an image file's case id
 is its stem minus one of ``IMAGE_SUFFIXES``, a label file's minus one of ``LABEL_SUFFIXES``.
 """
 from __future__ import annotations
@@ -30,7 +32,29 @@ def labels_file(case: str) -> str:
 
 
 def prediction_file(case: str) -> str:
-    return f"{case}{PREDICTION_SUFFIX}{NIFTI_EXTENSION}"
+    return output_file(case, PREDICTION_SUFFIX + NIFTI_EXTENSION)
+
+
+#: File suffixes of the output formats of ``rtseg predict`` / ``rtseg serve`` (``<case><suffix>``).
+RTSTRUCT_SUFFIX, SEG_SUFFIX, OVERLAY_SUFFIX = "_rtstruct.dcm", "_seg.dcm", "_overlay.png"
+DICOM_EXTENSION = ".dcm"
+
+
+def output_file(case: str, suffix: str) -> str:
+    """The one rule for an output's file name: ``<case><suffix>`` (``p01`` + ``_seg.dcm`` -> ``p01_seg.dcm``)."""
+    if not suffix or "/" in suffix or "\\" in suffix:
+        raise ValueError(f"output suffix {suffix!r}: expected a file name ending such as '_seg.dcm'")
+    return f"{case}{suffix}"
+
+
+def outbox_prefix(job_id: int, series_hash: str) -> str:
+    """What ``rtseg serve`` calls a job's outputs instead of a case name (no patient or series UID in it)."""
+    return f"job{job_id:06d}_{series_hash}"
+
+
+def is_dicom_file_name(path: str | os.PathLike[str]) -> bool:
+    """Whether an output is a DICOM object (what a DICOM destination can send)."""
+    return Path(path).name.endswith(DICOM_EXTENSION)
 
 
 #: Review outputs of ``rtseg predict`` per case: contour QA, probabilities, review page.
@@ -39,7 +63,7 @@ QA_SUFFIX, PROBABILITIES_SUFFIX, REVIEW_PAGE_SUFFIX = "_qa.json", "_prob" + NIFT
 
 def review_files(case: str) -> tuple[str, str, str]:
     """(qa.json, probabilities NIfTI, review page) file names of a case."""
-    return case + QA_SUFFIX, case + PROBABILITIES_SUFFIX, case + REVIEW_PAGE_SUFFIX
+    return output_file(case, QA_SUFFIX), output_file(case, PROBABILITIES_SUFFIX), output_file(case, REVIEW_PAGE_SUFFIX)
 
 
 def nifti_stem(path: str | os.PathLike[str]) -> Optional[str]:

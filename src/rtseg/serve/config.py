@@ -8,41 +8,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rtseg.config.loader import format_validation_error
 from rtseg.errors import ConfigError
+from rtseg.inference.outputs import resolve_formats
 from rtseg.config.yamlfile import read_yaml_mapping
-
-CALLER = "caller"
-"""Destination meaning: back to the calling AE title, at the caller's address, on ``caller_port``."""
-
-_DEST = re.compile(r"^(?P<ae>[^@\\]{1,16})@(?P<host>[^:@]+):(?P<port>\d{1,5})$")
-
-
-@dataclass(frozen=True)
-class Destination:
-    """A DICOM storage SCP the RTSTRUCT is sent to."""
-
-    ae_title: str
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
-
-
-def parse_destination(text: str) -> Destination:
-    """``AE@host:port`` -> Destination; anything else is a ConfigError naming the text."""
-    m = _DEST.match(text.strip())
-    if not m or not 1 <= int(m["port"]) <= 65535:
-        raise ConfigError(f"destination {text!r}: expected AE@host:port (AE title of 1-16 characters, port 1-65535) "
-                          f"or '{CALLER}'")
-    return Destination(m["ae"].strip(), m["host"], int(m["port"]))
+from rtseg.serve.destinations import CALLER, destination_syntax, parse_destination
 
 
 def _check_ae_title(value: str) -> str:
@@ -59,6 +34,18 @@ def _check_destinations(values: list[str]) -> list[str]:
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
     return values
+
+
+DEFAULT_FORMATS = ("rtstruct",)
+
+
+def _check_formats(values: Optional[list[str]]) -> Optional[list[str]]:
+    if values is None:
+        return None
+    try:
+        return [f.name for f in resolve_formats(values)]
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class _Strict(BaseModel):
@@ -90,7 +77,10 @@ class Rule(_Strict):
     name: str
     match: Match = Field(default_factory=Match)
     checkpoint: str
-    destinations: list[str] = Field(default_factory=list, description=f"AE@host:port or '{CALLER}'")
+    destinations: list[str] = Field(default_factory=list, description=f"{destination_syntax()} or '{CALLER}'")
+    formats: Annotated[list[str], AfterValidator(_check_formats)] = Field(
+        default_factory=lambda: list(DEFAULT_FORMATS), description="output formats")
+    roi_names: Optional[str] = Field(None, description="ROI name mapping file (JSON/YAML, class -> ROI name)")
 
     @field_validator("destinations")
     @classmethod
@@ -106,8 +96,12 @@ class ServeConfig(_Strict):
     port: int = Field(11112, ge=0, le=65535, description="TCP port to listen on (default 11112; 0: any free port)")
     ae_title: str = Field("RTSEG", description="this node's AE title (default RTSEG)")
     checkpoint: Optional[str] = Field(None, description="checkpoint of the catch-all rule (used when no rules are given)")
-    destination: list[str] = Field(default_factory=list, description=f"where the catch-all rule sends RTSTRUCTs: "
-                                   f"AE@host:port or '{CALLER}', repeatable")
+    destination: list[str] = Field(default_factory=list, description=f"where the catch-all rule sends its outputs: "
+                                   f"{destination_syntax()} or '{CALLER}', repeatable")
+    format: Annotated[Optional[list[str]], AfterValidator(_check_formats)] = Field(None, description="outputs of the catch-all rule, repeatable (rtseg predict's "
+                                        "--format names; default rtstruct)")
+    roi_names: Optional[str] = Field(None, description="ROI name mapping file of the catch-all rule (as rtseg "
+                                     "predict --roi-names)")
     caller_port: Optional[int] = Field(None, ge=1, le=65535, description="port of the caller's storage SCP, for "
                                        f"destination '{CALLER}'")
     allow: list[str] = Field(default_factory=list, description="calling AE titles allowed to connect, repeatable "
@@ -159,8 +153,9 @@ class ServeConfig(_Strict):
     def _consistent(self) -> "ServeConfig":
         if not self.rules and not self.checkpoint:
             raise ValueError("give a checkpoint (--checkpoint) or routing rules (rules:)")
-        if self.rules and (self.checkpoint or self.destination):
-            raise ValueError("checkpoint/destination make the catch-all rule; with rules, put them in a rule")
+        if self.rules and (self.checkpoint or self.destination or self.format or self.roi_names):
+            raise ValueError("checkpoint/destination/format/roi_names make the catch-all rule; with rules, put them "
+                             "in a rule")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
         if self.tls_ca and not self.tls_cert:
@@ -174,7 +169,8 @@ class ServeConfig(_Strict):
         """The rules, or the catch-all rule made of ``checkpoint`` and ``destination``."""
         if self.rules:
             return list(self.rules)
-        return [Rule(name="default", checkpoint=str(self.checkpoint), destinations=list(self.destination))]
+        return [Rule(name="default", checkpoint=str(self.checkpoint), destinations=list(self.destination),
+                     formats=list(self.format or DEFAULT_FORMATS), roi_names=self.roi_names)]
 
     @property
     def store_path(self) -> Path:

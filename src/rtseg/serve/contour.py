@@ -1,39 +1,56 @@
-"""The node's only door into inference: checkpoint -> model loaded once; series folder -> RTSTRUCT.
+"""The node's only door into inference: checkpoint -> model loaded once; series folder -> the rule's outputs.
 
-It calls the pieces ``rtseg predict`` uses (``inference.pipeline``), with
-predict's defaults, so the node's RTSTRUCT is the one ``rtseg predict --format
-rtstruct`` writes for the same series. If the inference API is renamed, this
-module is the one place to adapt.
+A series goes through ``rtseg predict``'s own case pipeline (``inference.pipeline.predict_case``) with
+predict's defaults and the rule's output formats (``inference.outputs``: RTSTRUCT by default, SEG, ...)
+and ROI names, so the node's RTSTRUCT is the one ``rtseg predict --format rtstruct`` writes for the
+same series, and the contour QA ``rtseg predict`` computes (``CASE_qa.json``) comes with it.
 """
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional, Sequence
 
 from rtseg.device import resolve_device
-from rtseg.inference.pipeline import CaseInput, read_case
 from rtseg.inference.ensemble import load_predictor
-from rtseg.io.rtstruct import write_rtstruct
+from rtseg.inference.pipeline import CaseInput, CaseOutputs, PredictOptions, predict_case
+from rtseg.review.batch import BatchReview
+from rtseg.review.qa import summary_columns
+
+
+@dataclass
+class Contoured:
+    """One series' output files (outputs first, then qa.json), seconds per step, and its QA summary."""
+
+    outputs: list[Path]
+    seconds: dict[str, float]
+    qa: dict[str, Any]
 
 
 class Contourer:
-    """One loaded model (per worker: a Predictor is not shared between threads)."""
+    """One loaded model (per worker: a Predictor is not shared between threads) and the outputs its rules ask for."""
 
     def __init__(self, checkpoint: str | Path, device: str = "auto") -> None:
-        dev = resolve_device(device)
+        self.device = resolve_device(device)
         self.checkpoint = Path(checkpoint)
-        self.predictor = load_predictor(checkpoint, dev)  # a checkpoint, or an ensemble file / CV folder as predict reads
+        self.predictor = load_predictor(checkpoint, self.device)  # a checkpoint, or an ensemble file / CV folder
+        self._plans: dict[tuple[tuple[str, ...], Optional[str]], tuple[CaseOutputs, BatchReview]] = {}
 
-    def contour(self, series_dir: Path, out_path: Path) -> dict[str, float]:
-        """Read the series (the DICOM reader's checks apply), predict, write the RTSTRUCT atomically.
+    def prepare(self, formats: Sequence[str], roi_names: Optional[str] = None) -> tuple[CaseOutputs, BatchReview]:
+        """What a rule's series get, resolved once (unknown formats or ROI mapping classes fail here)."""
+        key = (tuple(formats), roi_names)
+        if key not in self._plans:
+            options = PredictOptions(formats=key[0], device=str(self.device), roi_names=roi_names)
+            outputs = CaseOutputs.resolve(options, self.predictor.bundle, review=True)
+            review = BatchReview(self.predictor.bundle, html=any(f.writer is None for f in outputs.formats))
+            self._plans[key] = (outputs, review)
+        return self._plans[key]
 
-        Returns seconds spent reading, in inference and writing."""
-        t0 = time.perf_counter()
-        volume = read_case(CaseInput(series_dir.name, series_dir, "dicom"))
-        t1 = time.perf_counter()
-        labels = self.predictor.predict_labels(volume)
-        t2 = time.perf_counter()
-        bundle = self.predictor.bundle
-        write_rtstruct(labels, volume, list(bundle.class_names), list(bundle.colors), out_path)
-        t3 = time.perf_counter()
-        return {"read": t1 - t0, "inference": t2 - t1, "write": t3 - t2}
+    def contour(self, series_dir: Path, out_dir: Path, name: str, formats: Sequence[str] = ("rtstruct",),
+                roi_names: Optional[str] = None) -> Contoured:
+        """Read the series (the DICOM reader's checks apply), predict, write ``<name><suffix>`` per format
+        and ``<name>_qa.json`` into ``out_dir``, atomically."""
+        outputs, review = self.prepare(formats, roi_names)
+        run = predict_case(self.predictor, CaseInput(name, series_dir, "dicom"), out_dir, outputs, review)
+        qa = review.qas.pop(name)  # the node runs for months: keep no QA of past series
+        return Contoured(run.outputs, run.seconds, summary_columns(qa))

@@ -5,7 +5,9 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from rtseg.serve.config import CALLER, Destination, Rule, parse_destination
+from rtseg.serve.config import Rule
+from rtseg.serve.destinations import CALLER, Destination, parse_destination
+from rtseg.serve.dicom_destination import DicomDestination
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ def resolve_destinations(rule: Rule, calling_ae: str, peer_host: str, caller_por
     for d in rule.destinations:
         if d == CALLER:
             assert caller_port is not None  # the config validator requires it
-            out.append(Destination(calling_ae, peer_host, caller_port))
+            out.append(DicomDestination(calling_ae, peer_host, caller_port))
         else:
             out.append(parse_destination(d))
     return out

@@ -49,10 +49,9 @@ class Node:
         recovered = self.queue.recover()
         if any(recovered.values()):
             event(logging.INFO, "resuming unfinished jobs", **recovered)
-        checkpoints = sorted({r.checkpoint for r in self.cfg.effective_rules()})
         for w in self.workers:  # load every model before listening: a bad checkpoint is a startup error
-            for c in checkpoints:
-                w.contourer(c)
+            for rule in self.cfg.effective_rules():
+                w.prepare(rule)
         self.address = self.scp.start()
         loops: list[tuple[str, Callable[[], Any]]] = [("rtseg-assembly", self._assemble), ("rtseg-sender", self.sender.run)]
         loops += [(f"rtseg-worker-{i}", w.run) for i, w in enumerate(self.workers)]

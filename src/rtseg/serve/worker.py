@@ -1,6 +1,7 @@
 """Contouring workers: each takes the oldest complete job, contours it, queues its deliveries.
 
-A worker loads each checkpoint it needs once and keeps it. A failing series
+A worker loads each checkpoint it needs once and keeps it; a job's outputs (its rule's formats,
+``<outbox_prefix><suffix>`` in the outbox, plus the contour QA) are kept in the queue as one value. A failing series
 (the DICOM reader's gap/tilt/size/modality checks, a broken checkpoint) fails
 its job with the reason; the worker goes on with the next.
 """
@@ -13,9 +14,11 @@ from pathlib import Path
 from typing import Callable
 
 from rtseg.errors import RtsegError
+from rtseg.io.naming import outbox_prefix
 from rtseg.serve.assembly import SeriesStore
 from rtseg.serve.config import Rule, ServeConfig
 from rtseg.serve.contour import Contourer
+from rtseg.serve.destinations import join_outputs
 from rtseg.serve.jobs import JobQueue
 from rtseg.serve.logs import event, short_hash
 from rtseg.serve.routing import resolve_destinations
@@ -39,16 +42,21 @@ class Worker:
                   seconds=round(time.perf_counter() - t0, 2))
         return self._models[checkpoint]
 
+    def prepare(self, rule: Rule) -> None:
+        """Load the rule's model and resolve its outputs (a bad checkpoint or ROI mapping fails at start-up)."""
+        self.contourer(rule.checkpoint).prepare(rule.formats, rule.roi_names)
+
     def process(self, job: dict) -> None:
         jid, ref = int(job["id"]), job["series_ref"]
         rule: Rule | None = self._rules.get(job["rule"])
         if rule is None:  # the config changed between runs: the rule that matched is gone
             self.queue.set_final(jid, "failed", f"routing rule {job['rule']!r} no longer exists in the config")
             return
-        out = self.outbox / f"job{jid:06d}_{short_hash(job['series_uid'])}_rtstruct.dcm"
+        name = outbox_prefix(jid, short_hash(job["series_uid"]))
         event(logging.INFO, "contouring", job=jid, series=ref, rule=rule.name)
         try:
-            timings = self.contourer(job["checkpoint"]).contour(self.store.series_dir(job["series_uid"]), out)
+            done = self.contourer(job["checkpoint"]).contour(self.store.series_dir(job["series_uid"]), self.outbox,
+                                                             name, rule.formats, rule.roi_names)
         except RtsegError as exc:
             self.queue.set_final(jid, "failed", str(exc))
             event(logging.ERROR, "contouring failed", job=jid, series=ref, reason=str(exc))
@@ -60,8 +68,10 @@ class Worker:
             logging.getLogger("rtseg.serve").debug("traceback", exc_info=True)
             return
         dests = resolve_destinations(rule, job["calling_ae"], job["peer_host"], self.cfg.caller_port)
-        self.queue.contoured(jid, out, timings, [str(d) for d in dests])
-        event(logging.INFO, "contoured", job=jid, series=ref, **{f"{k}_s": round(v, 3) for k, v in timings.items()},
+        outputs = join_outputs(done.outputs)  # the queue's one path column holds them all
+        self.queue.contoured(jid, outputs, done.seconds, [str(d) for d in dests])  # type: ignore[arg-type]
+        event(logging.INFO, "contoured", job=jid, series=ref, **{f"{k}_s": round(v, 3) for k, v in done.seconds.items()},
+              outputs=[p.name for p in done.outputs], qa_flags=done.qa["n_flags"], qa=done.qa["flags"],
               destinations=[str(d) for d in dests])
 
     def run(self, poll_s: float = 0.2) -> None:

@@ -1,0 +1,75 @@
+"""Destination kind ``AE@host:port``: a DICOM storage SCP that gets the job's DICOM outputs by C-STORE.
+
+All files go in one association; the delivery succeeds only when every one was stored (a PACS or
+TPS stores a resent instance, same SOP Instance UID, once).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from rtseg.io.naming import is_dicom_file_name
+
+SUCCESS_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
+_DEST = re.compile(r"^(?P<ae>[^@\\]{1,16})@(?P<host>[^:@]+):(?P<port>\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class DicomDestination:
+    """A DICOM storage SCP the outputs are sent to."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+    def send(self, files: Sequence[Path], node_ae_title: str, timeout_s: float = 30.0) -> Optional[str]:
+        """C-STORE every DICOM file as ``node_ae_title``; None on success, else why not."""
+        import pydicom
+        from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+        from pynetdicom import AE
+
+        datasets = [pydicom.dcmread(p) for p in files if is_dicom_file_name(p)]
+        if not datasets:
+            return None
+        ae = AE(ae_title=node_ae_title)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
+        ae.connection_timeout = min(timeout_s, 10.0)
+        for sop_class in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
+            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        assoc = ae.associate(self.host, self.port, ae_title=self.ae_title)
+        if not assoc.is_established:
+            return "association rejected" if assoc.is_rejected else "no association (destination down or unreachable)"
+        try:
+            for ds in datasets:
+                error = _stored(assoc.send_c_store(ds))
+                if error is not None:
+                    return error
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        return None
+
+
+def _stored(status: object) -> Optional[str]:
+    code = getattr(status, "Status", None)
+    if code is None:
+        return "no C-STORE response (connection lost or timed out)"
+    if int(code) not in SUCCESS_STATUSES:
+        return f"C-STORE refused with status 0x{int(code):04X}"
+    return None
+
+
+class DicomStoreKind:
+    name = "dicom"
+    syntax = "AE@host:port (AE title of 1-16 characters, port 1-65535)"
+
+    def parse(self, text: str) -> Optional[DicomDestination]:
+        m = _DEST.match(text)
+        if not m or not 1 <= int(m["port"]) <= 65535:
+            return None
+        return DicomDestination(m["ae"].strip(), m["host"], int(m["port"]))
