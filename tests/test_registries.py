@@ -53,3 +53,29 @@ def test_a_toy_qa_flag_is_one_decorated_function(monkeypatch: pytest.MonkeyPatch
     assert [f["organ"] for f in tiny] == ["a"] and tiny[0]["weight"] == 2
     with pytest.raises(ValueError, match="already registered"):
         qa.organ_rule("volume", 1)(_tiny)
+
+
+def test_a_toy_metric_is_one_registration(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import rtseg.evaluation.surface as surface
+    from rtseg.evaluation.report import format_table, summarize, write_long_csv
+
+    monkeypatch.setattr(surface, "REGISTERED", dict(surface.REGISTERED))
+    import rtseg.evaluation.report as report
+
+    monkeypatch.setattr(report, "REGISTERED", surface.REGISTERED)
+    surface.register_metric(surface.Metric(
+        "volume_ratio", "Vpred/Vgt", lambda p, g, sp: float(p.sum()) / float(g.sum()),
+        lambda n_pred, n_gt: 0.0 if n_pred == 0 else float("inf")))
+    gt = np.zeros((12, 12, 12), dtype=np.uint8)
+    gt[2:8, 2:8, 2:8] = 1  # 216 voxels
+    pred = np.zeros_like(gt)
+    pred[2:8, 2:8, 2:5] = 1  # 108 voxels: ratio 0.5
+    rows = surface.case_metrics(pred, gt, (1.0, 1.0, 1.0), ["background", "a", "b"], case_id="c1")
+    assert rows[0]["volume_ratio"] == pytest.approx(0.5)
+    assert rows[1]["volume_ratio"] == 0.0  # organ b: both empty -> the metric's own convention
+    summary = summarize(rows, 2.0)
+    assert "Vpred/Vgt" in format_table(summary)
+    csv_text = write_long_csv(rows, tmp_path / "long.csv").read_text()
+    assert "volume_ratio" in csv_text
+    with pytest.raises(ValueError, match="already defined"):
+        surface.register_metric(surface.Metric("dice", "x", lambda p, g, sp: 0.0, lambda a, b: 0.0))

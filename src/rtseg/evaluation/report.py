@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rtseg.errors import DataError
-from rtseg.evaluation.surface import FLAG_KEYS, METRIC_KEYS, case_metrics, labels_present
+from rtseg.evaluation.surface import FLAG_KEYS, REGISTERED, case_metrics, labels_present, metric_keys
 from rtseg.io.atomic import atomic_path
 from rtseg.io.naming import LABEL_SUFFIXES, label_case_id, unpaired
 from rtseg.io.nifti import read_nifti
@@ -104,7 +104,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], tolerance_mm: float, n_cases: i
             "n_empty_gt": int(sum(empty_gt)),
             "n_empty_pred": int(sum(empty_pred)),
             "n_both_empty": int(sum(a and b for a, b in zip(empty_gt, empty_pred))),
-            "metrics": {m: _finite_stats([float(r[m]) for r in rs]) for m in METRIC_KEYS},
+            "metrics": {m: _finite_stats([float(r[m]) for r in rs]) for m in metric_keys()},
         }
     return out
 
@@ -120,7 +120,7 @@ def write_long_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
             w = csv.writer(fh)
             w.writerow(["case", "organ", "metric", "value"])
             for r in rows:
-                for m in METRIC_KEYS + FLAG_KEYS:
+                for m in metric_keys() + FLAG_KEYS:
                     w.writerow([r.get("case", ""), r["organ"], m, _value_text(r[m])])
     return target
 
@@ -144,7 +144,7 @@ def _cell(stats: Mapping[str, Any], metric: str) -> str:
 
 
 def _table(summary: Mapping[str, Any], metrics: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    header = ["organ", "n"] + [METRIC_TITLES.get(m, m) for m in metrics]
+    header = ["organ", "n"] + [METRIC_TITLES.get(m, REGISTERED[m].title if m in REGISTERED else m) for m in metrics]
     body = [
         [organ, str(o["n_cases"])] + [_cell(o["metrics"][m], m) for m in metrics]
         for organ, o in summary["organs"].items()
@@ -160,9 +160,9 @@ def _footnote(summary: Mapping[str, Any]) -> str:
     return "; ".join(notes)
 
 
-def format_table(summary: Mapping[str, Any], metrics: Sequence[str] = TABLE_METRICS) -> str:
-    """Plain-text table with aligned columns, for the terminal."""
-    header, body = _table(summary, metrics)
+def format_table(summary: Mapping[str, Any], metrics: Sequence[str] | None = None) -> str:
+    """Plain-text table with aligned columns, for the terminal (default: TABLE_METRICS and the registered ones)."""
+    header, body = _table(summary, TABLE_METRICS + tuple(REGISTERED) if metrics is None else metrics)
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in [header] + body]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -170,7 +170,7 @@ def format_table(summary: Mapping[str, Any], metrics: Sequence[str] = TABLE_METR
 
 
 def write_markdown_report(summary: Mapping[str, Any], path: str | os.PathLike[str], plots: Sequence[Path] = ()) -> Path:
-    header, body = _table(summary, METRIC_KEYS)
+    header, body = _table(summary, metric_keys())
     lines = [
         "# Segmentation evaluation",
         "",
@@ -247,7 +247,7 @@ def evaluate_folders(
         if plots:
             from rtseg.figures.boxplots import write_box_plots
 
-            written = write_box_plots(rows, out, METRIC_KEYS, tolerance_mm=tolerance_mm)
+            written = write_box_plots(rows, out, metric_keys(), tolerance_mm=tolerance_mm)
         write_long_csv(rows, out / CSV_NAME)
         write_summary_json(summary, out / SUMMARY_NAME)
         write_markdown_report(summary, out / REPORT_NAME, written)

@@ -11,7 +11,8 @@ docs/METRICS.md and in :func:`organ_metrics`.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -37,6 +38,39 @@ FLAG_KEYS: tuple[str, ...] = ("empty_gt", "empty_pred")
 DISTANCE_KEYS: tuple[str, ...] = ("hd", "hd95", "assd", "avg_hd")
 
 _STRUCTURE = ndimage.generate_binary_structure(3, 1)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric added beside the built-in ones: computed on the organ's box, with its empty-mask convention."""
+
+    name: str
+    title: str  # column title in the reports
+    compute: Callable[[np.ndarray, np.ndarray, tuple[float, float, float]], float]  # (pred, gt, spacing mm) -> value
+    if_empty: Callable[[int, int], float]  # (predicted voxels, true voxels), one of them 0 -> value
+
+
+REGISTERED: dict[str, Metric] = {}
+"""Added metrics by name; :func:`register_metric` fills it, every report and CSV follows."""
+
+
+def register_metric(metric: Metric) -> Metric:
+    """A new metric is one function and this call: ``rtseg evaluate``, ``val/test`` and the reports pick it up."""
+    if metric.name in METRIC_KEYS or metric.name in FLAG_KEYS or metric.name in REGISTERED:
+        raise ValueError(f"metric {metric.name!r} is already defined")
+    REGISTERED[metric.name] = metric
+    return metric
+
+
+def metric_keys() -> tuple[str, ...]:
+    """Every metric key in report order: the built-in ones, then the registered ones."""
+    return METRIC_KEYS + tuple(REGISTERED)
+
+
+def _registered_values(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, float, float],
+                       n_pred: int, n_gt: int) -> dict[str, float]:
+    empty = n_pred == 0 or n_gt == 0
+    return {m.name: float(m.if_empty(n_pred, n_gt) if empty else m.compute(pred, gt, spacing)) for m in REGISTERED.values()}
 
 
 def _check_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
@@ -86,6 +120,11 @@ def _empty_metrics(n_pred: int, n_gt: int, voxel_ml: float) -> dict[str, float]:
     """The documented conventions for an empty prediction and/or an empty ground truth."""
     inf = float("inf")
     both = n_pred == 0 and n_gt == 0
+    return {**_builtin_empty(n_pred, n_gt, voxel_ml, inf, both),
+            **{m.name: float(m.if_empty(n_pred, n_gt)) for m in REGISTERED.values()}}
+
+
+def _builtin_empty(n_pred: int, n_gt: int, voxel_ml: float, inf: float, both: bool) -> dict[str, float]:
     return {
         "dice": 1.0 if both else 0.0,
         "iou": 1.0 if both else 0.0,
@@ -134,6 +173,7 @@ def _metrics_in_box(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, floa
         "rvd": (n_pred - n_gt) / n_gt,
         "vol_pred_ml": n_pred * voxel_ml,
         "vol_gt_ml": n_gt * voxel_ml,
+        **_registered_values(pred, gt, spacing, n_pred, n_gt),
         "empty_gt": 0.0,
         "empty_pred": 0.0,
     }
