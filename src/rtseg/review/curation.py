@@ -34,7 +34,8 @@ SKIPPED_QA_RULES = ("cut_off",)
 class CurationRules:
     """Thresholds of the curation rules (docs/CLINICAL_IO.md, "Curation")."""
 
-    qa: QaRules = field(default_factory=QaRules)
+    # training contours vary more than one model's predictions: volume flagged beyond p99 x 1.6 / p1 x 0.4 of the others
+    qa: QaRules = field(default_factory=lambda: QaRules(volume_margin=0.6))
     side_margin_mm: float = 5.0  # a left organ this far right of the body centre (or a right one left of it)
     min_slices: int = 3  # fewer contoured slices than this ...
     min_extent_fraction: float = 0.5  # ... or fewer than this fraction of the other cases' median slice count
