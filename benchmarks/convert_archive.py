@@ -52,7 +52,8 @@ def main() -> None:
         t1 = time.perf_counter()
         report = convert_dicom_archive(export, work / "out", CLASSES, workers=args.workers, progress=False)
         t2 = time.perf_counter()
-        write_curation(curate_dataset(work / "out" / "rtseg_dataset.json"), work / "out" / "rtseg_dataset.json")
+        write_curation(curate_dataset(work / "out" / "rtseg_dataset.json", workers=args.workers, progress=False),
+                       work / "out" / "rtseg_dataset.json")
         t3 = time.perf_counter()
         n = len(report.usable)
         print(f"generated {args.patients} patients (512x512x{args.slices}, 2 structure sets each) in {t1 - t0:.0f} s")

@@ -12,7 +12,6 @@ from typing import Mapping, Sequence
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, RTPlanStorage, generate_uid
 from scipy import ndimage
 

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from rtseg.io.archive_convert import parallel_map
 from rtseg.io.dataset_json import excluded_organs, read_dataset_json, read_partial_labels
 from rtseg.io.naming import ct_file, labels_file
 from rtseg.io.nifti import read_nifti
@@ -110,19 +111,26 @@ def flag_cases(facts: Mapping[str, Mapping[str, Any]], class_names: Sequence[str
     return out
 
 
-def curate_dataset(dataset_json: str | Path, rules: CurationRules = CurationRules()) -> dict[str, Any]:
+def _facts_job(job: tuple[Path, str, tuple[str, ...], tuple[int, ...]]) -> dict[str, Any]:
+    """One case's curation facts from its NIfTI pair (a worker process runs it)."""
+    folder, case, names, contoured = job
+    ct, lab = read_nifti(folder / ct_file(case)), read_nifti(folder / labels_file(case))
+    return case_curation_facts(ct.array, lab.array, ct.affine, names, contoured)
+
+
+def curate_dataset(dataset_json: str | Path, rules: CurationRules = CurationRules(), workers: int = 2,
+                   progress: bool = True) -> dict[str, Any]:
     """Flags for every case of a converted dataset (``rtseg_dataset.json`` beside its NIfTI pairs).
 
-    Wholly excluded cases are not judged; excluded organs count as not contoured."""
+    Wholly excluded cases are not judged; excluded organs count as not contoured. The cases are
+    measured on ``workers`` processes."""
     path = Path(dataset_json)
     table = read_dataset_json(path)
     names = list(table["class_names"])
     gone = {c for c, o in excluded_organs(table, path).items() if o is None}
     cases = sorted(c for c in table["cases"] if c not in gone)
     contoured = read_partial_labels(path, cases, names)
-    facts = {}
-    for case in cases:
-        ct, lab = read_nifti(path.parent / ct_file(case)), read_nifti(path.parent / labels_file(case))
-        facts[case] = case_curation_facts(ct.array, lab.array, ct.affine, names, [c for c in contoured[case] if c])
+    jobs = [(path.parent, case, tuple(names), tuple(c for c in contoured[case] if c)) for case in cases]
+    facts = dict(zip(cases, parallel_map(_facts_job, jobs, workers, "curation", progress, "case")))
     return {"version": CURATION_VERSION, "rules": asdict(rules), "class_names": names, "excluded_cases": sorted(gone),
             "cases": flag_cases(facts, names, rules)}
