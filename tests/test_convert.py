@@ -78,13 +78,16 @@ def test_dicom_dataset_skips_bad_patients(dicom_root, tmp_path: Path, capsys, ca
         assert lab.get_data_dtype() == np.uint8
         np.testing.assert_array_equal(np.asarray(lab.dataobj), labels)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["conversion_report.json"] + [f"{c}_{k}.nii.gz" for c in expected for k in ("ct", "labels")]
+        ["conversion_report.json", ".rtseg", "curation", "roi_name_report.json", "roi_name_report.txt", "rtseg_dataset.json",
+         "rtseg_train.yml"] + [f"{c}_{k}.nii.gz" for c in expected for k in ("ct", "labels")]
     )
     report = json.loads((out / "conversion_report.json").read_text())
     assert report["converted"] == ["case_01", "case_02"]
     assert [f[0] for f in report["failed"]] == ["case_03", "case_04"]
-    assert "not mapped: Couch" in report["notes"]["case_01"]
-    _no_identity(cap.out, cap.err, caplog.text, (out / "conversion_report.json").read_text())
+    names = {r["name"]: r for r in json.loads((out / "roi_name_report.json").read_text())["names"]}
+    assert names["Couch"]["class"] is None and names["Couch"]["helper"] and names["Couch"]["count"] == 2
+    texts = [(out / n).read_text() for n in ("conversion_report.json", "rtseg_dataset.json", "roi_name_report.txt")]
+    _no_identity(cap.out, cap.err, caplog.text, *texts)
 
 
 def test_single_conversions_roundtrip(dicom_root, tmp_path: Path, capsys) -> None:

@@ -1,4 +1,5 @@
-"""``rtseg convert``: DICOM CT / RTSTRUCT / PNG slices / legacy_npy (the original code base's .npy layout) <-> NIfTI."""
+"""``rtseg convert``: DICOM CT / RTSTRUCT / SEG / PNG slices / legacy_npy (the original code base's .npy layout) /
+nnU-Net <-> NIfTI; whole DICOM exports and curation in ``rtseg.cli.convert_archive``."""
 from __future__ import annotations
 
 import argparse
@@ -9,9 +10,9 @@ from typing import Any, Callable
 from rtseg.cli.common import add_command, add_dir_args, add_spacing_arg, organ_class_names
 from rtseg.errors import ConfigError, RtsegError
 from rtseg.cli.dicom_options import add_roi_name_options
+from rtseg.cli.convert_archive import CLASSES_HELP, DEFAULT_ORGANS, add_roi_classes, aliases_from_options, register_archive
 from rtseg.io.dataset_convert import (
     ConversionReport,
-    convert_dicom_dataset,
     convert_legacy_npy_to_nifti,
     convert_nifti_to_legacy_npy,
     convert_png_dataset,
@@ -26,23 +27,9 @@ from rtseg.config.colors import parse_colors
 from rtseg.labels import PELVIS_CLASS_NAMES, default_colors
 
 NAME = "convert"
-DEFAULT_ORGANS = list(PELVIS_CLASS_NAMES[1:])
 SERIES_UID_HELP = "SeriesInstanceUID to read when the folder holds several series"
-CLASSES_HELP = "organ names for labels 1, 2, ... (label 0 is background); default: " + " ".join(DEFAULT_ORGANS)
-ALIAS_HELP = ("extra ROI names for a class, e.g. --alias bladder=Blase,UB (repeatable); names are matched "
-              "ignoring case, spaces, '_' and '-', on top of built-in synonyms")
 PAIRS_OUT_HELP = "output folder for the NIfTI pairs"
 PATIENTS_IN_HELP = "folder with one sub-folder per patient"
-
-
-def _aliases(items: list[str] | None) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in items or []:
-        cls, sep, names = item.partition("=")
-        if not sep or not cls.strip() or not names.strip():
-            raise ConfigError(f"--alias {item!r}: expected CLASS=ROI NAME[,ROI NAME...], e.g. bladder=Blase,UB")
-        out.setdefault(cls.strip(), []).extend(n.strip() for n in names.split(",") if n.strip())
-    return out
 
 
 def _nifti_out(path: str) -> Path:
@@ -71,7 +58,7 @@ def _dicom_labels_to_nifti(args: argparse.Namespace, path: str, to_labels: Calla
     out = _nifti_out(args.out)
     classes = organ_class_names(args.classes, "--classes")
     ct = read_dicom_series(args.series, args.series_uid)
-    labels, report = to_labels(path, ct, classes, _aliases(args.alias))
+    labels, report = to_labels(path, ct, classes, aliases_from_options(args.alias))
     write_nifti(labels, out, dtype="uint8")
     print(f"wrote {out}: {report.summary()}")
     return 0
@@ -112,11 +99,6 @@ def _seg_to_nifti(args: argparse.Namespace) -> int:
     from rtseg.io.seg import seg_to_labels
 
     return _dicom_labels_to_nifti(args, args.seg, seg_to_labels)
-
-
-def _dicom_dataset(args: argparse.Namespace) -> int:
-    report = convert_dicom_dataset(args.input, args.out, organ_class_names(args.classes, "--classes"), _aliases(args.alias))
-    return _finish(report, args.out)
 
 
 def _png_dataset(args: argparse.Namespace) -> int:
@@ -162,14 +144,8 @@ def _dicom_to_labels_args(p: argparse.ArgumentParser, option: str, metavar: str,
     p.add_argument("--series", required=True, metavar="DIR", help=f"folder holding the CT slices the {what} refers to")
     p.add_argument(option, required=True, metavar=metavar, help=file_help)
     p.add_argument("--out", required=True, metavar="LABELS.nii.gz", help="output label NIfTI (uint8)")
-    _roi_classes(p)
+    add_roi_classes(p)
     _series_uid(p)
-
-
-def _roi_classes(p: argparse.ArgumentParser) -> None:
-    """``--classes`` and ``--alias``: which ROI of an RTSTRUCT becomes which label."""
-    p.add_argument("--classes", nargs="+", default=DEFAULT_ORGANS, metavar="NAME", help=CLASSES_HELP)
-    p.add_argument("--alias", action="append", metavar="CLASS=NAMES", help=ALIAS_HELP)
 
 
 def _register_dicom(conv: argparse._SubParsersAction) -> None:
@@ -217,12 +193,7 @@ def _register_seg(conv: argparse._SubParsersAction) -> None:
 
 
 def _register_datasets(conv: argparse._SubParsersAction) -> None:
-    p = add_command(conv, "dicom-dataset", _dicom_dataset, help="patient folders (CT series + RTSTRUCT) -> NIfTI pairs",
-                    description="Convert INPUT/<case>/ (a CT series and its RTSTRUCT) to OUT/<case>_ct.nii.gz and "
-                    "OUT/<case>_labels.nii.gz. Bad cases are reported and skipped; exit code 1 if any failed.")
-    add_dir_args(p, PATIENTS_IN_HELP, PAIRS_OUT_HELP)
-    _roi_classes(p)
-
+    register_archive(conv)
     p = add_command(conv, "png-dataset", _png_dataset, help="the seed's PNG slices + RGB masks -> NIfTI pairs",
                     description="Convert INPUT/<case>/CT/*.png and INPUT/<case>/MASK/*.png (paired by file name) to "
                     "NIfTI pairs, resampling image and labels identically.")

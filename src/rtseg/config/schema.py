@@ -46,7 +46,8 @@ class ModelConfig(_Section):
 
 
 class DatasetConfig(_Section):
-    NAME: Literal["prostateCT_vol", "nifti", "msd"] = "prostateCT_vol"
+    NAME: str = Field("prostateCT_vol", min_length=1, description="dataset layout, a name in the registry "
+                      "rtseg.io.layouts: prostateCT_vol (legacy_npy), nifti, msd, nnunet; checked when the cases are listed")
     PATH: str
     N_CLASSES: int = Field(..., ge=2, le=IGNORE_INDEX)
     TRAIN_SPLIT: str = "train"

@@ -16,7 +16,8 @@ from typing import Collection, Mapping, Sequence
 import numpy as np
 
 from rtseg.config.schema import DatasetConfig
-from rtseg.data.datasets import CaseRef, load_labels, load_partial_labels
+from rtseg.io.dataset_json import read_partial_labels
+from rtseg.io.layouts import CaseRef, read_case_labels
 from rtseg.errors import ConfigError
 
 FOLD_SEED = 12345
@@ -75,7 +76,7 @@ def case_organs(dataset: DatasetConfig, refs: Sequence[CaseRef]) -> dict[str, fr
     """The organs (labels >= 1) each case contours: PARTIAL_LABELS' list, else (ABSENT_IS_UNKNOWN) the labels
     present in its label file, else all of them."""
     names = dataset.class_names()
-    listed = load_partial_labels(dataset.PARTIAL_LABELS, [r.case_id for r in refs], names) if dataset.PARTIAL_LABELS else {}
+    listed = read_partial_labels(dataset.PARTIAL_LABELS, [r.case_id for r in refs], names) if dataset.PARTIAL_LABELS else {}
     every = frozenset(range(1, dataset.N_CLASSES))
     out = {}
     for ref in refs:
@@ -91,7 +92,7 @@ def case_organs(dataset: DatasetConfig, refs: Sequence[CaseRef]) -> dict[str, fr
 @lru_cache(maxsize=4096)
 def _present(ref: CaseRef) -> frozenset[int]:
     """Labels in a case's label file (read once per process: every split listing asks again)."""
-    counts = np.bincount(np.asarray(load_labels(ref).array, dtype=np.int64).ravel())
+    counts = np.bincount(np.asarray(read_case_labels(ref).array, dtype=np.int64).ravel())
     return frozenset(int(v) for v in np.flatnonzero(counts))
 
 

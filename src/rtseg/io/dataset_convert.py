@@ -1,4 +1,4 @@
-"""Whole-dataset conversions: DICOM (CT + RTSTRUCT) / PNG slices / legacy_npy <-> NIfTI pairs.
+"""Whole-dataset conversions: PNG slices / legacy_npy <-> NIfTI pairs (DICOM archives: ``rtseg.io.archive_convert``).
 
 The NIfTI dataset layout is flat: ``<case>_ct.nii.gz`` + ``<case>_labels.nii.gz``.
 Every conversion goes patient by patient: a bad patient is reported (by case
@@ -14,21 +14,18 @@ import os
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
-from pydicom.uid import RTStructureSetStorage
 from tqdm import tqdm
 
 from rtseg.errors import DataError, RtsegError
 from rtseg.io.atomic import atomic_path
 from rtseg.io.dicom_geometry import LPS_TO_RAS
-from rtseg.io.dicom_series import list_dicom_series, read_dicom_series, scan_dicom_folder
 from rtseg.io.legacy_npy import CT_DIR, SEG_DIR, legacy_npy_stems, read_npy, to_legacy_npy_array, write_legacy_npy_case
 from rtseg.io.naming import CT_SUFFIX, LABELS_SUFFIX, cases_in, ct_file, labels_file
 from rtseg.io.nifti import read_nifti, write_nifti
 from rtseg.io.png_slices import PngReading, natural_key, png_case_to_volumes
-from rtseg.io.rtstruct_read import RoiMappingReport, match_roi_names, read_rtstruct, rtstruct_to_labels
 from rtseg.io.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -97,72 +94,6 @@ def _write_pair(out_dir: Path, case: str, ct: Volume, labels: Volume) -> None:
     ct_dtype = ct.array.dtype if ct.array.dtype in _KEEP_DTYPES else np.float32
     write_nifti(ct, out_dir / ct_file(case), dtype=ct_dtype)
     write_nifti(labels, out_dir / labels_file(case), dtype=np.uint8)
-
-
-# ---------------------------------------------------------------- DICOM --
-
-def find_rtstruct_files(folder: str | os.PathLike[str]) -> list[Path]:
-    return [p for p, ds in scan_dicom_folder(folder)
-            if str(ds.get("Modality", "")) == "RTSTRUCT" or str(ds.get("SOPClassUID", "")) == RTStructureSetStorage]
-
-
-def dicom_case_to_volumes(
-    case_dir: str | os.PathLike[str], class_names: Sequence[str], aliases: Mapping[str, Sequence[str]] | None = None
-) -> tuple[Volume, Volume, RoiMappingReport]:
-    """One patient folder (CT series + RTSTRUCT) -> (CT, labels, ROI report).
-
-    With several CT series, the one the RTSTRUCT refers to is used; with
-    several RTSTRUCTs, the one referring to the CT series.
-    """
-    d = Path(case_dir)
-    rs_files = find_rtstruct_files(d)
-    if not rs_files:
-        raise DataError(f"{d}: no RTSTRUCT file found next to the CT series")
-    structs = [read_rtstruct(p) for p in rs_files]
-    series = list_dicom_series(d)
-    uid = None
-    if len(series) > 1:
-        refs = {s for rs in structs for s in rs.referenced_series_uids}
-        hits = [s.uid for s in series if s.uid in refs]
-        if len(hits) == 1:
-            uid = hits[0]
-    ct = read_dicom_series(d, uid)
-    if len(structs) > 1:
-        ct_uid = ct.meta["dicom"]["series_instance_uid"]
-        ct_frame = ct.meta["dicom"]["frame_of_reference_uid"]
-        mine = [rs for rs in structs if ct_uid in rs.referenced_series_uids] or [
-            rs for rs in structs if ct_frame in rs.frame_of_reference_uids
-        ]
-        if len(mine) != 1:
-            names = ", ".join(p.name for p in rs_files)
-            raise DataError(f"{d}: {len(rs_files)} RTSTRUCT files ({names}); cannot tell which one to use, keep one per patient")
-        structs = mine
-    labels, report = rtstruct_to_labels(structs[0], ct, class_names, aliases)
-    return ct, labels, report
-
-
-def convert_dicom_dataset(
-    input_dir: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    class_names: Sequence[str],
-    aliases: Mapping[str, Sequence[str]] | None = None,
-    progress: bool = True,
-) -> ConversionReport:
-    """``input_dir/<case>/`` (CT series + RTSTRUCT) -> ``out_dir/<case>_ct.nii.gz`` + ``<case>_labels.nii.gz``."""
-    src, out = _need_dir(input_dir), Path(out_dir)
-    match_roi_names([], class_names, aliases)  # a bad alias table fails once, before any work
-    cases = _subdirs(src)
-    if not cases:
-        raise DataError(f"{src}: no patient folders found (expected one sub-folder per patient with a CT series and an RTSTRUCT)")
-
-    def job(case: Path) -> Callable[[], str | None]:
-        def run() -> str | None:
-            ct, labels, rep = dicom_case_to_volumes(case, class_names, aliases)
-            _write_pair(out, case.name, ct, labels)
-            return rep.summary()
-        return run
-
-    return _run_cases([(c.name, job(c)) for c in cases], out, "dicom-dataset", progress)
 
 
 # ------------------------------------------------------------------ PNG --

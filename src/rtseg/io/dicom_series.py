@@ -35,7 +35,7 @@ from rtseg.io.dicom_write import new_dicom_dataset, write_dicom_series  # noqa: 
 
 __all__ = [
     "HEADER_KEYWORDS", "LPS_TO_RAS", "PATIENT_STUDY_KEYWORDS", "PatientStudyAttributes", "SeriesInfo",
-    "list_dicom_series", "new_dicom_dataset", "read_dicom_series", "scan_dicom_folder", "write_dicom_series",
+    "list_dicom_series", "looks_like_dicom", "new_dicom_dataset", "read_dicom_files", "read_dicom_series", "read_header", "scan_dicom_folder", "write_dicom_series",
 ]
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,8 @@ class SeriesInfo:
         return f"{uid} ({self.modality or '?'}, {self.n_slices} slices{desc})"
 
 
-def _looks_like_dicom(path: Path) -> bool:
+def looks_like_dicom(path: Path) -> bool:
+    """A .dcm/.dicom/.ima file, or one with the DICM marker (files without extension); never DICOMDIR."""
     if path.suffix.lower() in (".dcm", ".dicom", ".ima"):
         return True
     if path.suffix.lower() in _NON_DICOM_SUFFIXES or path.name.upper() == "DICOMDIR":
@@ -149,20 +150,25 @@ def scan_dicom_folder(folder: str | os.PathLike[str]) -> list[tuple[Path, Datase
     for p in sorted(root.rglob("*")):
         if not p.is_file() or any(part.startswith(".") for part in p.relative_to(root).parts):
             continue
-        if not _looks_like_dicom(p):
+        if not looks_like_dicom(p):
             log.debug("ignoring non-DICOM file %s", p.name)
             continue
-        try:
-            ds = pydicom.dcmread(p, stop_before_pixels=True)
-        except Exception as exc:  # pydicom raises many types for corrupt files
-            raise DataError(f"{p}: not a readable DICOM file ({type(exc).__name__})") from None
-        if len(ds) == 0:
-            raise DataError(f"{p}: not a readable DICOM file (no data elements)")
-        parse_all(ds, p, HEADER_KEYWORDS)
-        if "SOPClassUID" not in ds and "Modality" not in ds:  # garbage after a DICM marker parses to stray elements
-            raise DataError(f"{p}: not a readable DICOM file (neither SOPClassUID nor Modality)")
-        out.append((p, ds))
+        out.append((p, read_header(p)))
     return out
+
+
+def read_header(p: Path) -> Dataset:
+    """One file's header (no pixel data), its values this module reads parsed; DataError if it is not DICOM."""
+    try:
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+    except Exception as exc:  # pydicom raises many types for corrupt files
+        raise DataError(f"{p}: not a readable DICOM file ({type(exc).__name__})") from None
+    if len(ds) == 0:
+        raise DataError(f"{p}: not a readable DICOM file (no data elements)")
+    parse_all(ds, p, HEADER_KEYWORDS)
+    if "SOPClassUID" not in ds and "Modality" not in ds:  # garbage after a DICM marker parses to stray elements
+        raise DataError(f"{p}: not a readable DICOM file (neither SOPClassUID nor Modality)")
+    return ds
 
 
 def _is_image(ds: Dataset) -> bool:
@@ -224,7 +230,17 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
     """Read one CT series as a Volume in Hounsfield units (int16 when exact, else float32)."""
     root = Path(folder)
     headers = [SliceHeader(p, ds) for p, ds in scan_dicom_folder(root)]
-    hs = _select_series(root, headers, series_uid)
+    return _series_volume(root, _select_series(root, headers, series_uid))
+
+
+def read_dicom_files(paths: Iterable[str | os.PathLike[str]], where: str | os.PathLike[str]) -> Volume:
+    """Read the CT series made of exactly these files (e.g. one series of a flat archive dump); ``where``
+    names it in errors and becomes ``meta["source"]``."""
+    files = sorted(Path(p) for p in paths)
+    return _series_volume(Path(where), _select_series(Path(where), [SliceHeader(p, read_header(p)) for p in files], None))
+
+
+def _series_volume(root: Path, hs: list[SliceHeader]) -> Volume:
     modality = str(hs[0].ds.get("Modality", "") or "")
     if modality != "CT":
         raise DataError(f"{root}: series modality is {modality or 'missing'}, expected CT")

@@ -88,25 +88,40 @@ def tg263_entry(class_name: str) -> tuple[str, str, str] | None:
     return None
 
 
-def load_roi_name_map(path: str | os.PathLike[str]) -> dict[str, str]:
-    """A mapping file ``{class: ROI name}`` (.json or .yml/.yaml) that overrides the TG-263 names."""
-    p = Path(path)
+def _read_mapping(p: Path, what: str) -> object:
     if not p.is_file():
-        raise ConfigError(f"{p}: ROI name mapping file not found")
+        raise ConfigError(f"{p}: {what} file not found")
     try:
         text = p.read_text(encoding="utf-8")
         if p.suffix.lower() in (".yml", ".yaml"):
             import yaml
 
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
+            return yaml.safe_load(text)
+        return json.loads(text)
     except Exception as exc:
-        raise ConfigError(f"{p}: not a readable JSON/YAML mapping ({type(exc).__name__})") from None
+        raise ConfigError(f"{p}: not a readable JSON/YAML {what} ({type(exc).__name__})") from None
+
+
+def load_roi_name_map(path: str | os.PathLike[str]) -> dict[str, str]:
+    """A mapping file ``{class: ROI name}`` (.json or .yml/.yaml) that overrides the TG-263 names."""
+    p = Path(path)
+    data = _read_mapping(p, "ROI name mapping")
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
                                              for k, v in data.items()):
         raise ConfigError(f"{p}: expected a mapping of class name -> ROI name (strings), e.g. {{\"bladder\": \"Bladder\"}}")
     return {k: v.strip() for k, v in data.items()}
+
+
+def load_roi_aliases(path: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """An alias file ``{class: [ROI names]}`` (.json or .yml/.yaml), e.g. the name report's ``suggested_aliases``."""
+    p = Path(path)
+    data = _read_mapping(p, "ROI alias")
+    if isinstance(data, dict) and "suggested_aliases" in data:  # the name report itself
+        data = data["suggested_aliases"]
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, list) and all(isinstance(n, str) for n in v)
+                                             for k, v in data.items()):
+        raise ConfigError(f"{p}: expected a mapping of class name -> list of ROI names, e.g. {{\"rectum\": [\"Rectum_old\"]}}")
+    return {k: [n.strip() for n in v if n.strip()] for k, v in data.items()}
 
 
 def roi_names_for(organs: Sequence[str], overrides: Mapping[str, str] | None = None, *,

@@ -179,7 +179,7 @@ def read_rtstruct(path: str | os.PathLike[str]) -> RtStruct:
                     tuple(series), tuple(sops), tuple(rois))
 
 
-def _check_reference(rs: RtStruct, series: Volume, rois: Sequence[Roi]) -> None:
+def check_reference(rs: RtStruct, series: Volume, rois: Sequence[Roi]) -> None:
     dicom = series.meta.get("dicom") or {}
     ct_frame = str(dicom.get("frame_of_reference_uid", "") or "")
     ct_series = str(dicom.get("series_instance_uid", "") or "")
@@ -263,7 +263,7 @@ def rtstruct_to_labels(
         raise ConfigError(f"need background plus at least one class, got {list(class_names)}")
     mapping = match_roi_names(rs.roi_names, class_names, aliases)
     used = [r for r in rs.rois if r.name in mapping]
-    _check_reference(rs, series, used)
+    check_reference(rs, series, used)
 
     report = RoiMappingReport(mapped=dict(mapping), unmapped=[r.name for r in rs.rois if r.name not in mapping])
 
