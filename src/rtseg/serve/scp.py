@@ -23,6 +23,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from rtseg.errors import ConfigError
 from rtseg.serve.assembly import SeriesStore
 from rtseg.serve.config import ServeConfig
+from rtseg.serve.integrity import instance_problem
 from rtseg.serve.jobs import InstanceInfo, JobQueue
 from rtseg.serve.logs import event, series_ref
 from rtseg.serve.peers import Connections, Guard, GuardedServer
@@ -192,9 +193,13 @@ class StorageSCP:
         full = self._reserve(len(data))
         if full:
             return self._refuse(session, series_uid, full)
+        problem = instance_problem(ds, e.context.transfer_syntax)
         try:
             path = self.store.write(series_uid, sop_uid, data)
-            self.queue.add_instance(info, path, len(data), requestor.ae_title, requestor.address)
+            job_id, _ = self.queue.add_instance(info, path, len(data), requestor.ae_title, requestor.address)
+            if problem:
+                self.queue.add_problem(job_id, sop_uid, str(ds.get("InstanceNumber", "") or ""), problem)
+                event(logging.WARNING, "instance damaged", job=job_id, series=ref, reason=problem)
         except OSError as exc:
             return self._refuse(session, series_uid, f"cannot store the instance ({exc.strerror or exc})")
         finally:
