@@ -112,6 +112,14 @@ def _finish_receiving(queue: JobQueue, store: SeriesStore, cfg: ServeConfig, job
         queue.set_final(jid, "failed", reason)
         event(logging.WARNING, "series incomplete", job=jid, series=ref, reason=reason)
         return
+    problems = queue.problems(jid)
+    if problems:
+        numbers = ", ".join(n or "?" for n, _ in problems[:10]) + (", ..." if len(problems) > 10 else "")
+        reason = (f"damaged series: {len(problems)} of {int(job['n_instances'])} instance(s) cannot be contoured "
+                  f"(InstanceNumber {numbers}): {problems[0][1]}; not contoured")
+        queue.set_final(jid, "failed", reason)
+        event(logging.WARNING, "series damaged", job=jid, series=ref, reason=reason)
+        return
     attrs = SeriesAttributes(job["calling_ae"], job["modality"], job["body_part"], job["series_description"])
     rule = route(cfg.effective_rules(), attrs)
     if rule is None:

@@ -52,6 +52,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class PeerLimits(_Strict):
+    """What one peer, or all together, may hold of the node (docs/SERVE.md, "Limits and timeouts")."""
+
+    first_pdu_timeout: float = Field(5.0, gt=0, le=120, description="seconds a new connection has to complete its "
+                                     "association request (TLS handshake included) before it is closed (default 5)")
+    idle_timeout: float = Field(60.0, gt=0, description="seconds an association may stay silent, and the most one PDU "
+                                "may take to arrive once begun, before it is aborted (default 60)")
+    max_associations: int = Field(32, ge=1, le=1000, description="open connections in total (default 32); when "
+                                  "full, the oldest one that has not negotiated yet is closed for a new one")
+    max_associations_per_address: int = Field(16, ge=1, le=1000, description="open connections from one client "
+                                              "address (default 16); more are closed at once")
+
+
 class Match(_Strict):
     """Conditions on a series; all given ones must hold (absent = any)."""
 
@@ -88,7 +101,7 @@ class Rule(_Strict):
         return _check_destinations(v)
 
 
-class ServeConfig(_Strict):
+class ServeConfig(PeerLimits):
     """Every key but ``rules`` is also a flag (``ae_title`` -> ``--ae-title``)."""
 
     store: str = Field(..., description="folder for received series, the job database, the outbox and the log")

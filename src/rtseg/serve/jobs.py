@@ -69,6 +69,12 @@ CREATE TABLE IF NOT EXISTS deliveries (
     sent_at REAL
 );
 CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state);
+CREATE TABLE IF NOT EXISTS problems (
+    sop_uid TEXT PRIMARY KEY,
+    job_id INTEGER NOT NULL,
+    instance_number TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
 """
 
 
@@ -170,6 +176,18 @@ class JobQueue:
             return job_id, False
 
         return self._in_transaction(tx)  # type: ignore[no-any-return]
+
+    def add_problem(self, job_id: int, sop_uid: str, instance_number: str, reason: str) -> None:
+        """A stored instance that cannot be contoured (integrity.instance_problem): its series will fail."""
+        with self._lock:
+            self._tx("INSERT OR REPLACE INTO problems VALUES (?,?,?,?)", (sop_uid, job_id, instance_number, reason))
+
+    def problems(self, job_id: int) -> list[tuple[str, str]]:
+        """(InstanceNumber, reason) of the job's damaged instances."""
+        with self._lock:
+            rows = self._tx("SELECT instance_number, reason FROM problems WHERE job_id=? ORDER BY rowid",
+                            (job_id,)).fetchall()
+        return [(r[0], r[1]) for r in rows]
 
     def stored_bytes(self) -> int:
         with self._lock:

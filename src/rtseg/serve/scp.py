@@ -19,31 +19,18 @@ from typing import Any, Optional
 from pydicom.uid import CTImageStorage
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
 from rtseg.errors import ConfigError
 from rtseg.serve.assembly import SeriesStore
 from rtseg.serve.config import ServeConfig
+from rtseg.serve.integrity import instance_problem
 from rtseg.serve.jobs import InstanceInfo, JobQueue
 from rtseg.serve.logs import event, series_ref
+from rtseg.serve.peers import Connections, Guard, GuardedServer
 
 OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH = 0xA900
 SOP_CLASS_NOT_SUPPORTED = 0x0122
-MAX_ASSOCIATIONS = 32
-
-
-class _AddressCheckingServer(ThreadedAssociationServer):
-    """Closes connections from addresses outside the allow-list before any association is negotiated."""
-
-    allowed: list[Any] = []
-
-    def verify_request(self, request: Any, client_address: Any) -> bool:
-        host = client_address[0] if isinstance(client_address, tuple) else str(client_address)
-        ok = not self.allowed or any(ipaddress.ip_address(host) in net for net in self.allowed)
-        if not ok:
-            event(logging.WARNING, "connection refused", peer=host, reason="address not in allow_address")
-        return ok
 
 
 def tls_context(cfg: ServeConfig) -> Optional[ssl.SSLContext]:
@@ -74,11 +61,14 @@ class StorageSCP:
         self._lock = threading.Lock()
         self._reserved = 0
         self.ae = AE(ae_title=cfg.ae_title)
-        self.ae.maximum_associations = MAX_ASSOCIATIONS
+        self.ae.maximum_associations = cfg.max_associations
+        self.ae.acse_timeout = cfg.first_pdu_timeout  # also bounds a rejected peer that does not close
+        self.ae.network_timeout = cfg.idle_timeout
+        self.connections = Connections(cfg.max_associations, cfg.max_associations_per_address)
         self.ae.add_supported_context(Verification)
         self.ae.add_supported_context(CTImageStorage, ALL_TRANSFER_SYNTAXES)
         self.ae.require_calling_aet = list(cfg.allow)
-        self.server: Optional[ThreadedAssociationServer] = None
+        self.server: Optional[GuardedServer] = None
         self._thread: Optional[threading.Thread] = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -87,8 +77,9 @@ class StorageSCP:
         handlers = [(evt.EVT_C_ECHO, lambda e: 0x0000), (evt.EVT_C_STORE, self.on_store),
                     (evt.EVT_ESTABLISHED, self.on_established), (evt.EVT_RELEASED, self.on_released),
                     (evt.EVT_ABORTED, self.on_aborted), (evt.EVT_REJECTED, self.on_rejected)]
-        server_class = type("Server", (_AddressCheckingServer,),
-                            {"allowed": [ipaddress.ip_network(a, strict=False) for a in self.cfg.allow_address]})
+        server_class = type("Server", (GuardedServer,), {
+            "allowed": [ipaddress.ip_network(a, strict=False) for a in self.cfg.allow_address],
+            "guard": Guard(self.cfg.first_pdu_timeout, self.cfg.idle_timeout), "connections": self.connections})
         try:
             self.server = self.ae.make_server((self.cfg.host, self.cfg.port), evt_handlers=handlers,
                                               ssl_context=tls_context(self.cfg), server_class=server_class)
@@ -109,6 +100,7 @@ class StorageSCP:
             return
         self.server.shutdown()
         self.server = None
+        self.connections.close_all("node stopping")
         for assoc in list(self.ae.active_associations):
             assoc.abort()
         for assoc in list(self.ae.active_associations):
@@ -201,9 +193,13 @@ class StorageSCP:
         full = self._reserve(len(data))
         if full:
             return self._refuse(session, series_uid, full)
+        problem = instance_problem(ds, e.context.transfer_syntax)
         try:
             path = self.store.write(series_uid, sop_uid, data)
-            self.queue.add_instance(info, path, len(data), requestor.ae_title, requestor.address)
+            job_id, _ = self.queue.add_instance(info, path, len(data), requestor.ae_title, requestor.address)
+            if problem:
+                self.queue.add_problem(job_id, sop_uid, str(ds.get("InstanceNumber", "") or ""), problem)
+                event(logging.WARNING, "instance damaged", job=job_id, series=ref, reason=problem)
         except OSError as exc:
             return self._refuse(session, series_uid, f"cannot store the instance ({exc.strerror or exc})")
         finally:
