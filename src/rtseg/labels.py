@@ -35,7 +35,7 @@ EXTRA_COLORS: tuple[RGB, ...] = ((255, 255, 0), (255, 128, 0), (128, 0, 255), (0
 
 
 def default_class_names(n_classes: int, names: Optional[Sequence[str]] = None) -> list[str]:
-    """Explicit names, else the seed's pelvic names for 6 classes, else ``class_<i>`` (background first)."""
+    """Explicit names, else the original code base's pelvic names for 6 classes, else ``class_<i>`` (background first)."""
     if names is not None:
         return list(names)
     if n_classes == len(PELVIS_CLASS_NAMES):
@@ -44,7 +44,7 @@ def default_class_names(n_classes: int, names: Optional[Sequence[str]] = None) -
 
 
 def default_colors(n_classes: int, colors: Optional[Sequence[Sequence[int]]] = None) -> list[RGB]:
-    """RGB per organ (labels 1..N-1): explicit colours, else the seed's map extended cyclically."""
+    """RGB per organ (labels 1..N-1): explicit colours, else the original code base's map extended cyclically."""
     if colors is not None:
         return [(int(c[0]), int(c[1]), int(c[2])) for c in colors]
     pool = PELVIS_COLOR_MAP + EXTRA_COLORS

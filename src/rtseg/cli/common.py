@@ -29,7 +29,7 @@ def add_command(
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", required=True, metavar="CFG", help="YAML config in the seed's format (see configs/)")
+    p.add_argument("-c", "--config", required=True, metavar="CFG", help="YAML config in the original code base's format (see configs/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, repeatable, e.g. --set TRAINING.ITER_MAX=200 --set MODEL.BASE_FILTERS=16")
 

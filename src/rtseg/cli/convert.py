@@ -168,7 +168,7 @@ def _register_dicom(conv: argparse._SubParsersAction) -> None:
                    + " ".join(DEFAULT_ORGANS))
     add_roi_name_options(p)
     p.add_argument("--colors", metavar="JSON|FILE", help="ROI colours: JSON [[r,g,b],...], a .json file or a config .yml "
-                   "(DATASET.COLOR_MAP); default: the seed's colour map")
+                   "(DATASET.COLOR_MAP); default: the original code base's colour map")
     _series_uid(p)
 
     _register_seg(conv)
@@ -194,18 +194,18 @@ def _register_seg(conv: argparse._SubParsersAction) -> None:
 
 def _register_datasets(conv: argparse._SubParsersAction) -> None:
     register_archive(conv)
-    p = add_command(conv, "png-dataset", _png_dataset, help="the seed's PNG slices + RGB masks -> NIfTI pairs",
+    p = add_command(conv, "png-dataset", _png_dataset, help="the original code base's PNG slices + RGB masks -> NIfTI pairs",
                     description="Convert INPUT/<case>/CT/*.png and INPUT/<case>/MASK/*.png (paired by file name) to "
                     "NIfTI pairs, resampling image and labels identically.")
     add_dir_args(p, PATIENTS_IN_HELP, PAIRS_OUT_HELP)
     p.add_argument("--color-map", metavar="JSON|FILE", help="organ colours in label order: JSON [[r,g,b],...], a .json "
-                   "file or a config .yml (DATASET.COLOR_MAP); default: the seed's COLOR_MAP")
+                   "file or a config .yml (DATASET.COLOR_MAP); default: the original code base's COLOR_MAP")
     p.add_argument("--tolerance", type=float, default=DEFAULT_COLOR_TOLERANCE,
                    help=f"largest RGB distance to a map colour still counted as it (default {DEFAULT_COLOR_TOLERANCE:g})")
     add_spacing_arg(p, "pixel width, pixel height and slice distance of the PNGs in mm (default 1 1 1)")
     p.add_argument("--size", nargs="+", type=int, metavar="N", help="resample in plane to N x N (or NX NY) voxels, "
-                   "e.g. 64 as the seed did from 448")
-    p.add_argument("--slices", type=int, metavar="N", help="centre-trim or zero-pad to N slices (the seed used 64)")
+                   "e.g. 64 as the original code base did from 448")
+    p.add_argument("--slices", type=int, metavar="N", help="centre-trim or zero-pad to N slices (the original code base used 64)")
 
     p = add_command(conv, "nifti-to-legacy-npy", _nifti_to_legacy_npy, aliases=["nifti-to-seed"],
                     help="NIfTI pairs -> legacy_npy, the original code base's CT/SEG/SEG_onehot .npy layout",

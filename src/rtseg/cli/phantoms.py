@@ -2,7 +2,7 @@
 
 Generate synthetic pelvic CTs (HU) with labels 0 background, 1 prostate, 2 bladder, 3 rectum, 4 left
 / 5 right femoral head. Case i is drawn from seed+i, so a dataset is reproducible. Layout 'nifti'
-writes <out>/<split>/<id>_ct.nii.gz and <id>_labels.nii.gz; layout 'legacy_npy' (also spelt 'seed')
+writes <out>/<split>/<id>_ct.nii.gz and <id>_labels.nii.gz; layout 'legacy_npy'
 writes the original code base's <split>/CT, SEG, SEG_onehot .npy arrays in (D, H, W) =
 (inferior->superior, anterior->posterior, patient right->left) order, i.e. radiological axial slices
 stacked. NIfTI arrays are RAS+ (axis 0 runs towards the patient's right).

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated names of labels 0..N-1, background first (default: from --qa or --stats, "
                    "else 'label 1', 'label 2', ...)")
     p.add_argument("--colors", metavar="JSON",
-                   help="RGB per label 1..N-1 as a JSON list [[r,g,b],...] or a .json file (default: the seed's COLOR_MAP)")
+                   help="RGB per label 1..N-1 as a JSON list [[r,g,b],...] or a .json file (default: the original code base's COLOR_MAP)")
     p.add_argument("--title", metavar="TEXT", help="page title (default: the CT's file name)")
     p.add_argument("--ct-budget-mb", type=float, default=4.0, metavar="MB",
                    help="size budget of the embedded CT; beyond it the CT is shown at a coarser in-plane grid (default 4.0)")

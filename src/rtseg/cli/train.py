@@ -1,4 +1,4 @@
-"""``rtseg train`` / ``val`` / ``test``: the seed's modes."""
+"""``rtseg train`` / ``val`` / ``test``: the original code base's modes."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ from rtseg.cli.common import add_config_args, config_from_args, config_name
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model from a YAML config",
-                       description="Train per a YAML config (the seed's format). Writes runs/<config-name>/<timestamp>/ with "
+                       description="Train per a YAML config (the original code base's format). Writes runs/<config-name>/<timestamp>/ with "
                        "checkpoints (best.pt by mean Dice, last.pt), train.log, config.yaml, TensorBoard scalars and metrics.json.")
     add_config_args(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from RUN_DIR/checkpoints/last.pt at its saved iteration")
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for mode, split_key in (("val", "VAL_SPLIT"), ("test", "TEST_SPLIT")):
         q = sub.add_parser(mode, help=f"evaluate a checkpoint on DATASET.{split_key}",
                            description=f"Predict every case of DATASET.{split_key} with a checkpoint (on the original grid) and "
-                           "report the seed's metrics (overall acc, mean acc, freq-weighted IoU, per-class and mean Dice) plus "
+                           "report the original code base's metrics (overall acc, mean acc, freq-weighted IoU, per-class and mean Dice) plus "
                            "distance metrics per case.")
         add_config_args(q)
         q.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint written by rtseg train (best.pt or last.pt)")

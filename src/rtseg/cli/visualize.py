@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="output .gif (animated slices) or .png (montage)")
     p.add_argument("--colors", metavar="JSON",
                    help="RGB per label 1..N-1 as a JSON list [[r,g,b],...], a .json file or a config .yml (DATASET.COLOR_MAP); "
-                   "default: the seed's COLOR_MAP")
+                   "default: the original code base's COLOR_MAP")
     p.add_argument("--window", type=float, nargs=2, default=[-160.0, 240.0], metavar=("L", "H"),
                    help="display window in HU (default -160 240, soft tissue)")
     p.add_argument("--stride", type=int, default=1, help="GIF: show every N-th slice (default 1)")

@@ -1,7 +1,7 @@
-"""Typed, validated configuration in the seed's YAML format (upper-case keys).
+"""Typed, validated configuration in the original code base's YAML format (upper-case keys).
 
 Every section forbids unknown keys so a typo fails before any work starts.
-Keys the seed did not have get defaults, so the seed's files load unchanged.
+Keys the original code base did not have get defaults, so the original code base's files load unchanged.
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ class DatasetConfig(_Section):
     @field_validator("NORMALIZE", mode="before")
     @classmethod
     def _seed_bool(cls, v: Any) -> Any:
-        # The seed's NORMALIZE is a boolean: True meant divide by the L2 norm.
+        # The original code base's NORMALIZE is a boolean: True meant divide by the L2 norm.
         if isinstance(v, bool):
             return "l2" if v else "none"
         return v
@@ -138,7 +138,7 @@ class DatasetConfig(_Section):
         return self
 
     def class_names(self) -> list[str]:
-        """Explicit names, else the seed's pelvic names for 6 classes, else class_<i>."""
+        """Explicit names, else the original code base's pelvic names for 6 classes, else class_<i>."""
         return default_class_names(self.N_CLASSES, self.CLASS_NAMES)
 
     def colors(self) -> list[tuple[int, int, int]]:

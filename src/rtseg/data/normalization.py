@@ -1,4 +1,4 @@
-"""Intensity normalization: the seed's (none, L2) plus what CT needs (HU window, z-score)."""
+"""Intensity normalization: the original code base's (none, L2) plus what CT needs (HU window, z-score)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field

@@ -99,8 +99,8 @@ def resolve_ensemble(checkpoint: CheckpointArg) -> EnsembleSpec:
 
 def is_ensemble(checkpoint: CheckpointArg) -> bool:
     """Whether ``checkpoint`` names more than one network or per-organ post-processing (not one plain checkpoint)."""
-    spec = resolve_ensemble(checkpoint)
-    return len(spec.members) > 1 or bool(spec.postprocessing)
+    ensemble = resolve_ensemble(checkpoint)
+    return len(ensemble.members) > 1 or bool(ensemble.postprocessing)
 
 
 def _shared_grid(members: Sequence[Predictor]) -> bool:
@@ -191,8 +191,8 @@ def load_predictor(checkpoint: CheckpointArg, device: torch.device | str = "cpu"
     """A ``Predictor`` for one plain checkpoint; an ``EnsemblePredictor`` for several, an ensemble file or a CV folder.
 
     Every member runs as ``options`` say."""
-    spec = resolve_ensemble(checkpoint)
-    members = [Predictor.with_options(load_model(m, device), device, options, progress) for m in spec.members]
-    if len(members) == 1 and not spec.postprocessing:
+    ensemble = resolve_ensemble(checkpoint)
+    members = [Predictor.with_options(load_model(m, device), device, options, progress) for m in ensemble.members]
+    if len(members) == 1 and not ensemble.postprocessing:
         return members[0]
-    return EnsemblePredictor(members, spec.postprocessing, spec.source)
+    return EnsemblePredictor(members, ensemble.postprocessing, ensemble.source)

@@ -40,7 +40,7 @@ class SplitScores:
     split: str
     cases: list[str]
     rows: list[dict[str, Any]]  # one per case and organ: ``case_metrics`` rows with their "case"
-    confusion: dict[str, Any]  # the seed's metrics over the split: overall_acc, mean_acc, freqw_iou, mean_dice, dice
+    confusion: dict[str, Any]  # the original code base's metrics over the split: overall_acc, mean_acc, freqw_iou, mean_dice, dice
 
 
 def predict_and_score(predictor: Predictor, dataset: DatasetConfig, split: str,
@@ -77,7 +77,7 @@ def predict_and_score(predictor: Predictor, dataset: DatasetConfig, split: str,
 def evaluate_split(cfg: Config, checkpoint: str | Path, split: str, out_dir: Path, device: torch.device,
                    overlap: float = 0.5, tta: bool = False, largest_component: bool = False,
                    fill_holes: bool = False) -> dict[str, Any]:
-    """``<split>_metrics.json`` (the seed's metrics) and ``<split>_per_case.csv`` (``rtseg evaluate``'s format)."""
+    """``<split>_metrics.json`` (the original code base's metrics) and ``<split>_per_case.csv`` (``rtseg evaluate``'s format)."""
     predictor = Predictor(load_model(checkpoint, device), device, overlap=overlap, tta=tta, amp=cfg.TRAINING.AMP)
     scores = predict_and_score(predictor, cfg.DATASET, split, largest_component=largest_component, fill_holes=fill_holes)
     result: dict[str, Any] = {"split": split, "checkpoint": str(checkpoint), "n_cases": len(scores.cases),

@@ -23,7 +23,7 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str]) -> Pa
 
 
 def load_checkpoint(path: str | os.PathLike[str], require_rtseg: bool = True) -> dict[str, Any]:
-    """Load safely (no pickled code). Seed/DataParallel checkpoints without our metadata pass with require_rtseg=False."""
+    """Load safely (no pickled code). Original-code-base/DataParallel checkpoints without our metadata pass with require_rtseg=False."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: checkpoint not found")

@@ -1,4 +1,4 @@
-"""Building blocks of the seed's residual U-Nets (pre-activation residual units)."""
+"""Building blocks of the original code base's residual U-Nets (pre-activation residual units)."""
 from __future__ import annotations
 
 from typing import Callable, Optional, Sequence, Union
@@ -29,7 +29,7 @@ class InputBlock(nn.Module):
 class ResidualBlock(nn.Module):
     """BN -> LeakyReLU -> dropout -> conv(stride) -> BN -> LeakyReLU -> dropout -> conv, plus conv(stride) -> BN shortcut.
 
-    Dropout is an ``nn.Module`` so ``model.eval()`` switches it off (the seed kept it on at evaluation).
+    Dropout is an ``nn.Module`` so ``model.eval()`` switches it off (the original code base kept it on at evaluation).
     """
 
     def __init__(self, cin: int, cout: int, stride: int, dropout: float) -> None:

@@ -1,4 +1,4 @@
-"""The seed's 3D residual U-Nets: ResUnet_3D (3 downsamplings) and Deeper_ResUnet_3D (4)."""
+"""The original code base's 3D residual U-Nets: ResUnet_3D (3 downsamplings) and Deeper_ResUnet_3D (4)."""
 from __future__ import annotations
 
 import torch

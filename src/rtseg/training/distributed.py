@@ -34,7 +34,7 @@ def init_distributed(parallel: bool, want_cuda: bool) -> DistInfo:
     """
     if not launched_by_torchrun():
         if parallel:
-            # The seed's configs say PARALLEL: True; they must keep working as they are.
+            # The original code base's configs say PARALLEL: True; they must keep working as they are.
             log.warning(
                 "PARALLEL: true but not launched by torchrun: training in one process. For several GPUs or nodes "
                 "launch with: torchrun --nproc_per_node=N -m rtseg train -c CFG (see docs/DISTRIBUTED.md)"

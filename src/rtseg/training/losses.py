@@ -1,4 +1,4 @@
-"""Segmentation losses with the seed's ignore index and partial-label support.
+"""Segmentation losses with the original code base's ignore index and partial-label support.
 
 Partially labelled cases (``known`` is False for a class) use the marginal
 formulation: probabilities of unknown classes are merged into background,
