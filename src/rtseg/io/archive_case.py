@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, NamedTuple
 
 import numpy as np
 
@@ -30,8 +30,9 @@ RECORD_VERSION = 1
 _KEEP_DTYPES = (np.dtype(np.int16), np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
 
-@dataclass(frozen=True)
-class CaseJob:
+class CaseJob(NamedTuple):
+    """One case to convert, as a worker process receives it (plain, picklable values)."""
+
     case: ArchiveCase
     root: Path
     out: Path

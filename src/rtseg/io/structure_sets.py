@@ -27,8 +27,6 @@ from rtseg.io.roi_names import match_roi_names
 from rtseg.io.rtstruct_read import RtStruct, check_reference, merge_class_masks, rasterize_roi, RoiMappingReport
 from rtseg.io.volume import Volume
 
-_DIGITS = re.compile(r"\D")
-
 
 @dataclass(frozen=True)
 class SetHeader:
@@ -50,6 +48,8 @@ class SetHeader:
         return {"sop_instance_uid": self.sop_uid, "label": self.label, "approval": self.approval or "none",
                 "date": self.date, "time": self.time}
 
+
+_DIGITS = re.compile(r"\D")
 
 def ranked(sets: Sequence[tuple[SetHeader, RtStruct]]) -> list[tuple[SetHeader, RtStruct]]:
     """Sets in the rule's order: approved first, then most recent, then by SOP Instance UID."""
