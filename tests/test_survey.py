@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from synth import make_nifti_dataset
 
-import rtseg.data.datasets as datasets_module
+import rtseg.io.nifti as nifti_module
 from rtseg.config import config_from_dict
 from rtseg.data.datasets import list_cases
 from rtseg.data.grid import auto_patch_size, choose_preprocessing, complete_grid, needs_survey
@@ -32,15 +32,15 @@ def _cfg(root: Path, **dataset: object) -> object:
 
 @pytest.fixture
 def count_reads(monkeypatch: pytest.MonkeyPatch) -> Counter:
-    """Counts every NIfTI file the dataset layer reads, by path."""
+    """Counts every NIfTI file opened for reading (nibabel.load under rtseg.io.nifti), by split and name."""
     reads: Counter = Counter()
-    real = datasets_module.read_nifti
+    real = nifti_module.nib.load
 
     def counting(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - a pass-through spy
         reads[f"{Path(path).parent.name}/{Path(path).name}"] += 1
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(datasets_module, "read_nifti", counting)
+    monkeypatch.setattr(nifti_module.nib, "load", counting)
     return reads
 
 
