@@ -207,7 +207,6 @@ def send(port: int, folder: Path, syntax_flag: str) -> None:
     assert res.returncode == 0, res.stderr
 
 
-@pytest.mark.slow
 def test_broken_series_fail_with_the_reason_and_block_nothing(node_factory, tps, tmp_path: Path, capsys) -> None:
     need_tools("echoscu", "storescu", "dcmcjpeg")
     src = shared_series()

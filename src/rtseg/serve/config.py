@@ -190,7 +190,8 @@ class ServeConfig(PeerLimits):
         return Path(self.store)
 
 
-FLAG_KEYS: tuple[str, ...] = tuple(k for k in ServeConfig.model_fields if k != "rules")
+FLAG_KEYS: tuple[str, ...] = tuple(sorted((k for k in ServeConfig.model_fields if k != "rules"),
+                                          key=lambda k: k in PeerLimits.model_fields))  # the limits last in --help
 
 
 def load_serve_config(path: Optional[str | Path], flags: dict[str, Any]) -> ServeConfig:
