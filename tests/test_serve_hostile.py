@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import select
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -265,4 +266,30 @@ def test_first_pdu_timer_and_limits_free_every_slot(node_factory) -> None:
                  "every slot to be free")
     finally:
         for s in socks:
+            s.close()
+
+
+def test_tls_clients_that_never_handshake_do_not_block_the_listener(node_factory, tmp_path: Path) -> None:
+    """pynetdicom alone runs the TLS handshake in the accepting thread: one silent client stops every other."""
+    need_tools("openssl")
+    from test_serve_config import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+    node = node_factory(tls_cert=str(cert), tls_key=str(key), first_pdu_timeout=1.0)
+    silent = [connect_from("127.0.0.2", node.port) for _ in range(3)]
+    try:
+        ae = AE(ae_title="SCANNER1")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        ae.acse_timeout = ae.network_timeout = 5
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+        ctx.check_hostname = False
+        t0 = time.monotonic()
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="RTSEG", tls_args=(ctx, None))
+        assert assoc.is_established and assoc.send_c_echo().Status == 0x0000
+        assoc.release()
+        assert time.monotonic() - t0 < 2.0
+        wait_for(lambda: node.node.scp.connections.count() == 0, 5, "the silent TLS clients to be closed")
+        assert any("TLS handshake" in e.get("reason", "") for e in node.log() if e["event"] == "connection dropped")
+    finally:
+        for s in silent:
             s.close()
