@@ -49,7 +49,7 @@ def make_model(kind: str, out: Path, minutes: float) -> Path:
         from predict_helpers import make_checkpoint
 
         return make_checkpoint(out / "tiny.pt", target_spacing=(4.0, 4.0, 4.0), patch=(32, 32, 16))
-    from rtseg.demo import run_demo
+    from rtseg.apps.demo import run_demo
 
     result = run_demo(out / "demo", cases=12, minutes=minutes, cuda=False)
     print(f"demo model: {result['iterations']} iterations in {result['minutes_training']:.1f} min, "
