@@ -26,26 +26,13 @@ from statistics import median
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 SERIES = ROOT.parent / "shared" / "data" / "dicom-ct-series"
-
-
-def build_model(kind: str, out: Path, minutes: float) -> Path:
-    """The tests' tiny network, or the ``rtseg demo`` network trained for ``minutes`` on synthetic pelvic CTs."""
-    if kind == "tiny":
-        from predict_helpers import make_checkpoint
-
-        return make_checkpoint(out / "tiny.pt", target_spacing=(4.0, 4.0, 4.0), patch=(32, 32, 16))
-    from rtseg.apps.demo import run_demo
-
-    result = run_demo(out / "demo", cases=12, minutes=minutes, cuda=False)
-    print(f"demo model: {result['iterations']} iterations in {result['minutes_training']:.1f} min, "
-          f"mean Dice on synthetic test CTs {result['mean_dice']:.2f}")
-    return out / "demo" / "run" / "checkpoints" / "best.pt"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", choices=("demo", "tiny"), default="tiny", help="model to build (see build_model)")
+    ap.add_argument("--model", choices=("demo", "tiny"), default="tiny", help="model to build (benchmarks/serve.py make_model)")
     ap.add_argument("--checkpoint", type=Path, help="use this checkpoint instead of building one")
     ap.add_argument("--demo-minutes", type=float, default=2.0, help="training budget of the demo model")
     ap.add_argument("--series", type=int, default=10, help="series Orthanc pushes")
@@ -57,6 +44,7 @@ def main() -> int:
     import torch
 
     from rtseg.serve.config import load_serve_config
+    from serve import make_model
     from rtseg.serve.scp import free_port
     from rtseg.serve.service import Node
     from test_serve_load import Orthanc
@@ -66,7 +54,7 @@ def main() -> int:
     logging.getLogger("rtseg.serve").setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop Orthanc and the node
     tmp = Path(tempfile.mkdtemp(prefix="rtseg-orthanc-bench-"))
-    ckpt = args.checkpoint or build_model(args.model, tmp, args.demo_minutes)
+    ckpt = args.checkpoint or make_model(args.model, tmp, args.demo_minutes)
     copies = [copy_series(SERIES, tmp / "copies" / f"s{i:02d}") for i in range(args.series)]
     port = free_port()
     orthanc = Orthanc(tmp / "orthanc", port).start()
