@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from archive_export import CLASSES, phantom, standard_sets, write_ct, write_structure_set  # noqa: E402
-from rtseg.io.archive_convert import convert_dicom_archive  # noqa: E402
+from rtseg.io.archive.convert import convert_dicom_archive  # noqa: E402
 from rtseg.review.curation import curate_dataset  # noqa: E402
 from rtseg.review.curation_pages import write_curation  # noqa: E402
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figure_log import record  # noqa: E402
 from predict import NAMES, SPACING, build_checkpoint, dice, make_ct  # noqa: E402
 
-from rtseg.io.dicom_series import read_dicom_series, write_dicom_series  # noqa: E402
+from rtseg.io.dicom.series import read_dicom_series, write_dicom_series  # noqa: E402
 from rtseg.io.nifti import read_nifti  # noqa: E402
 from rtseg.io.rtstruct import rtstruct_to_labels  # noqa: E402
 from rtseg.io.volume import Volume, affine_from_spacing  # noqa: E402

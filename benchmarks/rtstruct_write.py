@@ -25,10 +25,10 @@ import numpy as np
 import pydicom
 from scipy import ndimage
 
-from rtseg.io.contours import DEFAULT_TOLERANCE_MM, effective_tolerance
-from rtseg.io.dicom_series import read_dicom_series, write_dicom_series
+from rtseg.io.rtstruct.contours import DEFAULT_TOLERANCE_MM, effective_tolerance
+from rtseg.io.dicom.series import read_dicom_series, write_dicom_series
 from rtseg.io.rtstruct import rtstruct_to_labels, write_rtstruct
-from rtseg.io import rtstruct_write as writer
+from rtseg.io.rtstruct import write as writer
 from rtseg.io.volume import Volume
 
 BASELINE_COMMIT = "3b0c831"
@@ -65,7 +65,7 @@ def phantom(shape: tuple[int, int, int], rough: float = 0.15, seed: int = 0) -> 
 
 
 def load_baseline(repo: Path):  # noqa: ANN201 - a module loaded from git
-    src = subprocess.run(["git", "-C", str(repo), "show", f"{BASELINE_COMMIT}:src/rtseg/io/rtstruct_write.py"],
+    src = subprocess.run(["git", "-C", str(repo), "show", f"{BASELINE_COMMIT}:src/rtseg/io/rtstruct/write.py"],
                          capture_output=True, text=True, check=True).stdout
     spec = importlib.util.spec_from_loader("rtseg_rtstruct_write_baseline", loader=None)
     mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, RTPlanStorage, generate_uid
 from scipy import ndimage
 
-from rtseg.io.dicom_series import read_dicom_series, write_dicom_series
+from rtseg.io.dicom.series import read_dicom_series, write_dicom_series
 from rtseg.io.rtstruct import write_rtstruct
 from rtseg.io.volume import Volume
 from rtseg.synthetic.patient import generate_patient

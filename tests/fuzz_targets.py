@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
-from rtseg.io.dicom_series import read_dicom_series
+from rtseg.io.dicom.series import read_dicom_series
 from rtseg.io.nifti import read_nifti
 from rtseg.io.rtstruct import read_rtstruct
 from rtseg.io.legacy_npy import read_npy, to_legacy_npy_array

@@ -13,8 +13,8 @@ from skimage.draw import polygon
 
 from archive_export import CLASSES, SetSpec, phantom, standard_sets, write_ct, write_rtplan, write_structure_set, other_scan
 from rtseg.cli.main import main
-from rtseg.io.dicom_series import write_dicom_series
-from rtseg.io.structure_sets import SetHeader, ranked
+from rtseg.io.dicom.series import write_dicom_series
+from rtseg.io.rtstruct.structure_sets import SetHeader, ranked
 
 PATIENTS = ("P1", "P2", "P3", "P4", "P5")
 

@@ -13,7 +13,7 @@ from rtseg.cli.main import main
 from rtseg.labels import PELVIS_COLOR_MAP
 from rtseg.errors import ConfigError
 from rtseg.config.colors import parse_colors as parse_color_map
-from rtseg.io.dicom_series import read_dicom_series, write_dicom_series
+from rtseg.io.dicom.series import read_dicom_series, write_dicom_series
 from dicom_checks import assert_dciodvfy_clean
 from rtseg.io.rtstruct import rtstruct_to_labels, write_rtstruct
 from rtseg.io.volume import Volume

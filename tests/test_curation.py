@@ -12,7 +12,7 @@ from archive_export import CLASSES, phantom
 from rtseg.cli.main import main
 from rtseg.config.schema import DatasetConfig
 from rtseg.data.datasets import list_cases, load_partial_labels
-from rtseg.io.archive_outputs import write_dataset_json
+from rtseg.io.archive.outputs import write_dataset_json
 from rtseg.io.naming import ct_file, labels_file
 from rtseg.io.nifti import write_nifti
 

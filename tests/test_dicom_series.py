@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from rtseg.errors import DataError
-from rtseg.io.dicom_series import list_dicom_series, read_dicom_series, write_dicom_series
+from rtseg.io.dicom.series import list_dicom_series, read_dicom_series, write_dicom_series
 from rtseg.io.volume import Volume
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from rtseg.evaluation.report import pair_files
-from rtseg.io.dataset_convert import convert_legacy_npy_to_nifti
+from rtseg.io.layouts.dataset_convert import convert_legacy_npy_to_nifti
 from rtseg.io.legacy_npy import CT_DIR, SEG_DIR, write_legacy_npy_case
 from rtseg.io.naming import labels_file, prediction_file
 from rtseg.io.nifti import write_nifti

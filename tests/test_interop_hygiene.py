@@ -15,13 +15,13 @@ from dicom_checks import assert_dciodvfy_clean
 from interop_data import CLASSES, COLORS, fill_independent, need_series, organ_labels
 from rtseg.cli import main as cli_main
 from rtseg.errors import ConfigError, DataError
-from rtseg.io.contours import encode_slice, mask_rings, simplify_polygons
-from rtseg.io.dicom_series import read_dicom_series, write_dicom_series
+from rtseg.io.rtstruct.contours import encode_slice, mask_rings, simplify_polygons
+from rtseg.io.dicom.series import read_dicom_series, write_dicom_series
 from rtseg.io.nifti import read_nifti, write_nifti
-from rtseg.io.rasterize import fill_polygons
-from rtseg.io.roi_names import load_roi_name_map, match_roi_names, roi_names_for
+from rtseg.io.rtstruct.rasterize import fill_polygons
+from rtseg.io.rtstruct.roi_names import load_roi_name_map, match_roi_names, roi_names_for
 from rtseg.io.rtstruct import read_rtstruct, rtstruct_to_labels, write_rtstruct
-from rtseg.io.rtstruct_write import format_ds
+from rtseg.io.rtstruct.write import format_ds
 from rtseg.io.volume import Volume
 
 

@@ -10,10 +10,10 @@ import pydicom
 from dicom_checks import assert_dciodvfy_clean
 from interop_data import need_series
 from rtseg.cli import main as cli_main
-from rtseg.io.dicom_series import read_dicom_series
+from rtseg.io.dicom.series import read_dicom_series
 from rtseg.io.nifti import read_nifti
 from rtseg.io.rtstruct import rtstruct_to_labels
-from rtseg.io.seg import seg_to_labels
+from rtseg.io.dicom.seg import seg_to_labels
 from predict_helpers import NAMES, make_checkpoint
 
 

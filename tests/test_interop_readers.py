@@ -18,10 +18,10 @@ from dicom_checks import assert_dciodvfy_clean
 from interop_data import CLASSES, COLORS, ROI_OF, decompressed_copy, dice, need_series, organ_labels
 from rtseg.cli import main as cli_main
 from rtseg.errors import DataError
-from rtseg.io.dicom_series import read_dicom_series, write_dicom_series
+from rtseg.io.dicom.series import read_dicom_series, write_dicom_series
 from rtseg.io.nifti import read_nifti, write_nifti
 from rtseg.io.rtstruct import rtstruct_to_labels, write_rtstruct
-from rtseg.io.seg import seg_to_labels, write_seg
+from rtseg.io.dicom.seg import seg_to_labels, write_seg
 from rtseg.io.volume import Volume
 
 

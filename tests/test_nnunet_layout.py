@@ -14,8 +14,8 @@ from rtseg.cli.main import main
 from rtseg.config.schema import DatasetConfig
 from rtseg.data.datasets import list_cases, load_case
 from rtseg.errors import ConfigError, DataError
-from rtseg.io.case_refs import CaseRef, Layout, SplitQuery
-from rtseg.io.layouts import register_layout
+from rtseg.io.layouts.case_refs import CaseRef, Layout, SplitQuery
+from rtseg.io.layouts.registry import register_layout
 from rtseg.io.nifti import write_nifti
 
 

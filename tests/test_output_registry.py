@@ -80,8 +80,8 @@ def test_unknown_format_is_refused_by_the_cli_and_the_api(ckpt_coarse: Path, tmp
 def _count_roi_resolutions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Every binding of ``roi_names_for`` a predict run could reach, counted."""
     import rtseg.inference.outputs as outputs
-    import rtseg.io.rtstruct_write as rtstruct_write
-    import rtseg.io.seg as seg
+    import rtseg.io.rtstruct.write as rtstruct_write
+    import rtseg.io.dicom.seg as seg
 
     calls: list[int] = []
     original = outputs.roi_names_for

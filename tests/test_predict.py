@@ -237,7 +237,7 @@ def _dicom(name: str) -> Path:
 
 def test_dicom_series_gives_nifti_on_the_series_grid_and_rtstruct(ckpt: Path, tmp_path: Path) -> None:
     series_dir = _dicom("dicom-ct-series")
-    from rtseg.io.dicom_series import read_dicom_series
+    from rtseg.io.dicom.series import read_dicom_series
 
     coarse = make_checkpoint(tmp_path / "c4.pt", target_spacing=(4.0, 4.0, 4.0), patch=(32, 32, 16))
     report = predict_path(coarse, series_dir, tmp_path / "out", PredictOptions(("nifti", "rtstruct", "png"), "cpu"))

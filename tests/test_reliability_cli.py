@@ -13,7 +13,7 @@ import pytest
 from test_predict import make_checkpoint, phantom
 from test_reliability_inputs import save_nifti, set_raw
 
-from rtseg.io.dicom_series import read_dicom_series, write_dicom_series
+from rtseg.io.dicom.series import read_dicom_series, write_dicom_series
 from rtseg.io.nifti import write_nifti
 from rtseg.io.volume import Volume, affine_from_spacing
 

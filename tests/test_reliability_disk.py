@@ -18,7 +18,7 @@ from rtseg.errors import RtsegError
 from rtseg.io import atomic
 from rtseg.io.atomic import WriteError, atomic_path
 from rtseg.io.checkpoint import load_checkpoint, save_checkpoint
-from rtseg.io.dicom_series import read_dicom_series, write_dicom_series
+from rtseg.io.dicom.series import read_dicom_series, write_dicom_series
 from rtseg.io.jsonfile import write_json
 from rtseg.io.nifti import read_nifti, write_nifti
 from rtseg.io.rtstruct import write_rtstruct

@@ -20,7 +20,7 @@ from pydicom.dataelem import RawDataElement
 from rtseg.config.schema import DatasetConfig
 from rtseg.data.datasets import list_cases, load_case
 from rtseg.errors import DataError
-from rtseg.io.dicom_series import read_dicom_series, write_dicom_series
+from rtseg.io.dicom.series import read_dicom_series, write_dicom_series
 from rtseg.io.integrity import DEFAULT_MAX_BYTES, MAX_BYTES_ENV, check_finite
 from rtseg.io.nifti import read_nifti
 from rtseg.io.legacy_npy import read_npy, write_legacy_npy_case

@@ -68,7 +68,7 @@ def test_openkbp_statistics_and_flags_on_held_out_cases(openkbp) -> None:
 
 
 def test_review_page_of_a_real_dicom_series(shared_data, tmp_path) -> None:
-    from rtseg.io.dicom_series import read_dicom_series
+    from rtseg.io.dicom.series import read_dicom_series
 
     series = shared_data / "dicom-ct-series"
     ct = read_dicom_series(series)
@@ -89,7 +89,7 @@ def test_review_page_of_a_real_dicom_series(shared_data, tmp_path) -> None:
 @pytest.mark.slow
 def test_page_of_real_ct_slices_at_512x512x160_stays_under_5_mb(shared_data, tmp_path) -> None:
     """The real series' 20 slices repeated to 160: real CT noise and air, the size a planning CT has."""
-    from rtseg.io.dicom_series import read_dicom_series
+    from rtseg.io.dicom.series import read_dicom_series
     from rtseg.review.page import review_page, write_page
 
     ct = read_dicom_series(shared_data / "dicom-ct-series")

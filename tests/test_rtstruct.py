@@ -15,7 +15,7 @@ from pydicom.uid import RTStructureSetStorage
 
 from dicom_checks import assert_dciodvfy_clean
 from rtseg.errors import ConfigError, DataError
-from rtseg.io.dicom_series import read_dicom_series, write_dicom_series
+from rtseg.io.dicom.series import read_dicom_series, write_dicom_series
 from rtseg.io.rtstruct import (
     Contour,
     Roi,

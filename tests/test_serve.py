@@ -17,7 +17,7 @@ from pydicom.uid import MRImageStorage
 from dicom_checks import assert_dciodvfy_clean
 from rtseg.cli import main as cli_main
 from rtseg.inference.pipeline import PredictOptions, predict_path
-from rtseg.io.dicom_series import read_dicom_series
+from rtseg.io.dicom.series import read_dicom_series
 from rtseg.io.rtstruct import rtstruct_to_labels
 from rtseg.serve.config import load_serve_config
 from rtseg.serve.logs import setup_logging

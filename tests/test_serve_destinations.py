@@ -13,9 +13,9 @@ import pytest
 
 from rtseg.errors import ConfigError
 from rtseg.inference.pipeline import PredictOptions, predict_path
-from rtseg.io.dicom_series import read_dicom_series
+from rtseg.io.dicom.series import read_dicom_series
 from rtseg.io.rtstruct import rtstruct_to_labels
-from rtseg.io.seg import seg_to_labels
+from rtseg.io.dicom.seg import seg_to_labels
 from rtseg.serve.config import load_serve_config
 from rtseg.serve.destinations import join_outputs, parse_destination, register_destination, unregister_destination
 from rtseg.serve.dicom_destination import DicomDestination

@@ -11,16 +11,16 @@ from rtseg.cli.common import add_command, add_dir_args, add_spacing_arg, organ_c
 from rtseg.errors import ConfigError, RtsegError
 from rtseg.cli.dicom_options import add_roi_name_options
 from rtseg.cli.convert_archive import CLASSES_HELP, DEFAULT_ORGANS, add_roi_classes, aliases_from_options, register_archive
-from rtseg.io.dataset_convert import (
+from rtseg.io.layouts.dataset_convert import (
     ConversionReport,
     convert_legacy_npy_to_nifti,
     convert_nifti_to_legacy_npy,
     convert_png_dataset,
 )
-from rtseg.io.dicom_series import read_dicom_series
+from rtseg.io.dicom.series import read_dicom_series
 from rtseg.io.nifti import is_nifti, read_nifti, write_nifti
 from rtseg.io.png_slices import DEFAULT_COLOR_TOLERANCE, PngReading
-from rtseg.io.roi_names import load_roi_name_map, roi_names_for
+from rtseg.io.rtstruct.roi_names import load_roi_name_map, roi_names_for
 from rtseg.io.rtstruct import rtstruct_to_labels, write_rtstruct
 from rtseg.io.volume import Volume
 from rtseg.config.colors import parse_colors
@@ -84,7 +84,7 @@ def _nifti_to_rtstruct(args: argparse.Namespace) -> int:
 
 
 def _nifti_to_seg(args: argparse.Namespace) -> int:
-    from rtseg.io.seg import write_seg
+    from rtseg.io.dicom.seg import write_seg
 
     classes = organ_class_names(args.classes, "--classes")
     names = roi_names_for(classes[1:], load_roi_name_map(args.roi_names) if args.roi_names else {})
@@ -96,7 +96,7 @@ def _nifti_to_seg(args: argparse.Namespace) -> int:
 
 
 def _seg_to_nifti(args: argparse.Namespace) -> int:
-    from rtseg.io.seg import seg_to_labels
+    from rtseg.io.dicom.seg import seg_to_labels
 
     return _dicom_labels_to_nifti(args, args.seg, seg_to_labels)
 

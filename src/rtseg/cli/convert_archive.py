@@ -9,11 +9,11 @@ from typing import Mapping, Sequence
 
 from rtseg.cli.common import add_command, add_dir_args, organ_class_names
 from rtseg.errors import ConfigError
-from rtseg.io.archive_convert import DEFAULT_WORKERS, ArchiveReport, convert_dicom_archive
-from rtseg.io.archive_outputs import DATASET_JSON
-from rtseg.io.dataset_json import set_exclusion
-from rtseg.io.nnunet_convert import nifti_to_nnunet, nnunet_to_nifti
-from rtseg.io.roi_names import load_roi_aliases
+from rtseg.io.archive.convert import DEFAULT_WORKERS, ArchiveReport, convert_dicom_archive
+from rtseg.io.archive.outputs import DATASET_JSON
+from rtseg.io.layouts.dataset_json import set_exclusion
+from rtseg.io.layouts.nnunet_convert import nifti_to_nnunet, nnunet_to_nifti
+from rtseg.io.rtstruct.roi_names import load_roi_aliases
 from rtseg.review.curation import curate_dataset
 from rtseg.labels import PELVIS_CLASS_NAMES
 from rtseg.review.curation_pages import write_curation

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from rtseg.io.contours import DEFAULT_HOLE_ENCODING, HOLE_ENCODINGS
+from rtseg.io.rtstruct.contours import DEFAULT_HOLE_ENCODING, HOLE_ENCODINGS
 
 
 def add_roi_name_options(p: argparse.ArgumentParser) -> None:

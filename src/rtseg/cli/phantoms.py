@@ -28,7 +28,7 @@ def _fraction(text: str) -> tuple[str, float]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from rtseg.io.layouts import LAYOUT_ALIASES
+    from rtseg.io.layouts.registry import LAYOUT_ALIASES
     from rtseg.synthetic import DEFAULT_SHAPE, DEFAULT_SPACING, DEFAULT_SPLIT_FRACTIONS, PHANTOM_LAYOUTS
 
     p = add_command(sub, "phantoms", run, HELP, doc_body(__doc__))

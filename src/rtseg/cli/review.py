@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _read_ct(path: str):  # noqa: ANN202 - returns rtseg.io.volume.Volume
-    from rtseg.io.dicom_series import read_dicom_series
+    from rtseg.io.dicom.series import read_dicom_series
     from rtseg.io.nifti import read_nifti
 
     return read_dicom_series(path) if Path(path).is_dir() else read_nifti(path)

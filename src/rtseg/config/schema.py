@@ -47,7 +47,7 @@ class ModelConfig(_Section):
 
 class DatasetConfig(_Section):
     NAME: str = Field("prostateCT_vol", min_length=1, description="dataset layout, a name in the registry "
-                      "rtseg.io.layouts: prostateCT_vol (legacy_npy), nifti, msd, nnunet; checked when the cases are listed")
+                      "rtseg.io.layouts.registry: prostateCT_vol (legacy_npy), nifti, msd, nnunet; checked when the cases are listed")
     PATH: str
     N_CLASSES: int = Field(..., ge=2, le=IGNORE_INDEX)
     TRAIN_SPLIT: str = "train"

@@ -1,6 +1,6 @@
 """Find the cases of a split in any registered dataset layout and load them as Volumes.
 
-Layouts (``DATASET.NAME``) are the registry in ``rtseg.io.layouts``: legacy_npy (the original code
+Layouts (``DATASET.NAME``) are the registry in ``rtseg.io.layouts.registry``: legacy_npy (the original code
 base's ``PATH/<split>/CT|SEG/*.npy``, ``prostateCT_vol``), NIfTI split folders or a flat folder with
 ``DATASET.SPLITS``, the Medical Segmentation Decathlon and nnU-Net v2 raw datasets. With ``DATASET.FOLD``
 the training and validation splits are a cross-validation fold's parts (``rtseg.data.folds``).
@@ -14,8 +14,8 @@ import numpy as np
 from rtseg.config.schema import DatasetConfig
 from rtseg.data.folds import fold_cases
 from rtseg.errors import DataError
-from rtseg.io.dataset_json import read_partial_labels
-from rtseg.io.layouts import CaseRef, SplitQuery, get_layout, list_split, read_case_image, read_case_labels
+from rtseg.io.layouts.dataset_json import read_partial_labels
+from rtseg.io.layouts.registry import CaseRef, SplitQuery, get_layout, list_split, read_case_image, read_case_labels
 from rtseg.io.volume import Volume
 from rtseg.labels import IGNORE_INDEX
 

@@ -16,8 +16,8 @@ from typing import Collection, Mapping, Sequence
 import numpy as np
 
 from rtseg.config.schema import DatasetConfig
-from rtseg.io.dataset_json import read_partial_labels
-from rtseg.io.layouts import CaseRef, read_case_labels
+from rtseg.io.layouts.dataset_json import read_partial_labels
+from rtseg.io.layouts.registry import CaseRef, read_case_labels
 from rtseg.errors import ConfigError
 
 FOLD_SEED = 12345

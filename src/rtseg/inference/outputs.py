@@ -19,7 +19,7 @@ import numpy as np
 from rtseg.errors import ConfigError
 from rtseg.io.naming import (OVERLAY_SUFFIX, PREDICTION_SUFFIX, NIFTI_EXTENSION, REVIEW_PAGE_SUFFIX, RTSTRUCT_SUFFIX,
                              SEG_SUFFIX, output_file)
-from rtseg.io.roi_names import load_roi_name_map, roi_names_for
+from rtseg.io.rtstruct.roi_names import load_roi_name_map, roi_names_for
 from rtseg.io.volume import Volume
 
 log = logging.getLogger("rtseg")
@@ -121,13 +121,13 @@ def _nifti(labels: np.ndarray, volume: Volume, ctx: OutputContext, path: Path) -
 
 
 def _rtstruct(labels: np.ndarray, volume: Volume, ctx: OutputContext, path: Path) -> Path:
-    from rtseg.io.rtstruct_write import write_rtstruct
+    from rtseg.io.rtstruct.write import write_rtstruct
 
     return write_rtstruct(labels, volume, ctx.class_names, ctx.colors, path, ctx.roi_names, holes=ctx.holes)
 
 
 def _seg(labels: np.ndarray, volume: Volume, ctx: OutputContext, path: Path) -> Path:
-    from rtseg.io.seg import write_seg
+    from rtseg.io.dicom.seg import write_seg
 
     return write_seg(labels, volume, ctx.class_names, ctx.colors, path, ctx.roi_names)
 

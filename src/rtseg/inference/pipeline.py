@@ -31,7 +31,7 @@ from rtseg.inference.outputs import OutputContext, OutputFormat, output_context,
 from rtseg.inference.predictor import NetworkOptions, Prediction, Predictor, plan_summary
 from rtseg.inference.shard import Shard, in_case_order
 from rtseg.io.atomic import atomic_path
-from rtseg.io.contours import DEFAULT_HOLE_ENCODING
+from rtseg.io.rtstruct.contours import DEFAULT_HOLE_ENCODING
 from rtseg.io.naming import image_case_id, is_label_file
 from rtseg.io.integrity import NonFinitePolicy
 from rtseg.io.nifti import is_nifti, read_nifti
@@ -167,7 +167,7 @@ def read_case(case: CaseInput, nonfinite: NonFinitePolicy = "error") -> Volume:
     """The case's CT; NaN/inf voxels of a NIfTI are an error unless ``nonfinite`` gives their value."""
     if case.kind == "nifti":
         return read_nifti(case.path, nonfinite=nonfinite)
-    from rtseg.io.dicom_series import read_dicom_series
+    from rtseg.io.dicom.series import read_dicom_series
 
     return read_dicom_series(case.path)
 

@@ -20,7 +20,7 @@ from PIL import Image
 from skimage.transform import resize
 
 from rtseg.errors import DataError
-from rtseg.io.dicom_geometry import LPS_TO_RAS
+from rtseg.io.dicom.geometry import LPS_TO_RAS
 from rtseg.io.volume import Volume
 
 PNG_CT_DIR, PNG_MASK_DIR = "CT", "MASK"

@@ -16,11 +16,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from rtseg.io.archive_convert import parallel_map
-from rtseg.io.dataset_json import excluded_organs, read_dataset_json, read_partial_labels
+from rtseg.io.archive.convert import parallel_map
+from rtseg.io.layouts.dataset_json import excluded_organs, read_dataset_json, read_partial_labels
 from rtseg.io.naming import ct_file, labels_file
 from rtseg.io.nifti import read_nifti
-from rtseg.io.roi_names import roi_key
+from rtseg.io.rtstruct.roi_names import roi_key
 from rtseg.review.measures import ras_axes
 from rtseg.review.organ_stats import case_facts, summarize
 from rtseg.review.qa import QaRules, organ_flags

@@ -15,7 +15,7 @@ import numpy as np
 
 from rtseg.errors import DataError
 from rtseg.io.atomic import atomic_path
-from rtseg.io.dicom_series import scan_dicom_folder
+from rtseg.io.dicom.series import scan_dicom_folder
 from rtseg.serve.config import ServeConfig
 from rtseg.serve.jobs import JobQueue
 from rtseg.serve.logs import event

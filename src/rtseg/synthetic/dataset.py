@@ -12,7 +12,7 @@ import numpy as np
 
 from rtseg.errors import ConfigError, DataError
 from rtseg.io.atomic import atomic_path
-from rtseg.io.layouts import LEGACY_NPY, NIFTI, canonical_layout
+from rtseg.io.layouts.registry import LEGACY_NPY, NIFTI, canonical_layout
 from rtseg.io.nifti import write_nifti
 from rtseg.io.legacy_npy import to_legacy_npy_array, write_legacy_npy_case
 from rtseg.io.volume import Volume

@@ -2,7 +2,7 @@
 
 Contours are polygons in patient coordinates (LPS mm), one per slice plane;
 they are mapped to voxel indices through the CT's affine and filled by
-:func:`rtseg.io.rasterize.fill_polygons`: contours on the same slice are XOR-ed
+:func:`rtseg.io.rtstruct.rasterize.fill_polygons`: contours on the same slice are XOR-ed
 (a contour nested in another cuts it out) and voxel centres on a contour line
 belong to the structure, so both hole encodings (separate inner contours and
 keyhole cuts, rtseg's or plastimatch's) come back as drawn.
@@ -22,9 +22,9 @@ from pydicom.dataset import Dataset
 from pydicom.uid import RTStructureSetStorage
 
 from rtseg.errors import ConfigError, DataError
-from rtseg.io.dicom_geometry import LPS_TO_RAS
-from rtseg.io.rasterize import fill_box
-from rtseg.io.roi_names import match_roi_names
+from rtseg.io.dicom.geometry import LPS_TO_RAS
+from rtseg.io.rtstruct.rasterize import fill_box
+from rtseg.io.rtstruct.roi_names import match_roi_names
 from rtseg.io.volume import Volume
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Whole-dataset conversions: PNG slices / legacy_npy <-> NIfTI pairs (DICOM archives: ``rtseg.io.archive_convert``).
+"""Whole-dataset conversions: PNG slices / legacy_npy <-> NIfTI pairs (DICOM archives: ``rtseg.io.archive.convert``).
 
 The NIfTI dataset layout is flat: ``<case>_ct.nii.gz`` + ``<case>_labels.nii.gz``.
 Every conversion goes patient by patient: a bad patient is reported (by case
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from rtseg.errors import DataError, RtsegError
 from rtseg.io.atomic import atomic_path
-from rtseg.io.dicom_geometry import LPS_TO_RAS
+from rtseg.io.dicom.geometry import LPS_TO_RAS
 from rtseg.io.legacy_npy import CT_DIR, SEG_DIR, legacy_npy_stems, read_npy, to_legacy_npy_array, write_legacy_npy_case
 from rtseg.io.naming import CT_SUFFIX, LABELS_SUFFIX, cases_in, ct_file, labels_file
 from rtseg.io.nifti import read_nifti, write_nifti

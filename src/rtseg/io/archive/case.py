@@ -17,13 +17,13 @@ from typing import Any, Mapping, Sequence, NamedTuple
 import numpy as np
 
 from rtseg.errors import DataError, RtsegError
-from rtseg.io.dicom_archive import ArchiveCase
-from rtseg.io.dicom_series import read_dicom_files
+from rtseg.io.archive.scan import ArchiveCase
+from rtseg.io.dicom.series import read_dicom_files
 from rtseg.io.jsonfile import write_json
 from rtseg.io.naming import ct_file, labels_file
 from rtseg.io.nifti import write_nifti
-from rtseg.io.rtstruct_read import read_rtstruct
-from rtseg.io.structure_sets import SetHeader, labels_from_sets
+from rtseg.io.rtstruct.read import read_rtstruct
+from rtseg.io.rtstruct.structure_sets import SetHeader, labels_from_sets
 
 RECORDS = Path(".rtseg") / "cases"
 RECORD_VERSION = 1

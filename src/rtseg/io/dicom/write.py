@@ -18,7 +18,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMEN
 from rtseg import __version__
 from rtseg.errors import DataError
 from rtseg.io.atomic import atomic_path
-from rtseg.io.dicom_geometry import LPS_TO_RAS
+from rtseg.io.dicom.geometry import LPS_TO_RAS
 from rtseg.io.volume import Volume
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rtseg.errors import DataError
-from rtseg.io.case_refs import CaseRef, Layout, SplitQuery
+from rtseg.io.layouts.case_refs import CaseRef, Layout, SplitQuery
 from rtseg.io.legacy_npy import CT_DIR, SEG_DIR, legacy_npy_case_ids, read_npy
 
 NAME = "legacy_npy"

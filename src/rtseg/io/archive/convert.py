@@ -1,9 +1,9 @@
 """``rtseg convert dicom-dataset``: a clinic's DICOM export -> a training-ready NIfTI dataset.
 
-Steps: scan every file's header (in parallel), sort them into cases (``rtseg.io.dicom_archive``),
-convert each case in a process pool (``rtseg.io.archive_case``: skip when its inputs are unchanged,
+Steps: scan every file's header (in parallel), sort them into cases (``rtseg.io.archive.scan``),
+convert each case in a process pool (``rtseg.io.archive.case``: skip when its inputs are unchanged,
 atomic per case), then write the dataset JSON, a training config, the ROI name report and
-``conversion_report.json`` (``rtseg.io.archive_outputs``). Nothing written names a patient: case
+``conversion_report.json`` (``rtseg.io.archive.outputs``). Nothing written names a patient: case
 names are folder names or hashes of UIDs, the reports carry UIDs, file names and reasons only.
 """
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from tqdm import tqdm
 
-from rtseg.io.archive_case import CaseJob, CaseResult, run_case
-from rtseg.io.archive_outputs import write_dataset_json, write_name_report, write_train_config
-from rtseg.io.dicom_archive import ArchiveIndex, DicomFile, archive_files, index_archive, need_archive, read_headers
+from rtseg.io.archive.case import CaseJob, CaseResult, run_case
+from rtseg.io.archive.outputs import write_dataset_json, write_name_report, write_train_config
+from rtseg.io.archive.scan import ArchiveIndex, DicomFile, archive_files, index_archive, need_archive, read_headers
 from rtseg.io.jsonfile import write_json
-from rtseg.io.name_report import name_report, report_text
+from rtseg.io.rtstruct.name_report import name_report, report_text
 from rtseg.io.png_slices import natural_key
-from rtseg.io.roi_names import match_roi_names
+from rtseg.io.rtstruct.roi_names import match_roi_names
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from rtseg.errors import DataError
-from rtseg.io.case_refs import CaseRef, Layout, SplitQuery
+from rtseg.io.layouts.case_refs import CaseRef, Layout, SplitQuery
 from rtseg.io.jsonfile import read_json
-from rtseg.io.layout_msd import SPLITS_FILE, holdout_split_ids
+from rtseg.io.layouts.msd import SPLITS_FILE, holdout_split_ids
 from rtseg.io.nifti import NIFTI_SUFFIXES
 
 NAME = "nnunet"

@@ -1,4 +1,4 @@
-"""The registry of on-disk dataset layouts: one :class:`~rtseg.io.case_refs.Layout` per ``DATASET.NAME``.
+"""The registry of on-disk dataset layouts: one :class:`~rtseg.io.layouts.case_refs.Layout` per ``DATASET.NAME``.
 
 Adding a layout is one module defining ``LAYOUT = Layout(...)`` (how to list a split, how to read
 a case) plus one :func:`register_layout` call; the config, ``rtseg train/val/test``, cross-validation
@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from rtseg.errors import ConfigError, DataError
-from rtseg.io import layout_legacy_npy, layout_msd, layout_nifti, layout_nnunet
-from rtseg.io.case_refs import CaseRef, Layout, SplitQuery
+from rtseg.io.layouts import legacy_npy as layout_legacy_npy, msd as layout_msd, nifti as layout_nifti, nnunet as layout_nnunet
+from rtseg.io.layouts.case_refs import CaseRef, Layout, SplitQuery
 from rtseg.io.volume import Volume
 
 __all__ = ["CaseRef", "Layout", "SplitQuery", "LEGACY_NPY", "NIFTI", "LAYOUT_ALIASES", "canonical_layout",

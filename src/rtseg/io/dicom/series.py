@@ -1,10 +1,10 @@
 """DICOM CT series <-> Volume: finding the series in a folder and reading one.
 
-The geometry (``rtseg.io.dicom_geometry``) comes from Image Orientation/Position
+The geometry (``rtseg.io.dicom.geometry``) comes from Image Orientation/Position
 (Patient) the way SimpleITK/GDCM build it, but refuses what they would silently
 get wrong: missing slices, gantry tilt, mixed slice sizes. Header values are
-read through ``rtseg.io.dicom_values``; the test-series writer is
-``rtseg.io.dicom_write`` (also importable from here). Array axes follow DICOM: axis 0 = column index (x), axis 1 = row
+read through ``rtseg.io.dicom.values``; the test-series writer is
+``rtseg.io.dicom.write`` (also importable from here). Array axes follow DICOM: axis 0 = column index (x), axis 1 = row
 index (y), axis 2 = slice index along the normal; the affine is RAS+.
 
 ``Volume.meta["dicom"]`` keeps what an RTSTRUCT written against this series
@@ -26,12 +26,12 @@ from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage
 
 from rtseg.errors import DataError
-from rtseg.io.dicom_geometry import LPS_TO_RAS, SliceHeader, slice_geometry
-from rtseg.io.dicom_values import count, parse_all, rescale
+from rtseg.io.dicom.geometry import LPS_TO_RAS, SliceHeader, slice_geometry
+from rtseg.io.dicom.values import count, parse_all, rescale
 from rtseg.io.integrity import check_finite, check_size
 from rtseg.io.volume import Volume
-# The writers live in rtseg.io.dicom_write; this module's import path keeps serving them.
-from rtseg.io.dicom_write import new_dicom_dataset, write_dicom_series  # noqa: F401  (re-exports)
+# The writers live in rtseg.io.dicom.write; this module's import path keeps serving them.
+from rtseg.io.dicom.write import new_dicom_dataset, write_dicom_series  # noqa: F401  (re-exports)
 
 __all__ = [
     "HEADER_KEYWORDS", "LPS_TO_RAS", "PATIENT_STUDY_KEYWORDS", "PatientStudyAttributes", "SeriesInfo",

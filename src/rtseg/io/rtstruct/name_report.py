@@ -1,7 +1,7 @@
 """The archive-wide ROI name report: every name seen, how often, the class it went to, and for the
 names no class took the classes they look closest to, so the alias file can be extended in one pass.
 
-Closeness is judged on :func:`rtseg.io.roi_names.roi_key` (case, separators, side spelling ignored):
+Closeness is judged on :func:`rtseg.io.rtstruct.roi_names.roi_key` (case, separators, side spelling ignored):
 a class key contained in the name's key (``Rectum_old`` -> rectum, ``Bladder full`` -> bladder), else
 difflib's similarity ratio >= ``MIN_RATIO``. Names that look like planning helpers (PRV, PTV, CTV,
 GTV, rings, ``z_``/``opt`` structures, BODY/External, couch) are marked so, because they must stay
@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from typing import Any, Iterable, Mapping, Sequence
 
-from rtseg.io.roi_names import roi_key, synonyms
+from rtseg.io.rtstruct.roi_names import roi_key, synonyms
 
 MIN_RATIO = 0.75
 HELPER = re.compile(r"(^|[^a-z])(prv|ptv|ctv|gtv|itv|ring|opt|avoid|help|dummy|body|external|skin|couch|table|z)"

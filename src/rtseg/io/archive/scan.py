@@ -24,7 +24,7 @@ import pydicom
 from pydicom.uid import RTStructureSetStorage
 
 from rtseg.errors import DataError
-from rtseg.io.dicom_series import looks_like_dicom
+from rtseg.io.dicom.series import looks_like_dicom
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")  # characters kept in a case folder's name
 _BASIC = ["Modality", "SOPClassUID", "SOPInstanceUID", "PatientID", "StudyInstanceUID", "SeriesInstanceUID",

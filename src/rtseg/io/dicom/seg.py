@@ -2,7 +2,7 @@
 
 PACS viewers display SEG where they ignore RTSTRUCT. One segment per organ
 class, segment number = label value (as the RTSTRUCT's ROI number), coded with
-its SNOMED CT anatomy (from the TG-263 table in :mod:`rtseg.io.roi_names`),
+its SNOMED CT anatomy (from the TG-263 table in :mod:`rtseg.io.rtstruct.roi_names`),
 frames referencing the CT slices they were predicted on. Reading maps segment
 labels to classes with the same name matching as RTSTRUCT ROIs.
 """
@@ -18,9 +18,9 @@ import numpy as np
 from rtseg import __version__
 from rtseg.errors import ConfigError, DataError
 from rtseg.io.atomic import atomic_path
-from rtseg.io.roi_names import check_roi_names, match_roi_names, roi_names_for, tg263_entry
-from rtseg.io.rtstruct_read import RoiMappingReport, merge_class_masks
-from rtseg.io.rtstruct_write import _labels_array, referenced_series
+from rtseg.io.rtstruct.roi_names import check_roi_names, match_roi_names, roi_names_for, tg263_entry
+from rtseg.io.rtstruct.read import RoiMappingReport, merge_class_masks
+from rtseg.io.rtstruct.write import _labels_array, referenced_series
 from rtseg.io.volume import Volume
 
 log = logging.getLogger(__name__)

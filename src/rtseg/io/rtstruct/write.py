@@ -1,6 +1,6 @@
 """Label volume -> DICOM RT Structure Set.
 
-Contours come from :mod:`rtseg.io.contours` (marching squares, holes as
+Contours come from :mod:`rtseg.io.rtstruct.contours` (marching squares, holes as
 keyhole cuts or separate inner contours, vectorised Douglas-Peucker with a
 tolerance in mm that keeps every voxel on its side). The hot part, the ROI
 Contour Sequence, is encoded here directly as Implicit VR Little Endian bytes:
@@ -31,11 +31,11 @@ from scipy import ndimage
 from rtseg import __version__
 from rtseg.errors import DataError
 from rtseg.io.atomic import atomic_path
-from rtseg.io.contours import DEFAULT_HOLE_ENCODING, DEFAULT_TOLERANCE_MM, HOLE_ENCODINGS, effective_tolerance, \
+from rtseg.io.rtstruct.contours import DEFAULT_HOLE_ENCODING, DEFAULT_TOLERANCE_MM, HOLE_ENCODINGS, effective_tolerance, \
     encode_slice, simplify_polygons
-from rtseg.io.dicom_geometry import LPS_TO_RAS
-from rtseg.io.dicom_write import new_dicom_dataset
-from rtseg.io.roi_names import check_roi_names, roi_names_for
+from rtseg.io.dicom.geometry import LPS_TO_RAS
+from rtseg.io.dicom.write import new_dicom_dataset
+from rtseg.io.rtstruct.roi_names import check_roi_names, roi_names_for
 from rtseg.io.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ def write_rtstruct(
 
     ``class_names[0]`` is background; ``colors`` and ``names`` give one entry
     per organ class (labels 1..N-1), like the config's COLOR_MAP; ``names``
-    defaults to TG-263 names (:func:`rtseg.io.roi_names.roi_names_for`). Holes
+    defaults to TG-263 names (:func:`rtseg.io.rtstruct.roi_names.roi_names_for`). Holes
     are encoded as ``holes`` says (``keyhole`` or ``xor``). ROIs are marked
     AUTOMATIC and the structure set UNAPPROVED: a person must review them.
     """

@@ -23,8 +23,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from rtseg.errors import DataError
-from rtseg.io.roi_names import match_roi_names
-from rtseg.io.rtstruct_read import RtStruct, check_reference, merge_class_masks, rasterize_roi, RoiMappingReport
+from rtseg.io.rtstruct.roi_names import match_roi_names
+from rtseg.io.rtstruct.read import RtStruct, check_reference, merge_class_masks, rasterize_roi, RoiMappingReport
 from rtseg.io.volume import Volume
 
 

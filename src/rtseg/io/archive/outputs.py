@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from rtseg.io.atomic import atomic_path
-from rtseg.io.dataset_json import FORMAT, VERSION, is_dataset_json
+from rtseg.io.layouts.dataset_json import FORMAT, VERSION, is_dataset_json
 from rtseg.io.jsonfile import read_json, write_json
 from rtseg.labels import default_colors
 

@@ -1,6 +1,6 @@
 """What a dataset layout is: a way to list a split's cases (``CaseRef``) and to read their files.
 
-A layout module defines one :class:`Layout` value (``LAYOUT``); ``rtseg.io.layouts`` registers it.
+A layout module defines one :class:`Layout` value (``LAYOUT``); ``rtseg.io.layouts.registry`` registers it.
 These types live apart from the registry so that layout modules and the registry do not import
 each other.
 """

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from rtseg.errors import DataError
-from rtseg.io.case_refs import CaseRef, Layout, SplitQuery
+from rtseg.io.layouts.case_refs import CaseRef, Layout, SplitQuery
 from rtseg.io.jsonfile import read_json
 from rtseg.io.naming import nifti_stem
 

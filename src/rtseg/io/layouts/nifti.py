@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from rtseg.errors import DataError
-from rtseg.io.case_refs import CaseRef, Layout, SplitQuery
-from rtseg.io.dataset_json import read_split_ids
+from rtseg.io.layouts.case_refs import CaseRef, Layout, SplitQuery
+from rtseg.io.layouts.dataset_json import read_split_ids
 from rtseg.io.naming import CT_SUFFIX, LABELS_SUFFIX, cases_in, ct_file, labels_file
 
 NAME = "nifti"

@@ -15,7 +15,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from rtseg.errors import DataError
-from rtseg.io.dicom_values import count, float_list, single_slice_spacing
+from rtseg.io.dicom.values import count, float_list, single_slice_spacing
 from rtseg.io.integrity import check_spacing
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

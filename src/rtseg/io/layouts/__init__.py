@@ -1,0 +1,1 @@
+"""Datasets on disk: the layout registry, one module per layout, the dataset JSON, conversions."""
