@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 from rtseg.cli.common import add_command, add_dir_args, organ_class_names
 from rtseg.errors import ConfigError
 from rtseg.io.archive.convert import DEFAULT_WORKERS, ArchiveReport, convert_dicom_archive
-from rtseg.io.archive.outputs import DATASET_JSON
+from rtseg.io.layouts.dataset_json import DATASET_JSON
 from rtseg.io.layouts.dataset_json import set_exclusion
 from rtseg.io.layouts.nnunet_convert import nifti_to_nnunet, nnunet_to_nifti
 from rtseg.io.rtstruct.roi_names import load_roi_aliases

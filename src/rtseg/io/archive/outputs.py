@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from rtseg.io.atomic import atomic_path
-from rtseg.io.layouts.dataset_json import FORMAT, VERSION, is_dataset_json
+from rtseg.io.layouts.dataset_json import DATASET_JSON, FORMAT, VERSION, is_dataset_json
 from rtseg.io.jsonfile import read_json, write_json
 from rtseg.labels import default_colors
 
-DATASET_JSON = "rtseg_dataset.json"
 CONFIG_NAME = "rtseg_train.yml"
 NAME_REPORT_JSON, NAME_REPORT_TEXT = "roi_name_report.json", "roi_name_report.txt"
 SPLIT_NAMES = ("train", "val", "test")

@@ -23,6 +23,8 @@ from rtseg.errors import DataError
 from rtseg.io.jsonfile import read_json, write_json
 
 FORMAT, VERSION = "rtseg-dataset", 1
+#: the dataset JSON's file name beside the NIfTI pairs (written by the archive import)
+DATASET_JSON = "rtseg_dataset.json"
 ALL = "all"
 
 

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rtseg.errors import DataError
-from rtseg.io.archive.outputs import DATASET_JSON
 from rtseg.io.atomic import atomic_path
 from rtseg.io.layouts.case_refs import SplitQuery
-from rtseg.io.layouts.dataset_json import FORMAT, VERSION, read_dataset_json
+from rtseg.io.layouts.dataset_json import DATASET_JSON, FORMAT, VERSION, read_dataset_json
 from rtseg.io.jsonfile import read_json, write_json
 from rtseg.io.layouts.msd import SPLITS_FILE
 from rtseg.io.layouts.nnunet import (CHANNEL, DATASET_JSON as NNUNET_JSON, IMAGES_TR, IMAGES_TS, LABELS_TR, LABELS_TS,
