@@ -55,6 +55,27 @@ def seg_source_files(dicom: dict) -> list[str]:
     return files
 
 
+def seg_sources(dicom: dict) -> list[Any]:
+    """The SEG's source datasets (no pixel data). highdicom takes a multi-frame source's Pixel Measures and Plane
+    Orientation from its shared functional groups only: where the source has them per frame (the reader checked
+    they are the same in every frame), the first frame's go into the shared groups of this in-memory copy."""
+    import pydicom
+    from pydicom.sequence import Sequence as DicomSequence
+
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in seg_source_files(dicom)]
+    for ds in sources:
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+        if not per_frame:
+            continue
+        if not ds.get("SharedFunctionalGroupsSequence"):
+            ds.SharedFunctionalGroupsSequence = DicomSequence([pydicom.Dataset()])
+        shared = ds.SharedFunctionalGroupsSequence[0]
+        for group in ("PixelMeasuresSequence", "PlaneOrientationSequence"):
+            if group not in shared and group in per_frame[0]:
+                shared[group] = per_frame[0][group]
+    return sources
+
+
 def seg_frames(arr: np.ndarray, dicom: dict) -> np.ndarray:
     """Label array (x, y, slice) -> SEG frames (frame, row, column) in the source images' order."""
     frames = _frames(dicom)

@@ -18,7 +18,7 @@ import numpy as np
 from rtseg import __version__
 from rtseg.errors import ConfigError, DataError
 from rtseg.io.atomic import atomic_path
-from rtseg.io.dicom.references import seg_frames, seg_pixels, seg_source_files
+from rtseg.io.dicom.references import seg_frames, seg_pixels, seg_sources
 from rtseg.io.rtstruct.roi_names import check_roi_names, match_roi_names, roi_names_for, tg263_entry
 from rtseg.io.rtstruct.read import RoiMappingReport, merge_class_masks
 from rtseg.io.rtstruct.write import _labels_array, referenced_series
@@ -52,14 +52,13 @@ def write_seg(
 ) -> Path:
     """Write a BINARY DICOM SEG against ``series``: one segment per organ class, label value = segment number."""
     import highdicom as hd
-    import pydicom
     from pydicom.sr.codedict import codes
 
     dicom = referenced_series(series)
     seg_names = check_roi_names(names) if names is not None else roi_names_for(class_names[1:])
     arr = _labels_array(labels, series, class_names, colors, seg_names)
     try:
-        sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in seg_source_files(dicom)]
+        sources = seg_sources(dicom)
     except (OSError, KeyError) as exc:
         raise DataError(f"{series.meta.get('source', 'CT series')}: CT slices cannot be re-read for the SEG "
                         f"({type(exc).__name__})") from None
