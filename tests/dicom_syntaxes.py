@@ -158,3 +158,23 @@ def syntax_set(tmp_path_factory: pytest.TempPathFactory) -> SyntaxSet:
     lce = legacy_converted(raw, root / ENHANCED[0])
     true_enhanced(lce, root / ENHANCED[1])
     return SyntaxSet(root, raw)
+
+
+def storescu_config(path: Path) -> tuple[str, str]:
+    """A storescu configuration (``-xf FILE PROFILE``) proposing each CT storage class in every syntax above, one
+    presentation context each: storescu's own options cannot propose JPEG Lossless Process 14 (.57)."""
+    from rtseg.io.dicom.frames import CT_STORAGE_CLASSES
+
+    syntaxes = sorted({v.syntax for v in LOSSLESS + LOSSY} | {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2"})
+    lines = ["[[TransferSyntaxes]]"]
+    for i, ts in enumerate(syntaxes):
+        lines += [f"[TS{i}]", f"TransferSyntax1 = {ts}"]
+    lines += ["", "[[PresentationContexts]]", "[CT]"]
+    n = 0
+    for cls in CT_STORAGE_CLASSES:
+        for i in range(len(syntaxes)):
+            n += 1
+            lines.append(f"PresentationContext{n} = {cls}\\TS{i}")
+    lines += ["", "[[Profiles]]", "[AllCT]", "PresentationContexts = CT", ""]
+    path.write_text("\n".join(lines))
+    return str(path), "AllCT"
