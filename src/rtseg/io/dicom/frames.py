@@ -56,22 +56,28 @@ def frame_headers(h: SliceHeader) -> list[SliceHeader]:
     if not is_enhanced(ds):
         return [h]
     n = count(ds, "NumberOfFrames", h.path, 1)
-    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
+    try:
+        per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
+        shared_seq = ds.get("SharedFunctionalGroupsSequence")
+        top = Dataset()
+        for elem in ds:
+            if elem.keyword not in _COPIED:
+                top.add(elem)
+    except Exception as exc:
+        raise DataError(f"{h.path}: the functional groups cannot be parsed ({type(exc).__name__})") from None
     if len(per_frame) != n:
         raise DataError(f"{h.path}: NumberOfFrames is {n} but the Per-Frame Functional Groups Sequence holds "
                         f"{len(per_frame)} item(s); the multi-frame image is damaged")
-    shared_seq = ds.get("SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else None
-    top = Dataset()
-    for elem in ds:
-        if elem.keyword not in _COPIED:
-            top.add(elem)
     top.file_meta = getattr(ds, "file_meta", Dataset())
     out = []
     for k, item in enumerate(per_frame, start=1):
         values: dict[str, object] = {}
-        _group_values(shared, values)
-        _group_values(item, values)
+        try:  # pydicom converts values on access: a malformed one raises here
+            _group_values(shared, values)
+            _group_values(item, values)
+        except Exception as exc:
+            raise DataError(f"{h.path}: the functional groups of frame {k} cannot be parsed ({type(exc).__name__})") from None
         frame = Dataset()
         frame.update(top)
         for kw, value in values.items():
