@@ -12,14 +12,13 @@ import pydicom
 import pytest
 
 from dicom_checks import assert_dciodvfy_clean
-from dicom_syntaxes import ENHANCED, LOSSLESS, LOSSY, SyntaxSet, syntax_set
+from dicom_syntaxes import ENHANCED, LOSSLESS, LOSSY, SyntaxSet
 from rtseg.cli.main import main
 from rtseg.errors import DataError
 from rtseg.io.dicom.seg import seg_to_labels, write_seg
 from rtseg.io.dicom.series import read_dicom_series
 from rtseg.io.rtstruct import rtstruct_to_labels, write_rtstruct
 
-__all__ = ["syntax_set"]
 NAMES = ["background", "Liver", "Heart"]
 COLORS = [(255, 0, 0), (0, 255, 0)]
 

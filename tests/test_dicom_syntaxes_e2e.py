@@ -13,14 +13,13 @@ import pydicom
 import pytest
 
 from dicom_checks import assert_dciodvfy_clean
-from dicom_syntaxes import ENHANCED, LOSSLESS, SyntaxSet, syntax_set
+from dicom_syntaxes import ENHANCED, LOSSLESS, SyntaxSet
 from predict_helpers import make_checkpoint
 from rtseg.cli.main import main
 from rtseg.inference.pipeline import PredictOptions, predict_path
 from rtseg.io.dicom.series import read_dicom_series
 from rtseg.io.rtstruct import read_rtstruct, write_rtstruct
 
-__all__ = ["syntax_set"]
 ALL = tuple(v.name for v in LOSSLESS) + ENHANCED
 
 

@@ -17,7 +17,7 @@ import pytest
 from pydicom.uid import MRImageStorage
 
 from dicom_checks import assert_dciodvfy_clean
-from dicom_syntaxes import ENHANCED, LOSSLESS, SyntaxSet, storescu_config, syntax_set
+from dicom_syntaxes import ENHANCED, LOSSLESS, SyntaxSet, storescu_config
 from rtseg.cli import main as cli_main
 from rtseg.inference.pipeline import PredictOptions, predict_path
 from rtseg.io.dicom.series import read_dicom_series
@@ -29,7 +29,7 @@ from predict_helpers import NAMES, make_checkpoint
 from test_serve_support import (StoreSCP, copy_series, echo, job_states, need_tools, processes, shared_series,
                                 storescu, wait_for)
 
-__all__ = ["processes", "syntax_set"]
+__all__ = ["processes"]
 
 
 @pytest.fixture(scope="module")
