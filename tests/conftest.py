@@ -16,6 +16,8 @@ SEED_CONFIGS = SHARED / "seed" / "configs"
 DATA = SHARED / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from dicom_syntaxes import syntax_set  # noqa: E402,F401  (session fixture: the shared series in every transfer syntax)
+
 
 @pytest.fixture
 def seed_configs() -> list[Path]:

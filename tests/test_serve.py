@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import MRImageStorage
 
 from dicom_checks import assert_dciodvfy_clean
+from dicom_syntaxes import ENHANCED, LOSSLESS, SyntaxSet, storescu_config
 from rtseg.cli import main as cli_main
 from rtseg.inference.pipeline import PredictOptions, predict_path
 from rtseg.io.dicom.series import read_dicom_series
@@ -185,3 +188,39 @@ def test_instance_limits_refuse_with_out_of_resources(node_factory, limit: dict,
     if stored:
         jobs = wait_for(lambda: [j for j in node.states() if j[1] == "failed"], 30, "the partial series to fail")
         assert words in jobs[0][2]
+
+
+@pytest.mark.slow
+def test_compressed_and_enhanced_series_are_contoured_like_the_uncompressed_one(node_factory, tps: StoreSCP, ckpt: Path,
+                                                                                 syntax_set: SyntaxSet, tmp_path: Path) -> None:
+    """storescu sends each variant in its own transfer syntax (JPEG Lossless, JPEG-LS, RLE, deflate, big endian,
+    JPEG 2000; Enhanced and Legacy Converted Enhanced CT): each is accepted as sent and contoured like the
+    uncompressed series."""
+    names = [v.name for v in LOSSLESS] + list(ENHANCED)
+    node = node_factory(destination=[tps.destination], allow=["SCANNER1"])
+    config = storescu_config(tmp_path / "storescu.cfg")
+    for name in names:
+        res = subprocess.run(["storescu", "-v", "-xf", *config, "-aet", "SCANNER1", "-aec", "RTSEG", "127.0.0.1",
+                              str(node.port), *map(str, sorted(syntax_set.folder(name).glob("*.dcm")))],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+    wait_for(lambda: len(node.states()) == len(names) and all(s in ("done", "failed") for _, s, _ in node.states()),
+             240, "every job to end")
+    assert [(s, e) for _, s, e in node.states() if s != "done"] == []
+    stored = {str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+              for p in (node.cfg.store_path / "series").rglob("*.dcm")}
+    assert {v.syntax for v in LOSSLESS} <= stored  # kept as received, not decompressed by the sender
+    ref_out = tmp_path / "predict"
+    assert not predict_path(ckpt, syntax_set.uncompressed, ref_out, PredictOptions(("nifti",), "cpu")).failed
+    ref = nib.load(next(ref_out.glob("*_pred.nii.gz")))
+    by_series = {pydicom.dcmread(next(syntax_set.folder(n).glob("*.dcm")), stop_before_pixels=True).SeriesInstanceUID: n
+                 for n in names}
+    got = tps.received()
+    assert sorted(by_series[ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
+                            .RTReferencedSeriesSequence[0].SeriesInstanceUID] for ds in got) == sorted(names)
+    for path in (p for p in tps.folder.iterdir() if p.is_file()):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        name = by_series[ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
+                         .RTReferencedSeriesSequence[0].SeriesInstanceUID]
+        labels, _ = rtstruct_to_labels(path, read_dicom_series(syntax_set.folder(name)), NAMES)
+        np.testing.assert_array_equal(labels.array, np.asarray(ref.dataobj), err_msg=name)

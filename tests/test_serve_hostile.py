@@ -174,8 +174,8 @@ def test_hostile_peers_do_not_stop_an_allowed_sender(node_factory, tps, tmp_path
 
 def broken_series(src: Path, out: Path, how: str) -> Path:
     """A copy of the series (new UIDs) with slice 7 damaged: ``truncated`` (uncompressed pixel data cut to a third),
-    ``truncated_j2k`` (its JPEG 2000 stream cut to a third), ``other_size`` (256x256 among 512x512), ``jpeg_lossless``
-    (every slice JPEG lossless SV1 by dcmtk's dcmcjpeg: no decoder for it is installed here)."""
+    ``truncated_j2k`` (its JPEG 2000 stream cut to a third), ``other_size`` (256x256 among 512x512), ``mpeg2``
+    (every slice JPEG lossless by dcmtk's dcmcjpeg, then labelled MPEG2 video: a syntax no installed decoder reads)."""
     out.mkdir(parents=True)
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
     for k, f in enumerate(sorted(src.glob("*.dcm"))):
@@ -196,9 +196,12 @@ def broken_series(src: Path, out: Path, how: str) -> Path:
                 ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.save_as(out / f.name, enforce_file_format=True)
-    if how == "jpeg_lossless":
+    if how == "mpeg2":
         for f in sorted(out.glob("*.dcm")):
             subprocess.run(["dcmcjpeg", str(f), str(f)], check=True, capture_output=True, timeout=60)
+            ds = pydicom.dcmread(f)
+            ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"
+            ds.save_as(f)
     return out
 
 
@@ -213,7 +216,7 @@ def test_broken_series_fail_with_the_reason_and_block_nothing(node_factory, tps,
     src = shared_series()
     cases = [("truncated", "-xv", "pixel data truncated: 174762 of 524288 bytes"),
              ("other_size", "-xv", "slices have mixed sizes (rows x columns): 512x512 (19 slices), 256x256 (1 slice)"),
-             ("jpeg_lossless", "-xs", "transfer syntax JPEG Lossless"),
+             ("mpeg2", "-xm", "transfer syntax MPEG2 Main Profile / Main Level (1.2.840.10008.1.2.4.100) cannot be decoded"),
              ("truncated_j2k", "-xv", "pixel data cannot be decoded")]
     folders = [broken_series(src, tmp_path / how, how) for how, _, _ in cases]
     good = copy_series(src, tmp_path / "good")

@@ -32,10 +32,7 @@ class ModelConfig(_Section):
         "ResUnet_3D, Deeper_ResUnet_3D and ARPM_net; inference is unchanged"
     )
 
-    @field_validator("NAME")
-    @classmethod
-    def _registered(cls, v: str) -> str:
-        return check_name(v, model_names(), "model")
+    _check_name = field_validator("NAME")(lambda v: check_name(v, model_names(), "model"))
 
     @field_validator("CHANNEL_IN")
     @classmethod
@@ -184,10 +181,7 @@ class LossConfig(_Section):
         "(logit adjustment), undoing the over-segmentation the weights train in; false keeps the weighted model's bias"
     )
 
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, v: str) -> str:
-        return check_name(v, LOSSES, "loss")
+    _check_name = field_validator("name")(lambda v: check_name(v, LOSSES, "loss"))
 
     @property
     def class_weighted(self) -> bool:
@@ -243,10 +237,7 @@ class AdversarialConfig(_Section):
     D_BASE_FILTERS: int = Field(16, ge=1, le=256)
     WARMUP_ITERS: int = Field(0, ge=0)
 
-    @field_validator("D_OPTIM")
-    @classmethod
-    def _registered(cls, v: str) -> str:
-        return check_name(v, OPTIMIZERS, "optimizer")
+    _check_name = field_validator("D_OPTIM")(lambda v: check_name(v, OPTIMIZERS, "optimizer"))
 
 
 class Config(_Section):

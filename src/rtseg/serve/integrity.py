@@ -1,8 +1,7 @@
 """Instances that cannot be contoured, found while they are received (no decoding: header and lengths only).
 
 Checked in the SCP on the dataset it already holds, so it costs nothing: a
-transfer syntax no installed decoder reads (JPEG lossless without
-pylibjpeg-libjpeg or GDCM, MPEG/HEVC video, JPEG XL...), a CT image without
+transfer syntax no installed decoder reads (MPEG/HEVC video, JPEG XL...), a CT image without
 Rows/Columns or pixel data, uncompressed pixel data shorter than its header
 says (a file cut in transit or on disk). The instance is still stored (as
 received) and its series fails with this reason once complete; damage only
@@ -12,16 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
-
-def decodable(transfer_syntax: str) -> bool:
-    """Whether an installed pixel-data decoder reads this transfer syntax."""
-    try:
-        return bool(get_decoder(UID(transfer_syntax)).is_available)
-    except NotImplementedError:
-        return False
+from rtseg.io.dicom.pixels import decodable, syntax_name
 
 
 def _int(ds: Any, keyword: str, default: Optional[int] = None) -> Optional[int]:
@@ -36,7 +28,7 @@ def instance_problem(ds: Any, transfer_syntax: str) -> Optional[str]:
     """Why this CT instance cannot be contoured, or None."""
     ts = UID(transfer_syntax)
     if not decodable(ts):
-        return f"transfer syntax {ts.name} ({ts}) cannot be decoded here (no installed decoder reads it)"
+        return f"transfer syntax {syntax_name(ts)} cannot be decoded here (no installed decoder reads it)"
     rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
     if not rows or not cols:
         return "a CT image without Rows/Columns"

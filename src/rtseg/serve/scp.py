@@ -1,4 +1,6 @@
-"""The DICOM Storage SCP (pynetdicom): C-ECHO, and C-STORE of CT Image Storage in any transfer syntax.
+"""The DICOM Storage SCP (pynetdicom): C-ECHO, and C-STORE of CT (CT, Enhanced CT and Legacy Converted Enhanced
+CT Image Storage) in any transfer syntax pynetdicom knows (JPEG Lossless, JPEG-LS, JPEG 2000, RLE, deflate, big
+endian among them).
 
 Receiving only writes the instance's bytes as they came (no decoding, no
 inference) and one row in the queue, so a sender is never kept waiting by a
@@ -16,11 +18,11 @@ import ssl
 import threading
 from typing import Any, Optional
 
-from pydicom.uid import CTImageStorage
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from rtseg.errors import ConfigError
+from rtseg.io.dicom.frames import CT_STORAGE_CLASSES
 from rtseg.serve.assembly import SeriesStore
 from rtseg.serve.config import ServeConfig
 from rtseg.serve.integrity import instance_problem
@@ -66,7 +68,8 @@ class StorageSCP:
         self.ae.network_timeout = cfg.idle_timeout
         self.connections = Connections(cfg.max_associations, cfg.max_associations_per_address)
         self.ae.add_supported_context(Verification)
-        self.ae.add_supported_context(CTImageStorage, ALL_TRANSFER_SYNTAXES)
+        for sop_class in CT_STORAGE_CLASSES:
+            self.ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
         self.ae.require_calling_aet = list(cfg.allow)
         self.server: Optional[GuardedServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -166,7 +169,7 @@ class StorageSCP:
 
     def on_store(self, e: Any) -> int:
         session = self._session(e.assoc)
-        if e.context.abstract_syntax != CTImageStorage:
+        if e.context.abstract_syntax not in CT_STORAGE_CLASSES:
             return SOP_CLASS_NOT_SUPPORTED
         ds = e.dataset
         sop_uid, series_uid = str(ds.get("SOPInstanceUID", "") or ""), str(ds.get("SeriesInstanceUID", "") or "")

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from tqdm import tqdm
 
+from rtseg.errors import DataError
 from rtseg.io.archive.case import CaseJob, CaseResult, run_case
 from rtseg.io.archive.outputs import write_dataset_json, write_name_report, write_train_config
 from rtseg.io.archive.scan import ArchiveIndex, DicomFile, archive_files, index_archive, need_archive, read_headers
@@ -97,6 +98,19 @@ def scan_archive(root: Path, workers: int, progress: bool) -> tuple[ArchiveIndex
     return index, len(files)
 
 
+def nothing_found(root: Path, n_files: int, index: ArchiveIndex) -> str:
+    """The one-line error for an input without any CT series: the folder, what was looked for, what was found."""
+    found = dict(index.ignored)
+    if index.refused:
+        found["RTSTRUCT"] = found.get("RTSTRUCT", 0) + len(index.refused)
+    what = ", ".join(f"{n} {m}" for m, n in sorted(found.items()))
+    if index.unreadable:
+        what = ", ".join(filter(None, [what, f"{len(index.unreadable)} unreadable"]))
+    seen = f"{n_files} DICOM file(s): {what}" if n_files else "no DICOM files"
+    return (f"{root}: no CT series found ({seen}); expected CT image series (CT, Enhanced CT) with the RTSTRUCTs "
+            "drawn on them, in any folder layout")
+
+
 def _aliases_key(aliases: Mapping[str, Sequence[str]] | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(sorted((k, tuple(v)) for k, v in (aliases or {}).items()))
 
@@ -128,6 +142,8 @@ def convert_dicom_archive(
     out = Path(out_dir)
     match_roi_names([], class_names, aliases)  # a bad alias table fails once, before any work
     index, n_files = scan_archive(root, workers, progress)
+    if index.n_ct_series == 0:
+        raise DataError(nothing_found(root, n_files, index))
     report = ArchiveReport(failed=list(index.failed), refused_structure_sets=index.refused, ignored=index.ignored,
                            unreadable=index.unreadable, dicomdir=index.dicomdir or named_dicomdir, n_files=n_files,
                            n_patients=index.n_patients)

@@ -72,6 +72,7 @@ class ArchiveIndex:
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     dicomdir: bool = False
     n_patients: int = 0
+    n_ct_series: int = 0
 
 
 def _text(ds: pydicom.Dataset, key: str) -> str:
@@ -178,7 +179,7 @@ def index_archive(root: Path, headers: Iterable[DicomFile]) -> ArchiveIndex:
         else:
             ignored[h.modality] += 1
             images.setdefault(h.series_uid, h)
-    index.ignored, index.n_patients = dict(sorted(ignored.items())), len(patients)
+    index.ignored, index.n_patients, index.n_ct_series = dict(sorted(ignored.items())), len(patients), len(cts)
     by_ct: dict[str, list[DicomFile]] = defaultdict(list)
     refused_by_patient: dict[str, list[str]] = defaultdict(list)
     for rs in structs:

@@ -28,6 +28,12 @@ class SliceHeader:
 
     path: Path
     ds: Dataset
+    frame: int | None = None  # 1-based frame number within a multi-frame (enhanced) instance
+
+    @property
+    def name(self) -> str:
+        """The file's name, with the frame for a frame of a multi-frame instance (for error messages)."""
+        return self.path.name if self.frame is None else f"{self.path.name} (frame {self.frame})"
 
 
 def _fmt(value: Any) -> str:
@@ -38,11 +44,11 @@ def _fmt(value: Any) -> str:
 
 def _check_same(folder: Path, hs: list[SliceHeader], what: str, values: list[Any], same: Callable[[Any, Any], bool]) -> None:
     ref = values[0]
-    bad = [h.path.name for h, v in zip(hs, values) if not same(v, ref)]
+    bad = [h.name for h, v in zip(hs, values) if not same(v, ref)]
     if bad:
         counts = Counter(_fmt(v) for v in values)
         summary = ", ".join(f"{k} ({n} slice{'s' if n > 1 else ''})" for k, n in counts.most_common(4))
-        raise DataError(f"{folder}: slices have mixed {what}: {summary}; e.g. {bad[0]} differs from {hs[0].path.name}")
+        raise DataError(f"{folder}: slices have mixed {what}: {summary}; e.g. {bad[0]} differs from {hs[0].name}")
 
 
 def slice_geometry(folder: Path, hs: list[SliceHeader]) -> tuple[list[SliceHeader], np.ndarray]:
@@ -56,8 +62,9 @@ def slice_geometry(folder: Path, hs: list[SliceHeader]) -> tuple[list[SliceHeade
     _check_same(folder, hs, "pixel spacing", pss, lambda a, b: np.allclose(a, b, atol=1e-4))
     check_spacing(hs[0].path, pss[0].tolist(), "PixelSpacing")
     frames = [count(h.ds, "NumberOfFrames", h.path, 1) for h in hs]
-    if max(frames) > 1:
-        raise DataError(f"{folder}: multi-frame (enhanced) images are not supported; export the series as single-frame slices")
+    if max(frames) > 1:  # enhanced instances arrive here as one header per frame (rtseg.io.dicom.frames)
+        raise DataError(f"{folder}: a multi-frame image without functional groups (no position per frame); "
+                        "expected CT slices or an Enhanced CT")
 
     row_cos, col_cos = iops[0][:3], iops[0][3:]
     if abs(np.linalg.norm(row_cos) - 1) > 1e-3 or abs(np.linalg.norm(col_cos) - 1) > 1e-3 or abs(row_cos @ col_cos) > 1e-3:
@@ -77,7 +84,7 @@ def slice_geometry(folder: Path, hs: list[SliceHeader]) -> tuple[list[SliceHeade
         if dup.size:
             i = int(dup[0])
             raise DataError(
-                f"{folder}: {hs[i].path.name} and {hs[i + 1].path.name} are at the same position "
+                f"{folder}: {hs[i].name} and {hs[i + 1].name} are at the same position "
                 f"({proj[i]:.2f} mm along the slice normal); several acquisitions mixed in one series?"
             )
         offsets = (pos - pos[0]) - np.outer(proj - proj[0], normal)
@@ -95,7 +102,7 @@ def slice_geometry(folder: Path, hs: list[SliceHeader]) -> tuple[list[SliceHeade
             i = int(bad[0])
             hint = "; a slice is probably missing" if d[i] > dz else ""
             raise DataError(
-                f"{folder}: uneven slice spacing: gap of {d[i]:.3f} mm between {hs[i].path.name} and {hs[i + 1].path.name} "
+                f"{folder}: uneven slice spacing: gap of {d[i]:.3f} mm between {hs[i].name} and {hs[i + 1].name} "
                 f"(at {proj[i]:.2f} and {proj[i + 1]:.2f} mm along the normal), expected {dz:.3f} mm{hint}"
             )
         dz = float((proj[-1] - proj[0]) / (n - 1))

@@ -18,6 +18,7 @@ import numpy as np
 from rtseg import __version__
 from rtseg.errors import ConfigError, DataError
 from rtseg.io.atomic import atomic_path
+from rtseg.io.dicom.references import seg_frames, seg_pixels, seg_sources
 from rtseg.io.rtstruct.roi_names import check_roi_names, match_roi_names, roi_names_for, tg263_entry
 from rtseg.io.rtstruct.read import RoiMappingReport, merge_class_masks
 from rtseg.io.rtstruct.write import _labels_array, referenced_series
@@ -51,14 +52,13 @@ def write_seg(
 ) -> Path:
     """Write a BINARY DICOM SEG against ``series``: one segment per organ class, label value = segment number."""
     import highdicom as hd
-    import pydicom
     from pydicom.sr.codedict import codes
 
     dicom = referenced_series(series)
     seg_names = check_roi_names(names) if names is not None else roi_names_for(class_names[1:])
     arr = _labels_array(labels, series, class_names, colors, seg_names)
     try:
-        sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in dicom["files"]]
+        sources = seg_sources(dicom)
     except (OSError, KeyError) as exc:
         raise DataError(f"{series.meta.get('source', 'CT series')}: CT slices cannot be re-read for the SEG "
                         f"({type(exc).__name__})") from None
@@ -73,8 +73,8 @@ def write_seg(
             algorithm_identification=algorithm, anatomic_regions=None,
             primary_anatomic_structures=[kind, *sides] if sides else None,
             display_color=hd.color.CIELabColor.from_rgb(*[int(v) for v in rgb])))
-    # frames follow the source images: (slice, row, column) = the label array's (k, j, i)
-    pixels = np.ascontiguousarray(arr.transpose(2, 1, 0)).astype(np.uint8 if len(class_names) <= 256 else np.uint16)
+    # frames follow the source images (or a multi-frame source's frames): (frame, row, column) = the labels' (k, j, i)
+    pixels = seg_frames(arr, dicom).astype(np.uint8 if len(class_names) <= 256 else np.uint16)
     seg = hd.seg.Segmentation(
         source_images=sources, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=SEG_SERIES_NUMBER,
@@ -123,14 +123,11 @@ def seg_to_labels(
     mapping = match_roi_names(list(labels_of.values()), class_names, aliases)
     report = RoiMappingReport(mapped=dict(mapping), unmapped=[s for s in labels_of.values() if s not in mapping])
     wanted = [n for n, s in labels_of.items() if s in mapping]
-    referenced = {uid for _, _, uid in seg.get_source_image_uids()}
-    if not referenced & set(sops):
+    if not {uid for _, _, uid in seg.get_source_image_uids()} & set(sops):
         raise DataError(f"{p}: SEG frames reference none of the CT series' slices; it was made on other images")
     pixels = np.zeros((len(sops), series.shape[1], series.shape[0], max(len(wanted), 1)), dtype=bool)
     if wanted:
-        present = [i for i, s in enumerate(sops) if s in referenced]
-        got = seg.get_pixels_by_source_instance(source_sop_instance_uids=[sops[i] for i in present],
-                                                segment_numbers=wanted, assert_missing_frames_are_empty=True)
+        got, present = seg_pixels(seg, dicom, wanted)
         # BINARY frames are 0/1; FRACTIONAL ones come rescaled to [0, 1]: a voxel is in the segment from 0.5 on
         pixels[present] = got >= 0.5 if np.issubdtype(got.dtype, np.floating) else got > 0
 

@@ -23,11 +23,12 @@ from typing import Any, Iterable
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage
 
 from rtseg.errors import DataError
+from rtseg.io.dicom.frames import CT_STORAGE_CLASSES, expand_frames, is_enhanced
 from rtseg.io.dicom.geometry import LPS_TO_RAS, SliceHeader, slice_geometry
-from rtseg.io.dicom.values import count, parse_all, rescale
+from rtseg.io.dicom.pixels import PixelReader
+from rtseg.io.dicom.values import count, parse_all
 from rtseg.io.integrity import check_finite, check_size
 from rtseg.io.volume import Volume
 # The writers live in rtseg.io.dicom.write; this module's import path keeps serving them.
@@ -184,7 +185,8 @@ def _series_infos(headers: Iterable[SliceHeader]) -> dict[str, list[SliceHeader]
 
 def _info(uid: str, hs: list[SliceHeader]) -> SeriesInfo:
     ds = hs[0].ds
-    return SeriesInfo(uid, str(ds.get("Modality", "") or ""), len(hs), str(ds.get("SeriesDescription", "") or ""))
+    n = sum(count(h.ds, "NumberOfFrames", h.path, 1) if is_enhanced(h.ds) else 1 for h in hs)
+    return SeriesInfo(uid, str(ds.get("Modality", "") or ""), n, str(ds.get("SeriesDescription", "") or ""))
 
 
 def list_dicom_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
@@ -195,7 +197,7 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
 
 def _select_series(folder: Path, headers: list[SliceHeader], series_uid: str | None) -> list[SliceHeader]:
     images = [h for h in headers if _is_image(h.ds)]
-    broken = [h for h in headers if not _is_image(h.ds) and (h.ds.get("Modality") == "CT" or h.ds.get("SOPClassUID") == CTImageStorage)]
+    broken = [h for h in headers if not _is_image(h.ds) and (h.ds.get("Modality") == "CT" or h.ds.get("SOPClassUID") in CT_STORAGE_CLASSES)]
     if broken:  # else a damaged slice would silently drop out of its series
         raise DataError(f"{broken[0].path}: a CT slice without Rows/Columns; the file is damaged")
     if not images:
@@ -212,18 +214,6 @@ def _select_series(folder: Path, headers: list[SliceHeader], series_uid: str | N
     if len(groups) > 1:
         raise DataError(f"{folder}: holds {len(groups)} image series, choose one by SeriesInstanceUID (--series-uid): {listing}")
     return next(iter(groups.values()))
-
-
-def _pixels(h: SliceHeader) -> tuple[np.ndarray, float, float]:
-    try:
-        ds = pydicom.dcmread(h.path)
-        px = ds.pixel_array
-    except Exception as exc:
-        raise DataError(f"{h.path}: pixel data cannot be decoded ({type(exc).__name__})") from None
-    if px.ndim != 2:
-        raise DataError(f"{h.path}: expected one grey-level image, found pixel array of shape {px.shape}")
-    slope, intercept = rescale(ds, h.path)
-    return px, slope, intercept
 
 
 def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = None) -> Volume:
@@ -244,14 +234,14 @@ def _series_volume(root: Path, hs: list[SliceHeader]) -> Volume:
     modality = str(hs[0].ds.get("Modality", "") or "")
     if modality != "CT":
         raise DataError(f"{root}: series modality is {modality or 'missing'}, expected CT")
-    hs, lps = slice_geometry(root, hs)
+    hs, lps = slice_geometry(root, expand_frames(hs))
 
     rows, cols = count(hs[0].ds, "Rows", hs[0].path), count(hs[0].ds, "Columns", hs[0].path)
     check_size(root, (cols, rows, len(hs)), 4, "Columns x Rows x slices")
     hu = np.empty((cols, rows, len(hs)), dtype=np.float32)  # exact for integer HU (|v| < 2**24)
-    exact = True
+    exact, pixels = True, PixelReader()
     for k, h in enumerate(hs):
-        px, slope, intercept = _pixels(h)
+        px, slope, intercept = pixels.read(h)
         if px.shape != (rows, cols):
             raise DataError(f"{h.path}: pixel data is {px.shape[0]}x{px.shape[1]}, header says {rows}x{cols}")
         exact &= slope.is_integer() and intercept.is_integer()
@@ -279,6 +269,7 @@ def _series_volume(root: Path, hs: list[SliceHeader]) -> Volume:
             "series_number": str(first.get("SeriesNumber", "") or ""),
             "sop_class_uids": [str(h.ds.get("SOPClassUID", "") or "") for h in hs],
             "sop_instance_uids": [str(h.ds.get("SOPInstanceUID", "") or "") for h in hs],
+            "frame_numbers": [h.frame for h in hs],  # None for single-frame slices
             "files": [str(h.path) for h in hs],
             "patient_study": patient_study,
         },

@@ -80,6 +80,7 @@ class RoiMappingReport:
     empty_classes: list[str] = field(default_factory=list)  # mapped but no voxel filled
     skipped_contours: int = 0  # open, point, non-planar or off-grid contours
     overlap_voxels: int = 0  # voxels claimed by two classes (the higher label wins)
+    united: dict[str, list[str]] = field(default_factory=dict)  # class -> its ROIs ("name (ROI n)") when several
 
     def summary(self) -> str:
         parts = [f"{len(self.mapped)} ROIs mapped"]
@@ -93,6 +94,8 @@ class RoiMappingReport:
             parts.append(f"{self.skipped_contours} contours skipped (open, off-grid or not in a slice plane)")
         if self.overlap_voxels:
             parts.append(f"{self.overlap_voxels} voxels in two classes (higher label kept)")
+        for cname, rois in self.united.items():
+            parts.append(f"{cname} united from {len(rois)} ROIs: {', '.join(rois)}")
         return "; ".join(parts)
 
 
@@ -230,6 +233,17 @@ def rasterize_roi(roi: Roi, series: Volume) -> tuple[np.ndarray, int]:
     return mask, skipped
 
 
+def note_united(rs: RtStruct, organ: str, rois: Sequence[Roi]) -> list[str]:
+    """Several ROIs of one set mapped to one organ are united: say so (a warning when two share one name,
+    which is more likely a second drawing than a part) and return them as 'name (ROI n)'."""
+    shown = [f"{r.name} (ROI {r.number})" for r in rois]
+    names = [r.name for r in rois]
+    if len(set(names)) < len(names):
+        log.warning("%s: %d ROIs of the same name map to %s and were united: %s; delete or rename the one not meant",
+                    rs.path.name, len(rois), organ, ", ".join(shown))
+    return shown
+
+
 def merge_class_masks(shape: tuple[int, int, int], class_names: Sequence[str],
                       class_mask: Callable[[str], np.ndarray | None], report: RoiMappingReport) -> np.ndarray:
     """Label array from one mask per organ class (None: nothing mapped to it); where classes overlap the higher
@@ -271,6 +285,8 @@ def rtstruct_to_labels(
         rois = [r for r in used if mapping[r.name] == cname]
         if not rois:
             return None
+        if len(rois) > 1:
+            report.united[cname] = note_united(rs, cname, rois)
         mask = np.zeros(series.shape, dtype=bool)
         for r in rois:
             m, skipped = rasterize_roi(r, series)

@@ -9,8 +9,8 @@ ranked first by
 3. then the SOP Instance UID in ascending order (a stable, arbitrary tie-break, reported as such).
 
 Two different organs are never merged into one label (where two organs overlap the higher label wins
-and the voxels are counted); several ROIs of one set mapped to one organ are united, and their names
-recorded. Which set (SOP Instance UID, label) and ROI names each organ came from goes into the case
+and the voxels are counted); several ROIs of one set mapped to one organ are united, their names and ROI
+numbers recorded and a note added (a warning where two share one name: more likely a second drawing). Which set (SOP Instance UID, label) and ROI names each organ came from goes into the case
 record, with the other sets that also held it. A set drawn on another scan is refused with its reason
 and the others are still used.
 """
@@ -24,7 +24,7 @@ import numpy as np
 
 from rtseg.errors import DataError
 from rtseg.io.rtstruct.roi_names import match_roi_names
-from rtseg.io.rtstruct.read import RtStruct, check_reference, merge_class_masks, rasterize_roi, RoiMappingReport
+from rtseg.io.rtstruct.read import RtStruct, check_reference, merge_class_masks, note_united, rasterize_roi, RoiMappingReport
 from rtseg.io.volume import Volume
 
 
@@ -96,6 +96,7 @@ def labels_from_sets(ct: Volume, sets: Sequence[tuple[SetHeader, RtStruct]], cla
         raise DataError(f"no usable structure set for this CT: {why}")
     report = RoiMappingReport()
     organs: dict[str, dict[str, Any]] = {}
+    united: dict[str, str] = {}
     skipped = 0
 
     def class_mask(organ: str) -> np.ndarray | None:
@@ -112,7 +113,10 @@ def labels_from_sets(ct: Volume, sets: Sequence[tuple[SetHeader, RtStruct]], cla
                 others = [{**h.describe(), "roi_names": [r.name for r in rr]} for h, _, rr in holders if h is not head]
                 tie = any(h.rank() == head.rank() for h, _, _ in holders if h is not head)
                 organs[organ] = {"structure_set": head.describe(), "roi_names": [r.name for r in rois],
-                                 "also_in": others, "tie_broken_by_uid": tie}
+                                 "roi_numbers": [r.number for r in rois], "also_in": others, "tie_broken_by_uid": tie}
+                if len(rois) > 1:
+                    united[organ] = f"{organ} united from {len(rois)} ROIs of set {head.label or head.sop_uid}: " \
+                                    + ", ".join(note_united(rs, organ, rois))
                 return mask
         return None
 
@@ -124,6 +128,7 @@ def labels_from_sets(ct: Volume, sets: Sequence[tuple[SetHeader, RtStruct]], cla
         notes.append(f"{skipped} contours skipped (open, off-grid or not in a slice plane)")
     if report.overlap_voxels:
         notes.append(f"{report.overlap_voxels} voxels in two organs (higher label kept)")
+    notes.extend(united.values())
     meta = {k: v for k, v in ct.meta.items() if k != "dicom"}
     return CaseLabels(Volume(labels, ct.affine.copy(), meta), [n for n in class_names[1:] if n in organs], organs,
                       refused, names_seen, notes)

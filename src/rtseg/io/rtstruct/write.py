@@ -34,6 +34,7 @@ from rtseg.io.atomic import atomic_path
 from rtseg.io.rtstruct.contours import DEFAULT_HOLE_ENCODING, DEFAULT_TOLERANCE_MM, HOLE_ENCODINGS, effective_tolerance, \
     encode_slice, simplify_polygons
 from rtseg.io.dicom.geometry import LPS_TO_RAS
+from rtseg.io.dicom.references import contour_image_refs, series_image_refs
 from rtseg.io.dicom.write import new_dicom_dataset
 from rtseg.io.rtstruct.roi_names import check_roi_names, roi_names_for
 from rtseg.io.volume import Volume
@@ -223,11 +224,11 @@ def write_rtstruct(
     roi_names = check_roi_names(names) if names is not None else roi_names_for(class_names[1:])
     arr = _labels_array(labels, series, class_names, colors, roi_names)
     lps = LPS_TO_RAS @ series.affine
-    sops, classes = dicom["sop_instance_uids"], dicom["sop_class_uids"]
     spacing = (series.spacing[0], series.spacing[1])
     tolerance = effective_tolerance(tolerance_mm, spacing)
-    image_refs = [_sq(0x3006, 0x0016, [_el(0x0008, 0x1150, cl.encode(), b"\0") + _el(0x0008, 0x1155, s.encode(), b"\0")])
-                  for cl, s in zip(classes, sops)]
+    image_refs = [_sq(0x3006, 0x0016, [_el(0x0008, 0x1150, cl.encode(), b"\0") + _el(0x0008, 0x1155, s.encode(), b"\0")
+                                       + (b"" if f is None else _el(0x0008, 0x1160, str(f).encode()))])
+                  for cl, s, f in contour_image_refs(dicom)]  # a frame of a multi-frame CT: its Referenced Frame Number
     frame = dicom["frame_of_reference_uid"]
     boxes = ndimage.find_objects(arr, max_label=len(class_names) - 1)
     ss_rois, roi_items, observations = [], [], []
@@ -262,7 +263,6 @@ def write_rtstruct(
 def _structure_set(dicom: dict, structure_set_label: str) -> Dataset:
     """The RTSTRUCT dataset without its ROI sequences: patient/study copied from the CT, references to it."""
     frame = dicom["frame_of_reference_uid"]
-    sops, classes = dicom["sop_instance_uids"], dicom["sop_class_uids"]
     now = _dt.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     ds = new_dicom_dataset(RTStructureSetStorage)
@@ -300,7 +300,7 @@ def _structure_set(dicom: dict, structure_set_label: str) -> Dataset:
             RTReferencedSeriesSequence=DicomSequence([_item(
                 SeriesInstanceUID=dicom["series_instance_uid"],
                 ContourImageSequence=DicomSequence([
-                    _item(ReferencedSOPClassUID=cl, ReferencedSOPInstanceUID=s) for cl, s in zip(classes, sops)
+                    _item(ReferencedSOPClassUID=cl, ReferencedSOPInstanceUID=s) for cl, s in series_image_refs(dicom)
                 ]),
             )]),
         )]),
