@@ -8,7 +8,7 @@ import sys
 from typing import Sequence
 
 from rtseg import __version__
-from rtseg.cli.common import run_command
+from rtseg.cli.common import run_command, set_hint
 
 # One module per subcommand; each defines ``register(subparsers)`` (see rtseg.cli.common.add_command).
 COMMAND_MODULES: tuple[str, ...] = (
@@ -45,7 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    hint = set_hint(args, extras)
+    if hint is not None:  # `--set KEY VALUE`: one line saying how, not argparse's "unrecognized arguments: VALUE"
+        print(f"rtseg {args.command}: error: {hint}", file=sys.stderr)
+        return 2
+    if extras:
+        args = parser.parse_args(argv)  # argparse's own message and exit for anything else left over
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     return run_command(args)
 
