@@ -89,5 +89,5 @@ def test_node_log_has_no_library_info(case, tmp_path, processes):
     log = (node.store / "serve.log.jsonl").read_text()
     for text in (stderr, log):
         assert HIGHDICOM_INFO not in text and "highdicom" not in text and "\r" not in text
-        assert "Accepting Association" not in text and "pynetdicom" not in text
+        assert "Accepting Association" not in text and "Store Request" not in text and "pynetdicom" not in text
     assert "delivered" in stderr  # the node's own events are still there
