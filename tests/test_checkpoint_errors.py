@@ -128,3 +128,31 @@ def test_other_kinds_and_torch_failures_in_rtseg_words(files, tmp_path):
         message = str(info.value)
         assert message.startswith(f"{path}: ") and text in message and "weights_only" not in message, message
         assert "\n" not in message
+
+
+def test_any_cut_or_damage_of_a_checkpoint_is_one_rtseg_line(files, tmp_path):
+    """The good checkpoint cut at 25 lengths, and 64 random bytes written at 40 places: each is one DataError line
+    without PyTorch's text, or (damage in the zip's padding) loads with every weight unchanged. torch.load does not
+    check the zip's CRC-32s: without that check, damaged weights would load silently."""
+    data = files["good"].read_bytes()
+    good = load_checkpoint(files["good"])["model"]
+    rng = np.random.default_rng(0)
+    bad = tmp_path / "bad.pt"
+    cuts = sorted(set(int(c) for c in np.linspace(1, len(data) - 1, 25)))
+    damaged = [data[:cut] for cut in cuts]
+    for at in rng.integers(0, len(data) - 64, 40):
+        b = bytearray(data)
+        b[at:at + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+        damaged.append(bytes(b))
+    refused = 0
+    for content in damaged:
+        bad.write_bytes(content)
+        try:
+            loaded = load_checkpoint(bad)["model"]
+        except DataError as exc:
+            refused += 1
+            message = str(exc)
+            assert message.startswith(f"{bad}: found ") and "weights_only" not in message and "\n" not in message, message
+            continue
+        assert loaded.keys() == good.keys() and all(torch.equal(loaded[k], good[k]) for k in good)
+    assert refused >= len(cuts) + 30  # every cut, and nearly every overwrite (the weights are most of the file)

@@ -61,8 +61,12 @@ def _zip_kind(path: Path) -> Optional[str]:
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return "a damaged zip archive"
+            broken = zf.testzip()  # every member against its CRC-32: torch.load itself does not check them
+    except Exception:  # noqa: BLE001 - a damaged directory raises anything from BadZipFile to UnicodeDecodeError
+        return "a damaged zip archive (its directory does not read)"
+    if broken is not None:
+        return (f"a damaged zip archive (its member {broken.rsplit('/', 1)[-1]} fails its CRC check: the file "
+                "changed after it was written)")
     if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
         return "a TorchScript archive (an exported network: give the checkpoint it was exported from)"
     if any(n.endswith("data.pkl") for n in names):
