@@ -158,6 +158,9 @@ def _cli_error(capsys, *argv: str) -> str:
     ("TRAINING.N_CLASSES=3", "--set TRAINING.N_CLASSES=3: unknown key; did you mean DATASET.N_CLASSES?"),
     ("TRAINING.ITER_MAX=many", "--set TRAINING.ITER_MAX=many: got 'many'"),
     ("MODEL.BASE_FILTERS.X=1", "--set MODEL.BASE_FILTERS.X=1: BASE_FILTERS is a value, not a section"),
+    ("TRAINING.LOSS_FUNC={name: dice, reduce: sum}",
+     "--set TRAINING.LOSS_FUNC={name: dice, reduce: sum}: TRAINING.LOSS_FUNC.reduce: unknown key; "
+     "did you mean TRAINING.LOSS_FUNC.reduction?"),
 ])
 def test_set_errors_name_the_set_and_suggest_the_key(tmp_path, capsys, override, expected):
     cfg = write(tmp_path, BASE)

@@ -112,7 +112,7 @@ def format_validation_error(source: str, err: ValidationError, model: Optional[t
         msg = e["msg"].removeprefix("Value error, ")
         key_parts: Sequence[str] = loc_parts
         override = _override_for(loc_parts, sets, e["type"] == "extra_forbidden")
-        if override is not None and e["type"] == "extra_forbidden":
+        if override is not None and e["type"] == "extra_forbidden" and len(override[0]) > len(loc_parts):
             key_parts = override[0]  # the whole key the user typed, e.g. TRAINNG.ITER_MAX
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -125,7 +125,7 @@ def format_validation_error(source: str, err: ValidationError, model: Optional[t
         elif "input" in e and not isinstance(e["input"], dict):
             msg = f"got {e['input']!r}; {msg}"
         if override is not None:
-            where = "" if tuple(override[0]) == loc_parts or e["type"] == "extra_forbidden" else f"{loc}: "
+            where = "" if len(override[0]) >= len(loc_parts) else f"{loc}: "
             lines.append(f"--set {override[1]}: {where}{msg}")
             continue
         covered = [text for parts, text in sets if tuple(parts[: len(loc_parts)]) == loc_parts and loc_parts]
