@@ -70,7 +70,7 @@ def test_bad_config_messages_name_file_and_key(tmp_path, mutate, expected):
 
 
 def test_bad_override_and_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+    with pytest.raises(ConfigError, match="--set takes KEY=VALUE"):
         parse_override("TRAINING.ITER_MAX")
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yml")
@@ -138,3 +138,64 @@ def test_poly_lr_max_iter_defaults_to_iter_max(tmp_path):
     assert lr_after(cfg, 50) == pytest.approx(0.5**0.9) and lr_after(cfg, 100) == 0.0  # (1 - it/ITER_MAX)^0.9
     data["TRAINING"]["LR_SCHEDULER"]["max_iter"] = 200  # an explicit value wins
     assert lr_after(load_config(write(tmp_path, data)), 100) == pytest.approx(0.5**0.9)
+
+
+def _cli_error(capsys, *argv: str) -> str:
+    """``rtseg ARGV`` through the command line's parser: exit 2 and exactly one error line on stderr, no usage."""
+    from rtseg.cli.main import main
+
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in err and "usage:" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("TRAINING.ITER_MXA=10", "rtseg train: error: --set TRAINING.ITER_MXA=10: unknown key; did you mean TRAINING.ITER_MAX?"),
+    ("training.iter_max=10", "--set training.iter_max=10: unknown key; did you mean TRAINING.ITER_MAX?"),
+    ("TRAINNG.ITER_MAX=10", "--set TRAINNG.ITER_MAX=10: unknown key; did you mean TRAINING.ITER_MAX?"),
+    ("TRAINING.N_CLASSES=3", "--set TRAINING.N_CLASSES=3: unknown key; did you mean DATASET.N_CLASSES?"),
+    ("TRAINING.ITER_MAX=many", "--set TRAINING.ITER_MAX=many: got 'many'"),
+    ("MODEL.BASE_FILTERS.X=1", "--set MODEL.BASE_FILTERS.X=1: BASE_FILTERS is a value, not a section"),
+    ("TRAINING.LOSS_FUNC={name: dice, reduce: sum}",
+     "--set TRAINING.LOSS_FUNC={name: dice, reduce: sum}: TRAINING.LOSS_FUNC.reduce: unknown key; "
+     "did you mean TRAINING.LOSS_FUNC.reduction?"),
+])
+def test_set_errors_name_the_set_and_suggest_the_key(tmp_path, capsys, override, expected):
+    cfg = write(tmp_path, BASE)
+    line = _cli_error(capsys, "train", "-c", str(cfg), "--set", "MODEL.BASE_FILTERS=4", "--set", override)
+    assert expected in line and str(cfg) not in line, line  # the command line is the source, not the YAML file
+    assert "MODEL.BASE_FILTERS=4" not in line  # the valid --set is not blamed
+
+
+def test_unknown_yaml_key_names_the_file_and_suggests(tmp_path, capsys):
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["TRAINING"]["ITER_MXA"] = 10
+    data["MODEL"]["N_CLASSES"] = 6  # a key of another section
+    cfg = write(tmp_path, data)
+    line = _cli_error(capsys, "val", "-c", str(cfg), "--checkpoint", str(tmp_path / "best.pt"))
+    assert f"{cfg}: TRAINING.ITER_MXA: unknown key; did you mean TRAINING.ITER_MAX?" in line, line
+    assert f"{cfg}: MODEL.N_CLASSES: unknown key; did you mean DATASET.N_CLASSES?" in line, line
+    data["TRAINING"] = {"QWERTY": 1}
+    data["MODEL"].pop("N_CLASSES")
+    line = _cli_error(capsys, "train", "-c", str(write(tmp_path, data)))
+    assert "TRAINING.QWERTY: unknown key (misspelt?)" in line and "did you mean" not in line, line
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["--set", "TRAINING.ITER_MAX", "10"], "--set takes KEY=VALUE; did you mean --set TRAINING.ITER_MAX=10?"),
+    (["--set", "TRAINING.ITER_MAX:", "10", "--set", "CUDA=false"], "did you mean --set TRAINING.ITER_MAX=10?"),
+    (["--set", "TRAINING.ITER_MAX"], "--set takes KEY=VALUE, e.g. --set TRAINING.ITER_MAX=VALUE"),
+])
+def test_set_without_equals_gets_a_hint(tmp_path, capsys, argv, hint):
+    line = _cli_error(capsys, "train", "-c", str(write(tmp_path, BASE)), *argv)
+    assert line.startswith("rtseg train: error: ") and hint in line and "unrecognized arguments" not in line, line
+
+
+def test_other_leftover_arguments_keep_argparse_message(tmp_path, capsys):
+    from rtseg.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "-c", str(write(tmp_path, BASE)), "--set", "TRAINING.ITER_MAX=10", "10"])
+    assert exc.value.code == 2 and "unrecognized arguments: 10" in capsys.readouterr().err

@@ -90,7 +90,7 @@ def test_ensemble_file_predict_applies_the_chosen_postprocessing(members: list[P
 
 
 def test_bad_ensemble_inputs_are_one_line_errors(members: list[Path], tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="folder without ensemble.json"):
+    with pytest.raises(DataError, match="found a folder with no checkpoint in it"):
         load_predictor(tmp_path)
     (tmp_path / "e.json").write_text('{"members": ["a.pt"]}')
     with pytest.raises(DataError, match="not an rtseg ensemble file"):

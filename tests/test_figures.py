@@ -134,6 +134,29 @@ def test_training_curves(tmp_path: Path) -> None:
     assert not (tmp_path / "d.png").exists()
 
 
+def test_learning_rate_has_its_own_axis(tmp_path: Path) -> None:
+    """The history training writes (train_loss, val_mean_dice, lr): the learning rate (3e-3 decaying) gets its own
+    panel whose y range spans its values; on the Dice axis (0..1) it was a flat line at 0."""
+    from rtseg.figures.curves import training_curves_figure
+
+    lr = [(i, 3e-3 * (1 - i / 100) ** 0.9) for i in range(0, 100, 10)]
+    hist = {"train_loss": [(i, 1.0 / (i + 1)) for i in range(0, 100, 10)],
+            "val_mean_dice": [(i, 0.2 + i / 200) for i in range(0, 100, 25)], "lr": lr}
+    fig = training_curves_figure(hist)
+    by_label = {ax.get_ylabel(): ax for ax in fig.axes}
+    assert set(by_label) == {"loss", "validation metric", "learning rate"}
+    lines = {ax.get_ylabel(): [ln.get_label() for ln in ax.get_lines()] for ax in fig.axes}
+    assert lines == {"loss": ["train_loss"], "validation metric": ["val_mean_dice"], "learning rate": ["lr"]}
+    assert by_label["validation metric"].get_ylim() == (0.0, 1.0)
+    low, high = by_label["learning rate"].get_ylim()
+    values = [v for _, v in lr]
+    assert low <= min(values) and max(values) <= high and high - low < 0.01  # scaled to the rate, not to 0..1
+    drawn = by_label["learning rate"].get_lines()[0].get_ydata()
+    np.testing.assert_allclose(drawn, values)
+    path = plot_training_curves(hist, tmp_path / "curves.png")
+    assert Image.open(path).size == (1500, 360)
+
+
 def test_volume_wrapper_reorients_to_ras(tmp_path: Path) -> None:
     ct, labels, _ = _case()
     aff = affine_from_spacing((2.0, 2.0, 3.0))

@@ -233,3 +233,83 @@ def test_page_is_the_same_whatever_the_array_orientation() -> None:
     a = review_page(ct.array, lab.array, ct.affine, NAMES, COLORS, title="t")
     b = review_page(ct2, lab2, aff, NAMES, COLORS, title="t")
     assert a == b
+
+
+def _rotation_z(degrees: float) -> np.ndarray:
+    t = np.deg2rad(degrees)
+    aff = np.eye(4)
+    aff[:3, :3] = [[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]]
+    return aff
+
+
+def test_orientation_markers_follow_the_affine() -> None:
+    """RAS+, LPS (DICOM's) and permuted storage all display the same way, so their markers agree; a scan rotated
+    30 degrees about the patient's long axis shows two letters where its axes are oblique."""
+    from rtseg.review.page import direction_letters, orientation_markers
+
+    standard = {"axial": {"left": "R", "right": "L", "top": "A", "bottom": "P"},
+                "coronal": {"left": "R", "right": "L", "top": "S", "bottom": "I"},
+                "sagittal": {"left": "A", "right": "P", "top": "S", "bottom": "I"}}
+    shape = (20, 16, 12)
+    lps = np.diag([-0.8, -0.8, 2.5, 1.0])
+    permuted = np.array([[0, 0, -3.0, 0], [0, 1.0, 0, 0], [1.0, 0, 0, 0], [0, 0, 0, 1]])  # i: superior, k: left
+    for affine in (np.diag([1.0, 1.0, 1.0, 1.0]), lps, permuted):
+        assert orientation_markers(affine, shape) == standard
+    # x axis of the array towards the patient's right and 30 degrees anterior: cos 30 = 0.87 R, sin 30 = 0.5 A
+    oblique = orientation_markers(_rotation_z(30), shape)
+    assert oblique["axial"] == {"left": "RA", "right": "LP", "top": "AL", "bottom": "PR"}
+    assert oblique["coronal"]["top"] == "S" and oblique["sagittal"]["left"] == "AL"
+    assert orientation_markers(_rotation_z(10), shape)["axial"]["left"] == "R"  # sin 10 = 0.17: below the threshold
+    assert direction_letters((0.0, 0.0, -2.0)) == "I" and direction_letters((-0.6, 0.0, 0.8)) == "SL"
+
+
+def test_markers_sit_at_the_anatomy_they_name(case_page) -> None:
+    """In the browser: the right femoral head is drawn on the side marked R, the bladder (anterior) towards A and
+    the rectum (posterior) towards P; markers sit outside the image and catch no click."""
+    require_browser()
+    path, ct, pred, gt = case_page
+    with open_page(path) as (page, errors):
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        _set_range(page, "opacity", 1.0)
+        box = page.locator("#view-pred-axial").bounding_box()
+        marks = {e: page.locator(f"#orient-pred-axial-{e}") for e in ("left", "right", "top", "bottom")}
+        assert {e: m.inner_text() for e, m in marks.items()} == {"left": "R", "right": "L", "top": "A", "bottom": "P"}
+        centre = {e: (b["x"] + b["width"] / 2, b["y"] + b["height"] / 2) for e, b in
+                  ((e, m.bounding_box()) for e, m in marks.items())}
+        # each marker just outside the image (it covers no pixel), at the middle of its edge
+        mid_x, mid_y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        assert centre["left"][0] < box["x"] and centre["right"][0] > box["x"] + box["width"]
+        assert centre["top"][1] < box["y"] and centre["bottom"][1] > box["y"] + box["height"]
+        assert all(abs(centre[e][1] - mid_y) < 3 for e in ("left", "right"))
+        assert all(abs(centre[e][0] - mid_x) < 3 for e in ("top", "bottom"))
+        img = _canvas_rgb(page, "view-pred-axial")
+
+        def screen_centroid(organ: int) -> tuple[float, float]:
+            hit = np.all(np.abs(img - np.array(COLORS[organ - 1])) <= 2, axis=-1)
+            rows, cols = np.nonzero(hit)
+            assert len(rows) > 10, NAMES[organ]
+            return box["x"] + cols.mean() * box["width"] / img.shape[1], box["y"] + rows.mean() * box["height"] / img.shape[0]
+
+        right_head = screen_centroid(NAMES.index("femoral_head_right"))
+        assert abs(right_head[0] - centre["left"][0]) < abs(right_head[0] - centre["right"][0])
+        bladder, rectum = screen_centroid(NAMES.index("bladder")), screen_centroid(NAMES.index("rectum"))
+        assert bladder[1] < rectum[1]  # anterior organ nearer the A marker at the top
+        assert page.eval_on_selector("#orient-pred-axial-left", "e => getComputedStyle(e).pointerEvents") == "none"
+        assert errors == []
+
+
+def test_page_explains_weight_and_an_empty_tta_column() -> None:
+    ct, lab = clean_case()
+    qa = case_qa(lab.array, ct.affine, NAMES, ct=ct.array, stats=training_stats(), case="p103")
+    page = review_page(ct.array, lab.array, ct.affine, NAMES, COLORS, qa=qa, title="p103")
+    rows = re.findall(r'<tr class="[^"]*" data-label="\d+">(.*?)</tr>', page)
+    assert len(rows) == len(NAMES) - 1
+    for row in rows:  # no TTA, no probabilities: each empty cell says why
+        assert row.count('<td class="why">TTA off</td>') == 1 and row.count('<td class="why">no probabilities</td>') == 2
+    assert "What the columns mean" in page and "<dt>weight</dt>" in page and "missing 3" in page
+    assert "<dt>TTA disagreement</dt>" in page
+    # with TTA passes the column holds numbers and no "TTA off"
+    qa_tta = case_qa(lab.array, ct.affine, NAMES, ct=ct.array, stats=training_stats(), tta_labels=[lab.array, lab.array],
+                     case="p103")
+    page_tta = review_page(ct.array, lab.array, ct.affine, NAMES, COLORS, qa=qa_tta, title="p103")
+    assert '<td class="why">TTA off</td>' not in page_tta and "<td>0.000</td>" in page_tta

@@ -33,7 +33,7 @@ def test_yaml_and_flags_validate_with_file_and_key_in_errors(tmp_path: Path) -> 
                                                     "destination": ["TPS@10.0.0.2:104"]})
     cfg = load_serve_config(cfg_file, {"port": 11113, "allow": ["SCANNER1"]})
     assert cfg.port == 11113 and cfg.allow == ["SCANNER1"] and cfg.destination == ["TPS@10.0.0.2:104"]
-    with pytest.raises(ConfigError, match=r"serve\.yml: series_timout: unknown key"):
+    with pytest.raises(ConfigError, match=r"serve\.yml: series_timout: unknown key; did you mean series_timeout\?"):
         load_serve_config(write_yaml(tmp_path / "serve.yml", {"store": "s", "checkpoint": "a.pt",
                                                               "series_timout": 3}), {})
     with pytest.raises(ConfigError, match=r"destination: .*expected AE@host:port"):

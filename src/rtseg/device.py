@@ -20,11 +20,13 @@ from rtseg.errors import ConfigError
 log = logging.getLogger("rtseg")
 
 
-def select_device(want_cuda: bool, local_rank: int | None = None) -> torch.device:
-    if want_cuda and torch.cuda.is_available():
+def select_device(want_cuda: Optional[bool], local_rank: int | None = None) -> torch.device:
+    """The GPU when asked for (``True``) or not ruled out (``None``: the user said nothing) and present, else the CPU.
+    Only an explicit request that cannot be met is said: "CUDA requested" when nobody asked would mislead."""
+    if want_cuda is not False and torch.cuda.is_available():
         return torch.device("cuda", local_rank or 0)
     if want_cuda:
-        log.info("CUDA requested but no GPU is available: running on CPU")
+        log.warning("CUDA requested but no GPU is available: running on CPU")
     return torch.device("cpu")
 
 

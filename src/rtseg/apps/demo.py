@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -68,7 +68,9 @@ def seconds_per_iteration(base_filters: int, device: torch.device) -> float:
     return float(np.median(times[1:]))
 
 
-def run_demo(out: Path, cases: int = 24, minutes: float = 3.5, seed: int = 0, base_filters: int = 8, cuda: bool = True) -> dict[str, Any]:
+def run_demo(out: Path, cases: int = 24, minutes: float = 3.5, seed: int = 0, base_filters: int = 8,
+             cuda: Optional[bool] = None) -> dict[str, Any]:
+    """The demo in ``out``; ``cuda`` None: the GPU if there is one (silently), False: the CPU, True: asked for."""
     from rtseg.figures import save_gif, save_montage
     from rtseg.synthetic import write_phantom_dataset
 

@@ -34,6 +34,18 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override a config key, repeatable, e.g. --set TRAINING.ITER_MAX=200 --set MODEL.BASE_FILTERS=16")
 
 
+def set_hint(args: argparse.Namespace, extras: Sequence[str]) -> str | None:
+    """The one-line hint for ``--set KEY VALUE`` (argparse leaves VALUE over as an unrecognised argument), or None."""
+    loose = [o for o in getattr(args, "overrides", None) or [] if "=" not in o]
+    if not loose:
+        return None
+    key = loose[0].rstrip(":")
+    value = next((e for e in extras if not e.startswith("-")), None)
+    if value is None:
+        return f"--set takes KEY=VALUE, e.g. --set {key}=VALUE; got --set {loose[0]}"
+    return f"--set takes KEY=VALUE; did you mean --set {key}={value}?"
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
 

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from rtseg.device import select_device
     from rtseg.inference.cv_postprocess import format_choice_table
 
-    result = cv.gather(args.config, args.overrides, args.folds, cv_dir, select_device(cfg.CUDA), args.overlap)
+    result = cv.gather(args.config, args.overrides, args.folds, cv_dir, select_device(cfg.cuda_request), args.overlap)
     print(cv.format_cv_table(result))
     print()
     print(format_choice_table(result.postprocessing))

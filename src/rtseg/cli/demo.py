@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rtseg.apps.demo import format_demo_table, run_demo
 
-    result = run_demo(Path(args.out), args.cases, args.minutes, args.seed, args.base_filters, cuda=not args.cpu)
+    result = run_demo(Path(args.out), args.cases, args.minutes, args.seed, args.base_filters, cuda=False if args.cpu else None)
     print(format_demo_table(result))
     print(f"figures in {Path(args.out) / 'figures'}; metrics in {Path(args.out) / 'metrics.json'}; "
           f"review pages: {result['review_index'] or Path(args.out) / 'review'}")

@@ -72,7 +72,7 @@ def run_eval(args: argparse.Namespace) -> int:
     split = getattr(cfg.DATASET, args.split_key)
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
-    result = evaluate_split(cfg, ckpt, split, out, select_device(cfg.CUDA), args.overlap, args.tta,
+    result = evaluate_split(cfg, ckpt, split, out, select_device(cfg.cuda_request), args.overlap, args.tta,
                             largest_component=args.largest_component, fill_holes=args.fill_holes)
     print(format_metrics_table(result))
     print(f"metrics written to {out / (split + '_metrics.json')}")

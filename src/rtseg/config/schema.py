@@ -249,6 +249,11 @@ class Config(_Section):
     TRAINING: TrainingConfig = Field(default_factory=TrainingConfig)
     ADVERSARIAL: AdversarialConfig = Field(default_factory=AdversarialConfig)
 
+    @property
+    def cuda_request(self) -> Optional[bool]:
+        """CUDA as the user set it (in the YAML or with --set), None when they said nothing (the GPU if present)."""
+        return self.CUDA if "CUDA" in self.model_fields_set else None
+
     @model_validator(mode="after")
     def _adversary_needs_full_labels(self) -> "Config":
         """ADV needs full labels, and the config says whether they are partial (before any data is read)."""

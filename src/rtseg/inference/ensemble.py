@@ -21,6 +21,7 @@ from rtseg.errors import DataError
 from rtseg.inference.bundle import InferenceBundle
 from rtseg.inference.postprocess import postprocess_organs
 from rtseg.inference.predictor import NetworkOptions, Prediction, PredictStats, Predictor, load_model
+from rtseg.io.file_kind import EXPECTED, describe_folder, run_hint
 from rtseg.io.jsonfile import read_json, write_json
 
 ENSEMBLE_NAME = "ensemble.json"
@@ -87,7 +88,8 @@ def resolve_ensemble(checkpoint: CheckpointArg) -> EnsembleSpec:
         raise DataError("--checkpoint: give one or more checkpoints, an ensemble file or a CV folder")
     if len(paths) == 1 and paths[0].is_dir():
         if not (paths[0] / ENSEMBLE_NAME).is_file():
-            raise DataError(f"{paths[0]}: folder without {ENSEMBLE_NAME}; expected a checkpoint or the folder rtseg cv wrote")
+            raise DataError(f"{paths[0]}: found {describe_folder(paths[0])}; {EXPECTED}, or the folder 'rtseg cv' wrote "
+                            f"(with {ENSEMBLE_NAME}){run_hint(paths[0])}")
         return read_ensemble(paths[0] / ENSEMBLE_NAME)
     if len(paths) == 1 and paths[0].suffix == ".json":
         return read_ensemble(paths[0])

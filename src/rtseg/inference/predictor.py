@@ -230,7 +230,7 @@ class Predictor:
         if self.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=n_win, desc="windows", unit="win", leave=False)
+            bar = tqdm(total=n_win, desc="windows", unit="win", leave=False, disable=None)  # no bar in a log file
         try:
             acc: Optional[torch.Tensor] = None
             for f in flips:

@@ -211,4 +211,4 @@ def load_serve_config(path: Optional[str | Path], flags: dict[str, Any]) -> Serv
     try:
         return ServeConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(source, err)) from None
+        raise ConfigError(format_validation_error(source, err, ServeConfig)) from None

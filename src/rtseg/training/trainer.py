@@ -113,7 +113,7 @@ class Trainer:
         """Config checks and the state first; then data; then the restore, DDP and the sampler."""
         training_cfg = self.training_cfg
         seed_everything(training_cfg.SEED)
-        self.device = select_device(self.cfg.CUDA, self.dist_info.local_rank if self.dist_info.enabled else None)
+        self.device = select_device(self.cfg.cuda_request, self.dist_info.local_rank if self.dist_info.enabled else None)
         self.memory_format = memory_format(self.device, training_cfg.CHANNELS_LAST)
         model, self.model_spec = build_network(self.cfg)
         stride = model_stride(model)

@@ -73,7 +73,7 @@ def write_train_config(out: Path, class_names: Sequence[str]) -> Path:
 # (exclude a case or organ with 'rtseg convert exclude'); spacing, patch size and
 # normalisation are planned from the training split (PLAN: auto).
 JOB: seg
-CUDA: true
+# CUDA left out: the GPU when there is one, else the CPU (CUDA: true insists, CUDA: false keeps to the CPU)
 MODEL:
   NAME: ResUnet_3D
   BASE_FILTERS: 16
