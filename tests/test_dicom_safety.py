@@ -149,3 +149,19 @@ def test_writers_refuse_empty_labels_and_thin_series(series: Path, tmp_path: Pat
         with pytest.raises(DataError, match="2 slice"):
             write(np.ones(thin.shape, np.uint8), thin, NAMES, COLORS, tmp_path / "x.dcm")
     assert not [p for p in tmp_path.iterdir() if p.is_file()]  # no file, no temporary left
+
+
+def test_model_identity_of_one_checkpoint_and_of_an_ensemble(tmp_path: Path) -> None:
+    from rtseg.io.fingerprint import model_identity
+
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    a.write_bytes(b"first")
+    b.write_bytes(b"second")
+    one = model_identity([a])
+    assert one.name == "a.pt" and one.sha256 == hashlib.sha256(b"first").hexdigest() and one.short == one.sha256[:12]
+    both = model_identity([a, b], "cv/ensemble.json")
+    digests = "\n".join(hashlib.sha256(x).hexdigest() for x in (b"first", b"second"))
+    assert both.name == "ensemble.json" and both.sha256 == hashlib.sha256(digests.encode()).hexdigest()
+    long = ModelIdentity("x" * 100 + "\\y.pt", one.sha256)
+    text = long.text(64, "rtseg 1.2.3 ")
+    assert len(text) == 64 and text.startswith(f"rtseg 1.2.3 sha256:{one.short} x") and "\\" not in text

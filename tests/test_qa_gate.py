@@ -68,6 +68,11 @@ def test_predict_holds_the_thorax_and_delivers_the_pelvis(pelvic: Path, pelvis: 
     assert all(t in seg.SegmentSequence[0].SegmentDescription for t in prostate_flags)
     for p in [*(out / "held").iterdir(), out / "pelvis_rtstruct.dcm", out / "pelvis_seg.dcm"]:
         assert_dciodvfy_clean(p)
+    # without the contour QA the gate runs the input checks itself: the thorax is still held
+    assert main([*args, "--output", str(tmp_path / "noqa"), "--no-qa"]) == 1
+    rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "noqa" / "summary.csv"))}
+    assert rows["thorax"]["status"] == "held" and rows["pelvis"]["status"] == "ok"
+    assert (tmp_path / "noqa" / "held" / "thorax_rtstruct.dcm").is_file()
     # research: everything delivered, with its flags
     assert main([*args, "--output", str(tmp_path / "research"), "--qa-policy", "research"]) == 0
     rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "research" / "summary.csv"))}
