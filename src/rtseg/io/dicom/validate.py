@@ -83,7 +83,9 @@ def _n_values(ds: Dataset, keyword: str) -> int:
     if isinstance(el, RawDataElement):
         return 0 if not el.value else el.value.count(b"\\") + 1
     value = el.value
-    return len(value) if isinstance(value, (list, tuple)) or hasattr(value, "__len__") and not isinstance(value, str) else 1
+    if value is None:
+        return 0
+    return 1 if isinstance(value, (str, bytes, int, float)) else len(value)  # a MultiValue: its length
 
 
 def _references(ds: Dataset, problems: list[str]) -> tuple[str, set[str]]:
