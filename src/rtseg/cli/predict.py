@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     from rtseg.inference.bundle import InferenceBundle
     from rtseg.review.batch import BatchReview
+    from rtseg.review.gate import QaGate
 
 from rtseg.cli.common import add_command
 from rtseg.cli.dicom_options import add_roi_name_options
@@ -25,9 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         ".nii[.gz], or the series folder's name) writes one file per --format (below; DICOM outputs reference "
         "the input series); CASE_qa.json (contour QA: flags in words, against the "
         "checkpoint's training statistics) unless --no-qa; CASE_prob.nii.gz with --save-probabilities; and summary.csv "
-        "(case, status, seconds, error, n_flags, flag_weight, flags), the cases to review first on top. A failing case "
-        "is reported and the others go on; the exit status is 1 if any case failed, 2 if every case failed on bad input "
-        "(then nothing is written). Under `torchrun --nproc_per_node=N -m rtseg predict ...` the N processes share the "
+        "(case, status, seconds, error, model, qa_gate, n_flags, flag_weight, flags), the cases to review first on top. "
+        "Every output names the model (checkpoint file name and the first 12 hex digits of its SHA-256). The QA gate "
+        "(--qa-policy) holds a case whose CT is unlike the training CTs: its RTSTRUCT/SEG go to OUTPUT/held/ (not where "
+        "a planning system imports from) and summary.csv says 'held'. A failing case "
+        "is reported and the others go on; the exit status is 1 if any case failed or was held, 2 if every case failed "
+        "on bad input (then nothing is written), or if RTSTRUCT/SEG are asked of NIfTI input. Under `torchrun --nproc_per_node=N -m rtseg predict ...` the N processes share the "
         "cases (one GPU each, or the CPU) and rank 0 writes the one summary.csv. See docs/PREDICT.md.",
     )
     p.add_argument("--checkpoint", required=True, nargs="+", metavar="CKPT",
@@ -51,6 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the input grid; uint8 (default, scl_slope 1/255, error <= 1/510) or uint16 (scl_slope 1/65535)")
     p.add_argument("--no-qa", action="store_true",
                    help="skip the contour QA (no CASE_qa.json, no probabilities needed: less memory); not with html")
+    p.add_argument("--qa-policy", default="clinical", choices=("clinical", "research"),
+                   help="QA gate: clinical (default) holds cases whose CT is unlike the training CTs (intensities, "
+                   "spacing, field of view) and delivers organ-level flags attached; research delivers everything "
+                   "with its flags (docs/REVIEW.md, 'QA gate')")
     p.add_argument("--nonfinite", default="error", metavar="error|VALUE",
                    help="NaN/inf voxels in a NIfTI CT: 'error' (default) fails that case; a number, e.g. -1024, "
                    "replaces them (with a warning)")
@@ -105,13 +113,26 @@ def run(args: argparse.Namespace) -> int:
         roi_names=args.roi_names,
         nonfinite=nonfinite,
     )
-    report = predict_path(args.checkpoint, args.input, args.output, options, review=review)
+    report = predict_path(args.checkpoint, args.input, args.output, options, review=review, gate=_gate(args))
     if is_main_process():  # under torchrun every rank holds the whole batch's results: one prints
-        n_ok = len(report.results) - len(report.failed)
-        print(f"{n_ok} of {len(report.results)} case(s) predicted; summary: {report.summary_csv}")
+        n_ok = len(report.results) - len(report.failed) - len(report.held)
+        held = f", {len(report.held)} held for review" if report.held else ""
+        print(f"{n_ok} of {len(report.results)} case(s) predicted{held}; summary: {report.summary_csv}")
+        for r in report.held:
+            print(f"rtseg predict: case {r.case} {r.error}; its RTSTRUCT/SEG are in "
+                  f"{report.summary_csv.parent / 'held'}", file=sys.stderr)
         for r in report.failed:
             print(f"rtseg predict: case {r.case} failed: {r.error}", file=sys.stderr)
-    return 1 if report.failed else 0
+    return 1 if report.failed or report.held else 0
+
+
+def _gate(args: argparse.Namespace) -> "Callable[[InferenceBundle], QaGate]":
+    """How the run's QA gate is built from the checkpoint's bundle (its training statistics)."""
+    from functools import partial
+
+    from rtseg.review.gate import QaGate
+
+    return partial(QaGate, policy=args.qa_policy)
 
 
 def _review(args: argparse.Namespace) -> "Callable[[InferenceBundle], BatchReview]":

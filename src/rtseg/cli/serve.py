@@ -15,7 +15,9 @@ DESCRIPTION = (
     "routed to a checkpoint, contoured by a worker and its RTSTRUCT sent by C-STORE to the destinations, with "
     "retries. Jobs live in STORE/jobs.sqlite and survive restarts; events go to STORE/serve.log.jsonl. Keys come "
     "from --config and/or the flags below (flags win). 'rtseg serve status --store DIR' lists the jobs. "
-    "See docs/SERVE.md."
+    "The QA gate (--qa-policy) holds a series whose CT is unlike the model's training CTs: "
+    "'rtseg serve release JOB' sends it (with its QA flags in the RTSTRUCT), 'rtseg serve reject JOB' never does; "
+    "both are logged with who (--by NAME, else the OS user) and when. See docs/SERVE.md."
 )
 
 
@@ -41,8 +43,13 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, NAME, run, HELP, DESCRIPTION)
-    p.add_argument("action", nargs="?", choices=("run", "status"), default="run",
-                   help="run (default): start the node; status: list the jobs in --store")
+    p.add_argument("action", nargs="?", choices=("run", "status", "release", "reject"), default="run",
+                   help="run (default): start the node; status: list the jobs in --store; release JOB / reject JOB: "
+                   "decide on a job the QA gate held (release sends it, reject never does)")
+    p.add_argument("job", nargs="?", type=int, default=None, metavar="JOB",
+                   help="release/reject: the job number (as 'rtseg serve status' lists it)")
+    p.add_argument("--by", default=None, metavar="NAME",
+                   help="release/reject: who decides, kept with the job and in the log (default: the OS user)")
     p.add_argument("--config", default=None, metavar="YML", help="YAML file with the keys below (and rules:)")
     p.add_argument("--json", action="store_true", help="status: one JSON object per job instead of a table")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="status: only the N most recent jobs")
@@ -58,16 +65,21 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from rtseg.errors import ConfigError
 
-    if args.action == "status":
-        from rtseg.serve.status import format_table, job_rows
-
+    if args.action != "run":
         store = args.store
         if store is None and args.config is not None:
             from rtseg.serve.config import load_serve_config
 
             store = load_serve_config(args.config, _flags(args)).store
         if store is None:
-            raise ConfigError("status needs --store DIR (or --config naming the store)")
+            raise ConfigError(f"{args.action} needs --store DIR (or --config naming the store)")
+        if args.action in ("release", "reject"):
+            return _review(args, store)
+        if args.job is not None:
+            raise ConfigError(f"status takes no job number (got {args.job}); it lists every job")
+    if args.action == "status":
+        from rtseg.serve.status import format_table, job_rows
+
         jobs = job_rows(store, args.limit)
         if args.json:
             for j in jobs:
@@ -80,4 +92,16 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_serve_config(args.config, _flags(args))
     run_node(cfg)
+    return 0
+
+
+def _review(args: argparse.Namespace, store: str) -> int:
+    from rtseg.errors import ConfigError
+    from rtseg.serve.hold import review_job
+
+    if args.job is None:
+        raise ConfigError(f"{args.action} needs a job number: rtseg serve {args.action} JOB --store DIR")
+    job = review_job(store, args.job, args.action == "release", args.by)
+    done = "released" if args.action == "release" else "rejected"
+    print(f"job {args.job} {done} by {job['reviewed_by']}: now {job['state']}")
     return 0

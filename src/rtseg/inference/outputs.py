@@ -10,13 +10,15 @@ read the registry when they run, so a format registered later is seen too.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from rtseg.errors import ConfigError
+from rtseg.inference.verdict import CaseNotes
+from rtseg.io.fingerprint import ModelIdentity
 from rtseg.io.naming import (OVERLAY_SUFFIX, PREDICTION_SUFFIX, NIFTI_EXTENSION, REVIEW_PAGE_SUFFIX, RTSTRUCT_SUFFIX,
                              SEG_SUFFIX, output_file)
 from rtseg.io.rtstruct.roi_names import load_roi_name_map, roi_names_for
@@ -33,6 +35,8 @@ class OutputContext:
     colors: tuple[tuple[int, int, int], ...]
     roi_names: tuple[str, ...]  # one per organ (labels 1..N): TG-263 or the mapping file's, checked once
     holes: str = "keyhole"
+    model: Optional[ModelIdentity] = None  # the checkpoint's name and SHA-256, hashed once per run
+    notes: CaseNotes = field(default_factory=CaseNotes)  # per case: the QA flags the DICOM outputs carry
 
 
 Writer = Callable[[np.ndarray, Volume, OutputContext, Path], Path]
@@ -89,16 +93,31 @@ def resolve_formats(names: Sequence[str], what: str = "output format(s)") -> tup
 
 
 def output_context(class_names: Sequence[str], colors: Sequence[tuple[int, int, int]],
-                   roi_names: str | Path | None = None, holes: str = "keyhole") -> OutputContext:
+                   roi_names: str | Path | None = None, holes: str = "keyhole",
+                   model: Optional[ModelIdentity] = None) -> OutputContext:
     """The run's writer context; the ROI names are resolved here, once (a mapping naming an unknown class fails)."""
     mapping = load_roi_name_map(roi_names) if roi_names else None
     names = roi_names_for(list(class_names[1:]), mapping)
-    return OutputContext(tuple(class_names), tuple(tuple(c) for c in colors), tuple(names), holes)  # type: ignore[misc]
+    return OutputContext(tuple(class_names), tuple(tuple(c) for c in colors), tuple(names), holes,  # type: ignore[misc]
+                         model)
+
+
+def refuse_dicom_outputs(formats: Sequence[OutputFormat], inputs: Sequence[tuple[str, bool]]) -> None:
+    """Before any work: a DICOM output (RTSTRUCT, SEG) asked of a NIfTI input is a ConfigError naming both.
+    ``inputs``: (path or name, is a DICOM series)."""
+    dicom_only = [f.name for f in formats if f.dicom_only]
+    niftis = [name for name, dicom in inputs if not dicom]
+    if dicom_only and niftis:
+        more = f" (and {len(niftis) - 1} more NIfTI input(s))" if len(niftis) > 1 else ""
+        raise ConfigError(f"--format {' '.join(dicom_only)}: {'/'.join(dicom_only).upper()} references the DICOM series "
+                          f"it was drawn on, and {niftis[0]}{more} is a NIfTI file; give DICOM series folders, or "
+                          "other formats for NIfTI input (nifti, png, html)")
 
 
 def write_outputs(formats: Sequence[OutputFormat], case: str, volume: Volume, labels: np.ndarray, ctx: OutputContext,
-                  output_dir: Path, dicom_input: bool) -> list[Path]:
-    """Every format's file of one case (DICOM-only ones for DICOM input only); none left behind on failure."""
+                  output_dir: Path, dicom_input: bool, held_dir: Optional[Path] = None) -> list[Path]:
+    """Every format's file of one case (DICOM-only ones for DICOM input only); none left behind on failure.
+    ``held_dir``: where the DICOM outputs (what a planning system imports) go instead, for a held case."""
     skipped = [f.name for f in formats if f.writer is not None and f.dicom_only and not dicom_input]
     if skipped:
         log.info("case %s: no %s (it needs a DICOM series as input)", case, "/".join(skipped).upper())
@@ -106,7 +125,8 @@ def write_outputs(formats: Sequence[OutputFormat], case: str, volume: Volume, la
     try:
         for f in formats:
             if f.writer is not None and (dicom_input or not f.dicom_only):
-                written.append(f.writer(labels, volume, ctx, output_dir / f.file_name(case)))
+                folder = held_dir if held_dir is not None and f.dicom_only else output_dir
+                written.append(f.writer(labels, volume, ctx, folder / f.file_name(case)))
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)
@@ -123,13 +143,23 @@ def _nifti(labels: np.ndarray, volume: Volume, ctx: OutputContext, path: Path) -
 def _rtstruct(labels: np.ndarray, volume: Volume, ctx: OutputContext, path: Path) -> Path:
     from rtseg.io.rtstruct.write import write_rtstruct
 
-    return write_rtstruct(labels, volume, ctx.class_names, ctx.colors, path, ctx.roi_names, holes=ctx.holes)
+    return write_rtstruct(labels, volume, ctx.class_names, ctx.colors, path, ctx.roi_names, holes=ctx.holes,
+                          model=ctx.model, description=ctx.notes.summary, roi_descriptions=ctx.notes.organs)
 
 
 def _seg(labels: np.ndarray, volume: Volume, ctx: OutputContext, path: Path) -> Path:
     from rtseg.io.dicom.seg import write_seg
 
-    return write_seg(labels, volume, ctx.class_names, ctx.colors, path, ctx.roi_names)
+    return write_seg(labels, volume, ctx.class_names, ctx.colors, path, ctx.roi_names, model=ctx.model,
+                     description=_seg_content(ctx.notes.summary), segment_descriptions=ctx.notes.organs)
+
+
+def _seg_content(summary: str) -> str:
+    """The SEG's ContentDescription (64 characters): how many flags, not their text (the segments carry that)."""
+    if not summary:
+        return ""
+    head = summary.split(":")[1].strip() if summary.count(":") >= 2 else "no flags"
+    return f"automatic, to be reviewed; QA: {head}"[:64]
 
 
 def save_overlay(labels: np.ndarray, volume: Volume, ctx: OutputContext, path: Path) -> Path:

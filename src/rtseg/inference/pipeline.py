@@ -8,14 +8,17 @@ sits above this package) adds QA, probabilities and review pages from the same
 network run. ``rtseg serve`` contours each series through :func:`predict_case` too. A failing case is recorded in ``summary.csv`` with its error, its
 partial outputs are removed, and the others go on; when every case failed on a
 user error (``RtsegError``) nothing is written and that error is raised. Cases are
-named by file or folder name, never by patient name/ID.
+named by file or folder name, never by patient name/ID. A QA gate (``rtseg.review.gate``, through
+:class:`~rtseg.inference.verdict.CaseGate`) decides per case whether its RTSTRUCT/SEG are delivered,
+held (written under ``OUTPUT/held/``, status ``held``) or refused; every output names the model
+(checkpoint file name and SHA-256, hashed once per run).
 """
 from __future__ import annotations
 
 import csv
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Protocol, Sequence
 
@@ -27,10 +30,14 @@ from rtseg.errors import ConfigError, DataError, RtsegError
 from rtseg.inference.bundle import InferenceBundle
 from rtseg.inference.postprocess import postprocess
 from rtseg.inference.ensemble import CheckpointArg, EnsemblePredictor, load_predictor, resolve_ensemble
-from rtseg.inference.outputs import OutputContext, OutputFormat, output_context, resolve_formats, write_outputs
+from rtseg.inference.outputs import (OutputContext, OutputFormat, output_context, refuse_dicom_outputs, resolve_formats,
+                                     write_outputs)
+from rtseg.inference.verdict import DELIVER, HELD_DIR, CaseGate, Verdict
 from rtseg.inference.predictor import NetworkOptions, Prediction, Predictor, plan_summary
 from rtseg.inference.shard import Shard, in_case_order
 from rtseg.io.atomic import atomic_path
+from rtseg.io.dicom.validate import check_series_extent
+from rtseg.io.fingerprint import ModelIdentity, model_identity
 from rtseg.io.rtstruct.contours import DEFAULT_HOLE_ENCODING
 from rtseg.io.naming import image_case_id, is_label_file
 from rtseg.io.integrity import NonFinitePolicy
@@ -52,17 +59,19 @@ class CaseInput:
 @dataclass
 class CaseResult:
     case: str
-    status: Literal["ok", "failed"]
+    status: Literal["ok", "held", "failed"]
     seconds: float
     error: str = ""
     outputs: list[Path] = field(default_factory=list)
     user_error: bool = False  # failed on an RtsegError (bad input), not a bug
+    gate: str = ""  # the QA gate's action (``deliver``, ``deliver with flags``, ``hold``, ``refuse``)
 
 
 class CaseReview(Protocol):
     """What a review (``rtseg.review.batch.BatchReview``) does around each case and at the end."""
 
     def before(self, case: str, volume: Volume) -> None: ...
+    def assess(self, case: str, volume: Volume, prediction: Prediction, labels: np.ndarray) -> dict[str, Any]: ...
     def after(self, case: str, volume: Volume, prediction: Prediction, labels: np.ndarray,
               output_dir: Path) -> list[Path]: ...
     def columns(self, case: str) -> dict[str, Any]: ...
@@ -95,11 +104,16 @@ class CaseOutputs:
     options: PredictOptions
 
     @classmethod
-    def resolve(cls, options: PredictOptions, bundle: InferenceBundle, review: bool) -> "CaseOutputs":
+    def resolve(cls, options: PredictOptions, bundle: InferenceBundle, review: bool,
+                model: Optional[ModelIdentity] = None) -> "CaseOutputs":
         """Formats checked against the registry, ROI names resolved (both fail here, before any case)."""
         formats = check_formats(options.formats, review)
-        ctx = output_context(bundle.class_names, bundle.colors, options.roi_names, options.holes)
+        ctx = output_context(bundle.class_names, bundle.colors, options.roi_names, options.holes, model)
         return cls(formats, ctx, options)
+
+    def delivers(self, case: CaseInput) -> bool:
+        """Whether the case gets an output a planning system imports (RTSTRUCT, SEG): what the QA gate holds."""
+        return case.kind == "dicom" and any(f.dicom_only for f in self.formats)
 
 
 def check_formats(names: Sequence[str], review: bool) -> tuple[OutputFormat, ...]:
@@ -117,6 +131,8 @@ class CaseRun:
 
     outputs: list[Path]
     seconds: dict[str, float]
+    verdict: Verdict = DELIVER
+    qa: Optional[dict[str, Any]] = None
 
 
 @dataclass
@@ -126,7 +142,11 @@ class PredictReport:
 
     @property
     def failed(self) -> list[CaseResult]:
-        return [r for r in self.results if r.status != "ok"]
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def held(self) -> list[CaseResult]:
+        return [r for r in self.results if r.status == "held"]
 
 
 def find_cases(input_path: str | Path, exclude: Optional[Path] = None) -> list[CaseInput]:
@@ -173,11 +193,13 @@ def read_case(case: CaseInput, nonfinite: NonFinitePolicy = "error") -> Volume:
 
 
 def predict_case(predictor: Predictor | EnsemblePredictor, case: CaseInput, output_dir: Path, outputs: CaseOutputs,
-                 review: Optional[CaseReview] = None) -> CaseRun:
-    """Outputs of one case; on failure none of them is left behind."""
+                 review: Optional[CaseReview] = None, gate: Optional[CaseGate] = None) -> CaseRun:
+    """Outputs of one case; on failure none of them is left behind. With a ``gate``: a refused case raises
+    ``DataError``; a held one's DICOM outputs go to ``output_dir/held/`` (the caller reports it held)."""
     opts = outputs.options
     t0 = time.perf_counter()
     volume = read_case(case, opts.nonfinite)
+    check_series_extent(volume.shape, str(case.path))  # 1 or 2 slices: refused before the network runs
     t1 = time.perf_counter()
     prediction: Optional[Prediction] = None
     if review is not None:
@@ -189,8 +211,16 @@ def predict_case(predictor: Predictor | EnsemblePredictor, case: CaseInput, outp
     log.debug("case %s: %s", case.name, plan_summary(predictor.stats))
     labels = postprocess(labels, largest_component=opts.largest_component, fill=opts.fill_holes)
     t2 = time.perf_counter()
-    written = write_outputs(outputs.formats, case.name, volume, labels, outputs.context, output_dir,
-                            dicom_input=case.kind == "dicom")
+    qa = review.assess(case.name, volume, prediction, labels) if review is not None and prediction is not None else None
+    verdict = gate(case.name, volume, qa) if gate is not None else DELIVER
+    if verdict.refused:
+        raise DataError(f"refused by the QA gate ({verdict.policy}): {'; '.join(verdict.reasons)}")
+    ctx = replace(outputs.context, notes=verdict.notes)
+    if qa is not None:  # qa.json names the model and the gate's decision
+        qa.update(model=ctx.model.to_dict() if ctx.model is not None else None, gate=verdict.to_dict())
+    held = output_dir / HELD_DIR if verdict.held and outputs.delivers(case) else None
+    written = write_outputs(outputs.formats, case.name, volume, labels, ctx, output_dir,
+                            dicom_input=case.kind == "dicom", held_dir=held)
     try:
         if review is not None and prediction is not None:
             written.extend(review.after(case.name, volume, prediction, labels, output_dir))
@@ -198,11 +228,13 @@ def predict_case(predictor: Predictor | EnsemblePredictor, case: CaseInput, outp
         for p in written:
             p.unlink(missing_ok=True)
         raise
-    return CaseRun(written, {"read": t1 - t0, "inference": t2 - t1, "write": time.perf_counter() - t2})
+    return CaseRun(written, {"read": t1 - t0, "inference": t2 - t1, "write": time.perf_counter() - t2}, verdict, qa)
 
 
-def write_summary(results: Sequence[CaseResult], path: Path, review: Optional[CaseReview] = None) -> Path:
-    """One row per case; with a review, its QA columns too and the cases to look at first on top."""
+def write_summary(results: Sequence[CaseResult], path: Path, review: Optional[CaseReview] = None,
+                  model: Optional[ModelIdentity] = None) -> Path:
+    """One row per case (with the model: checkpoint name and SHA-256, and the QA gate's action); with a review,
+    its QA columns too and the cases to look at first on top."""
     rows = list(results)
     extra: list[str] = []
     if review is not None:
@@ -212,19 +244,21 @@ def write_summary(results: Sequence[CaseResult], path: Path, review: Optional[Ca
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["case", "status", "seconds", "error", *extra])
+            w.writerow(["case", "status", "seconds", "error", "model", "qa_gate", *extra])
             for r in rows:
                 cols = review.columns(r.case) if review is not None else {}
-                w.writerow([r.case, r.status, f"{r.seconds:.2f}", r.error, *[cols[k] for k in extra]])
+                w.writerow([r.case, r.status, f"{r.seconds:.2f}", r.error, str(model) if model else "", r.gate,
+                            *[cols[k] for k in extra]])
     return path
 
 
 def _run_case(predictor: Predictor | EnsemblePredictor, case: CaseInput, out: Path, opts: CaseOutputs,
-              review: Optional[CaseReview]) -> CaseResult:
+              review: Optional[CaseReview], gate: Optional[CaseGate] = None) -> CaseResult:
     """One case, its failure recorded instead of raised: one bad case must not stop a batch."""
     t0 = time.perf_counter()
     try:
-        outputs = predict_case(predictor, case, out, opts, review).outputs
+        run = predict_case(predictor, case, out, opts, review, gate)
+        outputs = run.outputs
     except RtsegError as exc:
         log.error("case %s failed: %s", case.name, exc)
         return CaseResult(case.name, "failed", time.perf_counter() - t0, str(exc), user_error=True)
@@ -235,15 +269,22 @@ def _run_case(predictor: Predictor | EnsemblePredictor, case: CaseInput, out: Pa
         return CaseResult(case.name, "failed", time.perf_counter() - t0, msg)
     dt = time.perf_counter() - t0
     log.info("case %s: %.1f s, %s", case.name, dt, ", ".join(p.name for p in outputs) or "no output")
-    return CaseResult(case.name, "ok", dt, "", outputs)
+    if run.verdict.held and opts.delivers(case):
+        why = "; ".join(run.verdict.reasons)
+        log.warning("case %s held by the QA gate: %s; its DICOM outputs are in %s/", case.name, why, out / HELD_DIR)
+        return CaseResult(case.name, "held", dt, f"held by the QA gate: {why}", outputs, gate=run.verdict.action)
+    return CaseResult(case.name, "ok", dt, "", outputs, gate=run.verdict.action if gate is not None else "")
 
 
 def predict_path(checkpoint: CheckpointArg, input: str | Path, output_dir: str | Path,
                  options: PredictOptions = PredictOptions(),
-                 review: Optional[Callable[[InferenceBundle], CaseReview]] = None) -> PredictReport:
-    """Predict every case under ``input``; the caller exits non-zero if ``report.failed``.
+                 review: Optional[Callable[[InferenceBundle], CaseReview]] = None,
+                 gate: Optional[Callable[[InferenceBundle], CaseGate]] = None) -> PredictReport:
+    """Predict every case under ``input``; the caller exits non-zero if ``report.failed`` or ``report.held``.
 
-    ``review`` builds the run's review from the checkpoint's bundle (``rtseg.review.batch.BatchReview``).
+    ``review`` builds the run's review from the checkpoint's bundle (``rtseg.review.batch.BatchReview``),
+    ``gate`` its QA gate (``rtseg.review.gate.QaGate``). A DICOM output asked of a NIfTI input is refused
+    before the checkpoint is read.
 
     Raises the (first) user error when every case failed on one, leaving no output behind."""
     formats = check_formats(options.formats, review is not None)  # before any case is looked for
@@ -251,30 +292,31 @@ def predict_path(checkpoint: CheckpointArg, input: str | Path, output_dir: str |
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: output must be a folder, found a file")
     cases = find_cases(input, exclude=out)
-    dicom_only = [f.name.upper() for f in formats if f.dicom_only]
-    if dicom_only and all(c.kind == "nifti" for c in cases):
-        log.warning("%s output needs DICOM series input; the NIfTI input gets none", "/".join(dicom_only))
+    refuse_dicom_outputs(formats, [(str(c.path), c.kind == "dicom") for c in cases])
     shard = Shard.from_env()  # torchrun: this rank contours every N-th case
     try:
         dev = shard.device(resolve_device(options.device))
+        ensemble = resolve_ensemble(checkpoint)
+        model = model_identity(ensemble.members, ensemble.source)  # hashed once per run
         predictor = load_predictor(checkpoint, dev, options.network,
                                    progress=len(cases) == 1)  # one checkpoint, several, or an ensemble file / CV folder
-        outputs = CaseOutputs.resolve(options, predictor.bundle, review is not None)
+        outputs = CaseOutputs.resolve(options, predictor.bundle, review is not None, model)
         reviewer = None if review is None else review(predictor.bundle)
-        log.info("predicting %d case(s) on %s with %s%s", len(cases), dev, resolve_ensemble(checkpoint).source,
+        case_gate = None if gate is None else gate(predictor.bundle)
+        log.info("predicting %d case(s) on %s with %s (%s)%s", len(cases), dev, ensemble.source, model,
                  f" (rank {shard.rank} of {shard.world_size})" if shard.enabled else "")
-        return _run_batch(predictor, cases, out, outputs, reviewer, shard)
+        return _run_batch(predictor, cases, out, outputs, reviewer, shard, case_gate)
     finally:
         shard.close()
 
 
 def _run_batch(predictor: Predictor | EnsemblePredictor, cases: Sequence[CaseInput], out: Path, opts: CaseOutputs,
-               reviewer: Optional[CaseReview], shard: Shard) -> PredictReport:
+               reviewer: Optional[CaseReview], shard: Shard, gate: Optional[CaseGate] = None) -> PredictReport:
     """This rank's cases, then every rank's results in input order; rank 0 writes the summary and index."""
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     mine = shard.take(cases)
-    own = [_run_case(predictor, case, out, opts, reviewer)
+    own = [_run_case(predictor, case, out, opts, reviewer, gate)
            for case in tqdm(mine, desc="predict", unit="case", disable=None if shard.is_main else True)]
     parts = shard.gather((own, reviewer.export() if reviewer is not None else None))
     results = in_case_order([p[0] for p in parts], [c.name for c in cases])
@@ -291,5 +333,5 @@ def _run_batch(predictor: Predictor | EnsemblePredictor, cases: Sequence[CaseInp
         if reviewer is not None:
             for p in reviewer.finish(out, len(cases)):
                 log.info("batch index: %s", p)
-        write_summary(results, summary, reviewer)
+        write_summary(results, summary, reviewer, opts.context.model)
     return PredictReport(results, summary)

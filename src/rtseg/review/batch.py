@@ -51,6 +51,7 @@ class BatchReview:
         raw = bundle.organ_stats
         self.stats = None if raw is None else check_stats(raw, "checkpoint plan.organ_stats")
         self.qas: dict[str, dict[str, Any]] = {}
+        self._pending: dict[str, dict[str, Any]] = {}  # assessed, not yet written
         if self.stats is None:
             log.warning("QA without training comparisons: the checkpoint holds no organ statistics "
                      "(trained before rtseg recorded them); volume, position and input checks are skipped")
@@ -64,13 +65,20 @@ class BatchReview:
         for flag in input_flags(input_facts(volume.array, volume.affine), self.stats):
             log.warning("case %s: %s", case, flag["text"])
 
-    def after(self, case: str, volume: Volume, prediction: Prediction, labels: np.ndarray, output_dir: Path,
-              gt: Optional[np.ndarray] = None) -> list[Path]:
-        """The case's qa.json (+ probabilities, + page: with ``gt`` its second row and metrics table);
-        on failure nothing of them is left behind."""
+    def assess(self, case: str, volume: Volume, prediction: Prediction, labels: np.ndarray) -> dict[str, Any]:
+        """The case's QA (what the QA gate judges and qa.json holds), kept until :meth:`after` writes it."""
         qa = case_qa(labels, volume.affine, self.class_names, ct=volume.array, stats=self.stats,
                      probabilities=prediction.probabilities, tta_labels=prediction.pass_labels, case=case)
         qa["temperature"] = self.temperature
+        self._pending = {case: qa}  # one case at a time: a case that failed after its QA leaves nothing behind
+        return qa
+
+    def after(self, case: str, volume: Volume, prediction: Prediction, labels: np.ndarray, output_dir: Path,
+              gt: Optional[np.ndarray] = None) -> list[Path]:
+        """The case's qa.json (its :meth:`assess`, made here if not yet; + probabilities, + page: with ``gt`` its
+        second row and metrics table); on failure nothing of them is left behind."""
+        qa = self._pending.pop(case, None) or self.assess(case, volume, prediction, labels)
+        self._pending.clear()
         qa_name, prob_name, page_name = review_files(case)
         written: list[Path] = []
         try:

@@ -17,6 +17,7 @@ from rtseg.config.loader import format_validation_error
 from rtseg.errors import ConfigError
 from rtseg.inference.outputs import resolve_formats
 from rtseg.config.yamlfile import read_yaml_mapping
+from rtseg.review.gate import DEFAULT_POLICY, POLICIES, POLICY_HELP
 from rtseg.serve.destinations import CALLER, destination_syntax, parse_destination
 
 
@@ -124,6 +125,7 @@ class ServeConfig(PeerLimits):
     series_timeout: float = Field(10.0, gt=0, description="seconds without a new instance after which a series is "
                                   "complete (default 10)")
     complete_on_release: bool = Field(False, description="a series is also complete when its association is released")
+    qa_policy: str = Field(DEFAULT_POLICY, description=POLICY_HELP + "; held jobs wait for 'rtseg serve release JOB'")
     workers: int = Field(1, ge=1, le=16, description="contouring workers, each with its own copy of the model")
     device: str = Field("auto", description="auto, cpu or cuda[:N] (default auto)")
     quota_mb: Optional[float] = Field(None, gt=0, description="storage quota for received instances in MB; when "
@@ -146,6 +148,13 @@ class ServeConfig(PeerLimits):
     @classmethod
     def _dest(cls, v: list[str]) -> list[str]:
         return _check_destinations(v)
+
+    @field_validator("qa_policy")
+    @classmethod
+    def _policy(cls, v: str) -> str:
+        if v not in POLICIES:
+            raise ValueError(f"{v!r}: expected one of {', '.join(POLICIES)}")
+        return v
 
     @field_validator("allow")
     @classmethod

@@ -2,7 +2,11 @@
 
 A job is one received series on its way to an RTSTRUCT:
 ``received -> complete -> contouring -> sending -> done``, or ``failed`` (with
-the reason) or ``unrouted`` (no rule matched: kept, not contoured). Every
+the reason) or ``unrouted`` (no rule matched: kept, not contoured). The QA gate
+may stop a contoured job at ``held`` (its deliveries wait, state ``held``) until
+a person releases it (``sending``, then ``done``) or rejects it (``rejected``);
+who and when are kept (``reviewed_by``, ``reviewed_at``). Each job keeps the
+model that contoured it (checkpoint name + SHA-256) and its QA flags. Every
 transition is one transaction; files are written (atomically) before the row
 that points at them, so a restart finds either the old state or the new one.
 Each delivery (job x destination) is its own row, so a destination that is
@@ -18,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-STATES = ("received", "complete", "contouring", "sending", "done", "failed", "unrouted")
-FINAL_STATES = ("done", "failed", "unrouted")
+STATES = ("received", "complete", "contouring", "held", "sending", "done", "failed", "unrouted", "rejected")
+FINAL_STATES = ("done", "failed", "unrouted", "rejected")
+#: Columns added after the first release: an older database gets them on open (``ALTER TABLE``).
+_ADDED_COLUMNS = (("model", "TEXT"), ("qa", "TEXT"), ("reviewed_by", "TEXT"), ("reviewed_at", "REAL"))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -46,7 +52,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     contour_started_at REAL,
     contour_finished_at REAL,
     delivered_at REAL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    model TEXT,
+    qa TEXT,
+    reviewed_by TEXT,
+    reviewed_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_series ON jobs(series_uid);
@@ -113,6 +123,10 @@ class JobQueue:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+            for name, kind in _ADDED_COLUMNS:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -247,20 +261,45 @@ class JobQueue:
 
         return self._in_transaction(tx)  # type: ignore[no-any-return]
 
-    def contoured(self, job_id: int, rtstruct: Path, timings: dict[str, float], destinations: list[str]) -> None:
-        """RTSTRUCT written: queue one delivery per destination (none: done)."""
+    def contoured(self, job_id: int, rtstruct: Path, timings: dict[str, float], destinations: list[str],
+                  model: str = "", qa: Optional[dict[str, Any]] = None, hold: bool = False) -> None:
+        """RTSTRUCT written: queue one delivery per destination (none: done); ``hold``: the deliveries wait for
+        :meth:`release`. ``model`` and ``qa`` (the gate's verdict and the flags) are kept with the job."""
 
         def tx() -> None:
             now = time.time()
-            state = "sending" if destinations else "done"
+            state = "held" if hold else "sending" if destinations else "done"
             self._tx("UPDATE jobs SET state=?, rtstruct=?, timings=?, contour_finished_at=?, updated_at=?, "
-                     "delivered_at=? WHERE id=?", (state, str(rtstruct), json.dumps(timings), now, now,
-                                                   None if destinations else now, job_id))
+                     "delivered_at=?, model=?, qa=? WHERE id=?",
+                     (state, str(rtstruct), json.dumps(timings), now, now, None if destinations or hold else now,
+                      model, json.dumps(qa) if qa is not None else None, job_id))
             for d in destinations:
-                self._tx("INSERT INTO deliveries (job_id, destination, state, next_try_at) VALUES (?,?, 'pending', ?)",
-                         (job_id, d, now))
+                self._tx("INSERT INTO deliveries (job_id, destination, state, next_try_at) VALUES (?,?,?,?)",
+                         (job_id, d, "held" if hold else "pending", now))
 
         self._in_transaction(tx)
+
+    def review(self, job_id: int, by: str, release: bool) -> dict[str, Any]:
+        """A person's decision on a held job: release (its deliveries start; none: done) or reject (nothing is
+        sent). Returns the job; a job that is not held is a ``ValueError`` naming its state."""
+
+        def tx() -> dict[str, Any]:
+            row = self._tx("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None:
+                raise ValueError(f"job {job_id}: no such job")
+            if row["state"] != "held":
+                raise ValueError(f"job {job_id} is {row['state']}, not held: only a held job is released or rejected")
+            now = time.time()
+            n = self._tx("SELECT COUNT(*) FROM deliveries WHERE job_id=?", (job_id,)).fetchone()[0]
+            state = ("sending" if n else "done") if release else "rejected"
+            self._tx("UPDATE deliveries SET state=?, next_try_at=? WHERE job_id=? AND state='held'",
+                     ("pending" if release else "rejected", now, job_id))
+            self._tx("UPDATE jobs SET state=?, reviewed_by=?, reviewed_at=?, updated_at=?, delivered_at=?, error=? "
+                     "WHERE id=?", (state, by, now, now, now if release and not n else None,
+                                    None if release else f"rejected by {by}", job_id))
+            return dict(self._tx("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
+
+        return self._in_transaction(tx)  # type: ignore[no-any-return]
 
     def due_deliveries(self) -> list[Delivery]:
         with self._lock:

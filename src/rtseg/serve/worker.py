@@ -2,8 +2,10 @@
 
 A worker loads each checkpoint it needs once and keeps it; a job's outputs (its rule's formats,
 ``<outbox_prefix><suffix>`` in the outbox, plus the contour QA) are kept in the queue as one value. A failing series
-(the DICOM reader's gap/tilt/size/modality checks, a broken checkpoint) fails
-its job with the reason; the worker goes on with the next.
+(the DICOM reader's gap/tilt/size/modality checks, a series of 1 or 2 slices, a prediction with no
+organ, a broken checkpoint) fails its job with the reason; the worker goes on with the next. A job
+the QA gate holds keeps its outputs in the outbox and its deliveries waiting (``held``) until
+``rtseg serve release`` / ``reject``.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ class Worker:
 
     def prepare(self, rule: Rule) -> None:
         """Load the rule's model and resolve its outputs (a bad checkpoint or ROI mapping fails at start-up)."""
-        self.contourer(rule.checkpoint).prepare(rule.formats, rule.roi_names)
+        self.contourer(rule.checkpoint).prepare(rule.formats, rule.roi_names, self.cfg.qa_policy)
 
     def process(self, job: dict) -> None:
         jid, ref = int(job["id"]), job["series_ref"]
@@ -56,7 +58,7 @@ class Worker:
         event(logging.INFO, "contouring", job=jid, series=ref, rule=rule.name)
         try:
             done = self.contourer(job["checkpoint"]).contour(self.store.series_dir(job["series_uid"]), self.outbox,
-                                                             name, rule.formats, rule.roi_names)
+                                                             name, rule.formats, rule.roi_names, self.cfg.qa_policy)
         except RtsegError as exc:
             self.queue.set_final(jid, "failed", str(exc))
             event(logging.ERROR, "contouring failed", job=jid, series=ref, reason=str(exc))
@@ -69,10 +71,16 @@ class Worker:
             return
         dests = resolve_destinations(rule, job["calling_ae"], job["peer_host"], self.cfg.caller_port)
         outputs = join_outputs(done.outputs)  # the queue's one path column holds them all
-        self.queue.contoured(jid, outputs, done.seconds, [str(d) for d in dests])  # type: ignore[arg-type]
+        verdict = done.verdict
+        qa = {**verdict.to_dict(), "flags": [dict(f) for f in verdict.flags]}
+        self.queue.contoured(jid, outputs, done.seconds, [str(d) for d in dests],  # type: ignore[arg-type]
+                             model=done.model, qa=qa, hold=verdict.held)
         event(logging.INFO, "contoured", job=jid, series=ref, **{f"{k}_s": round(v, 3) for k, v in done.seconds.items()},
               outputs=[p.name for p in done.outputs], qa_flags=done.qa["n_flags"], qa=done.qa["flags"],
-              destinations=[str(d) for d in dests])
+              destinations=[str(d) for d in dests], model=done.model, qa_gate=verdict.action)
+        if verdict.held:
+            event(logging.WARNING, "held for review", job=jid, series=ref, reasons=list(verdict.reasons),
+                  hint=f"rtseg serve release {jid} / rtseg serve reject {jid}")
 
     def run(self, poll_s: float = 0.2) -> None:
         while not self.stop.is_set():

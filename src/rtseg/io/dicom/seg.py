@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -19,9 +19,11 @@ from rtseg import __version__
 from rtseg.errors import ConfigError, DataError
 from rtseg.io.atomic import atomic_path
 from rtseg.io.dicom.references import seg_frames, seg_pixels, seg_sources
+from rtseg.io.dicom.validate import check_series_extent, check_written
+from rtseg.io.fingerprint import ModelIdentity
 from rtseg.io.rtstruct.roi_names import check_roi_names, match_roi_names, roi_names_for, tg263_entry
 from rtseg.io.rtstruct.read import RoiMappingReport, merge_class_masks
-from rtseg.io.rtstruct.write import _labels_array, referenced_series
+from rtseg.io.rtstruct.write import _labels_array, referenced_series, short_text
 from rtseg.io.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -49,21 +51,37 @@ def write_seg(
     colors: Sequence[tuple[int, int, int]],
     path: str | os.PathLike[str],
     names: Sequence[str] | None = None,
+    model: Optional[ModelIdentity] = None,
+    description: str = "",
+    segment_descriptions: Optional[Mapping[str, str]] = None,
 ) -> Path:
-    """Write a BINARY DICOM SEG against ``series``: one segment per organ class, label value = segment number."""
+    """Write a BINARY DICOM SEG against ``series``: one segment per organ class, label value = segment number.
+
+    ``model`` goes into the Algorithm Identification (version and parameters: checkpoint name and SHA-256);
+    ``segment_descriptions`` (by class name) into each segment's SegmentDescription (its QA flags), ``description``
+    (the case's flags) shortened into ContentDescription. A label volume with no organ, a series thinner than
+    3 slices or a dataset that fails :func:`rtseg.io.dicom.validate.seg_problems` raises ``DataError`` and writes
+    nothing."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
+    source = series.meta.get("source", "CT series")
+    check_series_extent(series.shape, source)
     dicom = referenced_series(series)
     seg_names = check_roi_names(names) if names is not None else roi_names_for(class_names[1:])
     arr = _labels_array(labels, series, class_names, colors, seg_names)
+    if not arr.any():
+        raise DataError(f"{source}: the prediction holds no organ (every voxel is background); an empty SEG is not "
+                        "useful, so none was written")
     try:
         sources = seg_sources(dicom)
     except (OSError, KeyError) as exc:
         raise DataError(f"{series.meta.get('source', 'CT series')}: CT slices cannot be re-read for the SEG "
                         f"({type(exc).__name__})") from None
-    algorithm = hd.AlgorithmIdentificationSequence(name="rtseg", family=codes.cid7162.ArtificialIntelligence,
-                                                   version=__version__)
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="rtseg", family=codes.cid7162.ArtificialIntelligence,
+        version=model.text(64, f"{__version__} ") if model is not None else __version__,
+        parameters=None if model is None else {"checkpoint": model.name.replace("\\", "/")[:200], "sha256": model.short})
     descriptions = []
     for number, (cls, name, rgb) in enumerate(zip(class_names[1:], seg_names, colors), start=1):
         category, kind, sides = _segment_codes(cls)
@@ -81,10 +99,15 @@ def write_seg(
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="rtseg", manufacturer_model_name="rtseg",
         software_versions=__version__, device_serial_number=f"rtseg-{__version__}",
         series_description="rtseg automatic segmentation", content_label="RTSEG",
-        content_description="automatic organ segmentation, to be reviewed")
+        content_description=(description or "automatic organ segmentation, to be reviewed")[:64])
+    notes = segment_descriptions or {}
+    for item, cls in zip(seg.SegmentSequence, class_names[1:]):
+        if notes.get(cls):
+            item.SegmentDescription = short_text(notes[cls])
     target = Path(path)
     with atomic_path(target) as tmp:
         seg.save_as(tmp)
+        check_written(tmp, "SEG", target)
     return target
 
 

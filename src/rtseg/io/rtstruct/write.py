@@ -16,7 +16,7 @@ import logging
 import os
 import struct
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pydicom
@@ -35,7 +35,9 @@ from rtseg.io.rtstruct.contours import DEFAULT_HOLE_ENCODING, DEFAULT_TOLERANCE_
     encode_slice, simplify_polygons
 from rtseg.io.dicom.geometry import LPS_TO_RAS
 from rtseg.io.dicom.references import contour_image_refs, series_image_refs
+from rtseg.io.dicom.validate import check_series_extent, check_written
 from rtseg.io.dicom.write import new_dicom_dataset
+from rtseg.io.fingerprint import ModelIdentity
 from rtseg.io.rtstruct.roi_names import check_roi_names, roi_names_for
 from rtseg.io.volume import Volume
 
@@ -209,6 +211,9 @@ def write_rtstruct(
     structure_set_label: str = "rtseg",
     holes: str = DEFAULT_HOLE_ENCODING,
     tolerance_mm: float = DEFAULT_TOLERANCE_MM,
+    model: Optional[ModelIdentity] = None,
+    description: str = "",
+    roi_descriptions: Optional[Mapping[str, str]] = None,
 ) -> Path:
     """Write one ROI per non-empty class (ROI number = label value) as an RTSTRUCT against ``series``.
 
@@ -216,10 +221,17 @@ def write_rtstruct(
     per organ class (labels 1..N-1), like the config's COLOR_MAP; ``names``
     defaults to TG-263 names (:func:`rtseg.io.rtstruct.roi_names.roi_names_for`). Holes
     are encoded as ``holes`` says (``keyhole`` or ``xor``). ROIs are marked
-    AUTOMATIC and the structure set UNAPPROVED: a person must review them.
+    AUTOMATIC and the structure set UNAPPROVED: a person must review them. ``model`` names the checkpoint in
+    each ROI's ROIGenerationDescription; ``description`` is the StructureSetDescription (the case's QA flags),
+    ``roi_descriptions`` each organ's ROIObservationDescription (its flags), by class name.
+
+    A label volume with no organ, a series thinner than 3 slices, or a dataset that fails
+    :func:`rtseg.io.dicom.validate.rtstruct_problems` raises ``DataError`` and writes nothing.
     """
     if holes not in HOLE_ENCODINGS:
         raise DataError(f"hole encoding {holes!r}: expected one of {', '.join(HOLE_ENCODINGS)}")
+    source = series.meta.get("source", "CT series")
+    check_series_extent(series.shape, source)
     dicom = referenced_series(series)
     roi_names = check_roi_names(names) if names is not None else roi_names_for(class_names[1:])
     arr = _labels_array(labels, series, class_names, colors, roi_names)
@@ -231,6 +243,11 @@ def write_rtstruct(
                   for cl, s, f in contour_image_refs(dicom)]  # a frame of a multi-frame CT: its Referenced Frame Number
     frame = dicom["frame_of_reference_uid"]
     boxes = ndimage.find_objects(arr, max_label=len(class_names) - 1)
+    if all(box is None for box in boxes):
+        raise DataError(f"{source}: the prediction holds no organ (every voxel is background); an empty RTSTRUCT is "
+                        "not valid DICOM, so none was written")
+    generation = model.text(64, f"rtseg {__version__} ") if model is not None else f"rtseg {__version__}"
+    notes = roi_descriptions or {}
     ss_rois, roi_items, observations = [], [], []
     for c, box in enumerate(boxes, start=1):
         if box is None:
@@ -238,15 +255,17 @@ def write_rtstruct(
         polys = _roi_polygons(arr[box] == c, tuple(b.start for b in box), holes, tolerance, spacing)
         name = roi_names[c - 1]
         ss_rois.append(_item(ROINumber=c, ReferencedFrameOfReferenceUID=frame, ROIName=name,
-                             ROIGenerationAlgorithm="AUTOMATIC", ROIGenerationDescription=f"rtseg {__version__}"))
+                             ROIGenerationAlgorithm="AUTOMATIC", ROIGenerationDescription=generation))
         color = "\\".join(str(int(v)) for v in colors[c - 1]).encode()
         roi_items.append(_el(0x3006, 0x002A, color) + _el(0x3006, 0x0040, _contour_sequence(polys, lps, image_refs))
                          + _el(0x3006, 0x0084, str(c).encode()))
         observations.append(_item(ObservationNumber=c, ReferencedROINumber=c, ROIObservationLabel=name[:16],
                                   RTROIInterpretedType="ORGAN", ROIInterpreter=""))
-    if not ss_rois:
-        log.warning("%s: label volume is empty; the RTSTRUCT holds no ROI", series.meta.get("source", "CT series"))
+        if notes.get(class_names[c]):
+            observations[-1].ROIObservationDescription = short_text(notes[class_names[c]])
     ds = _structure_set(dicom, structure_set_label)
+    if description:
+        ds.StructureSetDescription = short_text(description)
     ds.StructureSetROISequence = DicomSequence(ss_rois)
     value = _items(roi_items)
     ds[ROI_CONTOUR_SEQUENCE] = RawDataElement(ROI_CONTOUR_SEQUENCE, "SQ", len(value), value, 0, True, True)
@@ -257,7 +276,13 @@ def write_rtstruct(
     target = Path(path)
     with atomic_path(target) as tmp:
         pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
+        check_written(tmp, "RTSTRUCT", target)
     return target
+
+
+def short_text(text: str, limit: int = 1024) -> str:
+    """A DICOM ST value: at most ``limit`` characters (an ellipsis says it was cut)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _structure_set(dicom: dict, structure_set_label: str) -> Dataset:
