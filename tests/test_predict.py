@@ -204,8 +204,13 @@ def test_find_cases_names_and_kinds(tmp_path: Path) -> None:
     (tmp_path / ".hidden").mkdir()
     (tmp_path / "out").mkdir()
     (tmp_path / "README.txt").write_text("a stray file beside the cases")
+    (tmp_path / "curation").mkdir()  # a converted dataset's review pages: no DICOM file, not a series
+    (tmp_path / "curation" / "index.html").write_text("<html></html>")
+    (tmp_path / "noext").mkdir()  # files without extension count when they carry the DICM marker
+    (tmp_path / "noext" / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
     cases = find_cases(tmp_path, exclude=tmp_path / "out")
-    assert [(c.name, c.kind) for c in cases] == [("a", "nifti"), ("b", "nifti"), ("series1", "dicom")]
+    assert [(c.name, c.kind) for c in cases] == [("a", "nifti"), ("b", "nifti"), ("noext", "dicom"),
+                                                  ("series1", "dicom")]
     assert [(c.name, c.kind) for c in find_cases(tmp_path / "series1")] == [("series1", "dicom")]
 
 

@@ -36,6 +36,7 @@ from rtseg.inference.verdict import DELIVER, HELD_DIR, CaseGate, Verdict
 from rtseg.inference.predictor import NetworkOptions, Prediction, Predictor, plan_summary
 from rtseg.inference.shard import Shard, in_case_order
 from rtseg.io.atomic import atomic_path
+from rtseg.io.dicom.series import looks_like_dicom
 from rtseg.io.dicom.validate import check_series_extent
 from rtseg.io.fingerprint import ModelIdentity, model_identity
 from rtseg.io.rtstruct.contours import DEFAULT_HOLE_ENCODING
@@ -149,6 +150,11 @@ class PredictReport:
         return [r for r in self.results if r.status == "held"]
 
 
+def _holds_dicom(folder: Path) -> bool:
+    """Whether a sub-folder can be a series: one of its files looks like DICOM (extension or DICM marker)."""
+    return any(f.is_file() and not f.name.startswith(".") and looks_like_dicom(f) for f in folder.iterdir())
+
+
 def find_cases(input_path: str | Path, exclude: Optional[Path] = None) -> list[CaseInput]:
     """One NIfTI file; a DICOM series folder (files only, none NIfTI); or a folder of NIfTI files and/or
     series sub-folders, other files ignored (hidden entries and ``exclude``, e.g. the output folder, skipped)."""
@@ -164,6 +170,10 @@ def find_cases(input_path: str | Path, exclude: Optional[Path] = None) -> list[C
         entries = [e for e in entries if e.resolve() != exclude.resolve()]
     files = [e for e in entries if e.is_file()]
     dirs = [e for e in entries if e.is_dir()]
+    not_series = [d for d in dirs if not _holds_dicom(d)]  # e.g. a converted dataset's curation/ pages
+    if not_series:
+        log.info("%s: %d sub-folder(s) without DICOM files skipped (%s)", p, len(not_series), not_series[0].name)
+        dirs = [d for d in dirs if d not in not_series]
     niftis = [e for e in files if is_nifti(e)]
     if files and not niftis and not dirs:
         return [CaseInput(p.resolve().name, p, "dicom")]
