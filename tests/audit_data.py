@@ -1,0 +1,67 @@
+"""Simulated audit studies (phantoms; simulated data): CT series as DICOM, the auto RTSTRUCT (rtseg's writer) and
+an approved RTSTRUCT made independently with pydicom from the auto one, with edits of known size on known organs:
+an organ's contour points shifted by whole voxels, an ROI renamed, an organ deleted."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pydicom
+from pydicom.uid import generate_uid
+
+from archive_export import CLASSES, phantom, write_ct
+from rtseg.io.rtstruct import write_rtstruct
+from rtseg.io.volume import Volume
+
+MODEL = "0123456789ab"
+
+
+def write_auto(labels: np.ndarray, series: Volume, path: Path, model: str = MODEL) -> Path:
+    write_rtstruct(labels, series, CLASSES, [(255, 0, 0)] * (len(CLASSES) - 1), path)
+    ds = pydicom.dcmread(path)
+    ds.SeriesDescription = f"rtseg automatic contours, model {model}"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def edit_set(auto: Path, out: Path, *, shift_mm: Mapping[str, float] = (), rename: Mapping[str, str] = (),
+             delete: Sequence[str] = (), date: str = "20250101", approval: str = "APPROVED") -> Path:
+    """The physician's version of ``auto``: ROIs (by name) shifted along the patient x axis by ``shift_mm``,
+    renamed, deleted; a new SOP Instance and series, approved on ``date``."""
+    ds = pydicom.dcmread(auto)
+    shift_mm, rename = dict(shift_mm), dict(rename)
+    number = {int(r.ROINumber): str(r.ROIName) for r in ds.StructureSetROISequence}
+    for rc in ds.ROIContourSequence:
+        name = number[int(rc.ReferencedROINumber)]
+        for c in rc.get("ContourSequence", []):
+            if name in shift_mm:
+                pts = np.asarray([float(v) for v in c.ContourData]).reshape(-1, 3)
+                pts[:, 0] += shift_mm[name]
+                c.ContourData = [f"{v:.4f}" for v in pts.reshape(-1)]
+    gone = {n for n, v in number.items() if v in delete}
+    for seq in ("StructureSetROISequence", "ROIContourSequence", "RTROIObservationsSequence"):
+        key = "ROINumber" if seq == "StructureSetROISequence" else "ReferencedROINumber"
+        setattr(ds, seq, [copy.deepcopy(i) for i in getattr(ds, seq) if int(getattr(i, key)) not in gone])
+    for r in ds.StructureSetROISequence:
+        r.ROIName = rename.get(str(r.ROIName), str(r.ROIName))
+        r.ROIGenerationAlgorithm = "MANUAL"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesDescription, ds.StructureSetLabel = "approved", "Approved"
+    ds.ApprovalStatus, ds.StructureSetDate, ds.StructureSetTime = approval, date, "100000"
+    if approval == "APPROVED":
+        ds.ReviewDate, ds.ReviewTime, ds.ReviewerName = date, "100000", "Dr^Audit"
+    ds.Manufacturer = "TPS"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(out, enforce_file_format=True)
+    return out
+
+
+def make_case(root: Path, name: str, seed: int, shape=(48, 48, 12), spacing=(4.0, 4.0, 6.0)) -> tuple[Volume, np.ndarray, Path]:
+    """CT series under ``root/auto/<name>/ct`` and its auto set beside it (``rtstruct.dcm``)."""
+    ct, labels = phantom(seed, shape, spacing)
+    series = write_ct(ct, root / "auto" / name / "ct", name)
+    auto = write_auto(labels, series, root / "auto" / name / "rtstruct.dcm")
+    return series, labels, auto
