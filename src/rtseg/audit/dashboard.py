@@ -75,9 +75,9 @@ def _largest(rep: "AuditReport", pages: Mapping[str, str], n: int) -> str:
 def dashboard_html(rep: "AuditReport", pages: Mapping[str, str], window: int, margin: float, largest: int) -> str:
     n_cases = len({r["case"] for r in rep.rows})
     boxes = "".join(f'<div class="fig" id="box-{k}">{box_plot_svg(rep.rows, k, t)}</div>' for k, t in _BOXES)
-    trend = trend_svg(rep.rows, "surface_dice_2mm", "Median surface Dice (2 mm) per case, by model version")
+    trend = trend_svg(rep.rows, "surface_dice_2mm", "Mean surface Dice (2 mm) over the organs of each case, by model version")
     body = (f"<h1>rtseg audit: what physicians changed</h1><p class=\"note\">{n_cases} case(s), {len(rep.rows)} organ row(s)."
-            "</p>" + _drift(rep, window, margin) + _summary(rep) + f'<h2>Per organ</h2><div class="figs">{boxes}</div>'
+            "</p>" + _drift(rep, window, margin) + _summary(rep) + f'<h2>Distributions</h2><div class="figs">{boxes}</div>'
             + f'<h2>Over time</h2><div class="fig" id="trend">{trend}</div>' + _largest(rep, pages, largest))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" '
             f'content="{_CSP}"><link rel="icon" href="data:,"><title>rtseg audit</title><style>{_CSS}</style></head>'

@@ -56,7 +56,7 @@ def _when(r: Mapping[str, Any]) -> datetime | None:
 
 
 def trend_svg(rows: Sequence[Mapping[str, Any]], measure: str, title: str) -> str:
-    """Per case (x: the approved set's date, else arrival order) the median of ``measure`` over its organs, one
+    """Per case (x: the approved set's date, else arrival order) the mean of ``measure`` over its organs, one
     colour per model version."""
     from matplotlib.figure import Figure
 
@@ -65,9 +65,9 @@ def trend_svg(rows: Sequence[Mapping[str, Any]], measure: str, title: str) -> st
         by_case[str(r["case"])].append(r)
     points = []
     for i, (case, rs) in enumerate(by_case.items()):
-        vals = sorted(float(r[measure]) for r in rs if _finite(r[measure]))
+        vals = [float(r[measure]) for r in rs if _finite(r[measure])]
         if vals:
-            points.append((_when(rs[0]), i, str(rs[0].get("model") or "unknown"), vals[len(vals) // 2]))
+            points.append((_when(rs[0]), i, str(rs[0].get("model") or "unknown"), sum(vals) / len(vals)))
     dated = all(p[0] is not None for p in points)
     fig = Figure(figsize=(7.0, 3.2))
     ax = fig.add_subplot(1, 1, 1)
