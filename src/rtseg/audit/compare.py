@@ -19,7 +19,7 @@ import numpy as np
 
 from rtseg.audit.pairing import CasePair, PairData, display_name, pair_folders, read_pair
 from rtseg.errors import DataError, RtsegError
-from rtseg.evaluation.edits import STATUSES as STATUSES_ORDER, edit_measures
+from rtseg.evaluation.edits import edit_measures
 from rtseg.io.atomic import atomic_path
 from rtseg.io.jsonfile import write_json
 from rtseg.io.rtstruct.provenance import set_provenance

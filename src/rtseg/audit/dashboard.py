@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import html
 import math
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
+from rtseg.audit.summary import MEDIANS, STATUSES_ORDER, AuditReport
 from rtseg.figures.audit_plots import box_plot_svg, trend_svg
-
-if TYPE_CHECKING:
-    from rtseg.audit.report import AuditReport
 
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 _CSS = ("body{font-family:sans-serif;margin:1.5em;max-width:1200px}table{border-collapse:collapse;font-size:13px}"
@@ -33,7 +31,7 @@ def _num(v: Any, fmt: str) -> str:
     return fmt.format(f) if math.isfinite(f) else _e(v)
 
 
-def _drift(rep: "AuditReport", window: int, margin: float) -> str:
+def _drift(rep: AuditReport, window: int, margin: float) -> str:
     alarms = rep.alarms
     head = (f'<h2 id="drift-status" class="{"alarm" if alarms else "ok"}">'
             + (f"Drift alarm: {len(alarms)} organ(s)" if alarms else "No drift alarm") + "</h2>")
@@ -43,9 +41,7 @@ def _drift(rep: "AuditReport", window: int, margin: float) -> str:
             f'minus {margin:g}.</p><ul id="drift">{items}</ul>')
 
 
-def _summary(rep: "AuditReport") -> str:
-    from rtseg.audit.report import MEDIANS, STATUSES_ORDER
-
+def _summary(rep: AuditReport) -> str:
     head = ('<tr><th class="name">organ</th><th>n</th>' + "".join(f"<th>{s}</th>" for s in STATUSES_ORDER)
             + "".join(f"<th>median {t}</th>" for _, t, _ in MEDIANS) + "</tr>")
     body = "".join(
@@ -56,7 +52,7 @@ def _summary(rep: "AuditReport") -> str:
     return f'<h2>Per organ</h2><table id="summary">{head}{body}</table>'
 
 
-def _largest(rep: "AuditReport", pages: Mapping[str, str], n: int) -> str:
+def _largest(rep: AuditReport, pages: Mapping[str, str], n: int) -> str:
     edited = [r for r in rep.rows if r["status"] != "unchanged"]
     edited.sort(key=lambda r: (-float(r["apl_mm"]), float(r["surface_dice_2mm"])))
     head = ('<tr><th class="name">case (CT series)</th><th class="name">organ</th><th class="name">status</th>'
@@ -72,7 +68,7 @@ def _largest(rep: "AuditReport", pages: Mapping[str, str], n: int) -> str:
             f"auto contours (top) and the approved ones (bottom).</p><table id=\"largest\">{head}{''.join(body)}</table>")
 
 
-def dashboard_html(rep: "AuditReport", pages: Mapping[str, str], window: int, margin: float, largest: int) -> str:
+def dashboard_html(rep: AuditReport, pages: Mapping[str, str], window: int, margin: float, largest: int) -> str:
     n_cases = len({r["case"] for r in rep.rows})
     boxes = "".join(f'<div class="fig" id="box-{k}">{box_plot_svg(rep.rows, k, t)}</div>' for k, t in _BOXES)
     trend = trend_svg(rep.rows, "surface_dice_2mm", "Mean surface Dice (2 mm) over the organs of each case, by model version")
