@@ -41,8 +41,11 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, NAME, run, HELP, DESCRIPTION)
-    p.add_argument("action", nargs="?", choices=("run", "status"), default="run",
-                   help="run (default): start the node; status: list the jobs in --store")
+    p.add_argument("action", nargs="?", choices=("run", "status", "promote"), default="run",
+                   help="run (default): start the node; status: list the jobs in --store; promote CHECKPOINT: contour "
+                   "with CHECKPOINT from now on (docs/AUDIT.md)")
+    p.add_argument("promoted", nargs="?", default=None, metavar="CHECKPOINT", help="promote: the checkpoint to switch to")
+    p.add_argument("--rule", default="*", metavar="NAME", help="promote: only for this routing rule (default: every rule)")
     p.add_argument("--config", default=None, metavar="YML", help="YAML file with the keys below (and rules:)")
     p.add_argument("--json", action="store_true", help="status: one JSON object per job instead of a table")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="status: only the N most recent jobs")
@@ -74,6 +77,21 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps(j, default=str))
         else:
             print(format_table(jobs) if jobs else "no jobs yet")
+            from rtseg.serve.feedback_loop import status_lines
+
+            print("\n".join(status_lines(store, args.drift_window or 10, 0.05 if args.drift_margin is None else
+                                          args.drift_margin, args.drift_baseline)))
+        return 0
+    if args.action == "promote":
+        from pathlib import Path
+
+        from rtseg.serve.models import promote
+
+        if args.promoted is None or args.store is None:
+            raise ConfigError("promote needs CHECKPOINT and --store DIR, e.g. rtseg serve promote new.pt --store STORE")
+        version = promote(Path(args.store) / "jobs.sqlite", args.promoted, args.rule)
+        print(f"promoted {args.promoted} (model {version}) for {'every rule' if args.rule == '*' else args.rule}; "
+              "series routed from now on are contoured with it")
         return 0
     from rtseg.serve.config import load_serve_config
     from rtseg.serve.service import run_node

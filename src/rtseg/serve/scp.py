@@ -16,7 +16,7 @@ import ssl
 import threading
 from typing import Any, Optional
 
-from pydicom.uid import CTImageStorage
+from pydicom.uid import CTImageStorage, RTStructureSetStorage
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -67,6 +67,8 @@ class StorageSCP:
         self.connections = Connections(cfg.max_associations, cfg.max_associations_per_address)
         self.ae.add_supported_context(Verification)
         self.ae.add_supported_context(CTImageStorage, ALL_TRANSFER_SYNTAXES)
+        self.ae.add_supported_context(RTStructureSetStorage, ALL_TRANSFER_SYNTAXES)
+        self.feedback: Any = None  # serve.feedback.Feedback: the clinic's structure sets (docs/AUDIT.md)
         self.ae.require_calling_aet = list(cfg.allow)
         self.server: Optional[GuardedServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -166,6 +168,8 @@ class StorageSCP:
 
     def on_store(self, e: Any) -> int:
         session = self._session(e.assoc)
+        if e.context.abstract_syntax == RTStructureSetStorage and self.feedback is not None:
+            return int(self.feedback.on_store(e))
         if e.context.abstract_syntax != CTImageStorage:
             return SOP_CLASS_NOT_SUPPORTED
         ds = e.dataset

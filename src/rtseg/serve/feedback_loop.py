@@ -1,0 +1,101 @@
+"""The node's feedback thread: measure the clinic's sets as their series are contoured; the drift alarm.
+
+After each pass that measured something: the drift states of every organ (:mod:`rtseg.audit.drift`, with
+the config's ``drift_window``, ``drift_margin``, ``drift_baseline``); an organ that goes into alarm is
+logged (``drift alarm``, a warning) and one that recovers too (``drift cleared``); ``STORE/audit/``
+gets ``edits.csv`` and the dashboard (``rtseg audit report`` on the node's edits). ``rtseg serve status``
+reads the same tables (:func:`status_lines`).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+from rtseg.audit.compare import write_edits_csv
+from rtseg.audit.drift import DriftState, drift_states
+from rtseg.audit.report import build_report, load_baseline
+from rtseg.errors import RtsegError
+from rtseg.serve.config import ServeConfig
+from rtseg.serve.feedback import Feedback
+from rtseg.serve.logs import event, series_ref
+from rtseg.serve.models import promotions
+
+AUDIT_DIR = "audit"
+log = logging.getLogger("rtseg.serve")
+
+
+class FeedbackLoop:
+    def __init__(self, cfg: ServeConfig, feedback: Feedback, series_dir: Any, stop: threading.Event) -> None:
+        self.cfg, self.fb, self.series_dir, self.stop = cfg, feedback, series_dir, stop
+        self.baseline = load_baseline(cfg.drift_baseline) if cfg.drift_baseline else None
+        self.alarms: set[str] = {d.organ for d in self.drift() if d.alarm}
+
+    def drift(self) -> list[DriftState]:
+        return drift_states(self.fb.edit_rows(), self.cfg.drift_window, self.cfg.drift_margin, self.baseline)
+
+    def one_pass(self) -> int:
+        """Match, measure what can be; the number of sets measured."""
+        self.fb.match_unmatched()
+        n = 0
+        for row in self.fb.sql("SELECT * FROM clinic_sets WHERE state='pending' ORDER BY received_at"):
+            try:
+                got = self.fb.measure(row, self.series_dir(row["series_uid"]))
+            except (RtsegError, OSError) as exc:
+                self.fb._set(row["sop_uid"], "failed", str(exc))
+                event(logging.WARNING, "structure set not measured", series=series_ref(row["series_uid"]), reason=str(exc))
+                continue
+            if got is not None:
+                n += 1
+                event(logging.INFO, "structure set measured", series=series_ref(row["series_uid"]), organs=got,
+                      job=row["job_id"])
+        if n:
+            self.after_measuring()
+        return n
+
+    def after_measuring(self) -> None:
+        states = self.drift()
+        for d in states:
+            if d.alarm and d.organ not in self.alarms:
+                event(logging.WARNING, "drift alarm", organ=d.organ, rolling_median=round(d.current or 0, 4),
+                      baseline=round(d.baseline or 0, 4), margin=self.cfg.drift_margin, since=d.since)
+            elif not d.alarm and d.organ in self.alarms:
+                event(logging.INFO, "drift cleared", organ=d.organ)
+        self.alarms = {d.organ for d in states if d.alarm}
+        out = self.cfg.store_path / AUDIT_DIR
+        out.mkdir(parents=True, exist_ok=True)
+        write_edits_csv(self.fb.edit_rows(), out / "edits.csv")
+        build_report([out / "edits.csv"], out, window=self.cfg.drift_window, margin=self.cfg.drift_margin,
+                     baseline=self.baseline)
+
+    def run(self, poll_s: float = 0.5) -> None:
+        while not self.stop.is_set():
+            try:
+                self.one_pass()
+            except Exception:  # keep the node up; the next pass retries
+                log.exception("feedback pass failed")
+            self.stop.wait(poll_s)
+
+
+def status_lines(store: str | Path, window: int = 10, margin: float = 0.05, baseline: Optional[str] = None) -> list[str]:
+    """The clinic's sets per state, the model promotions and the drift alarm, for ``rtseg serve status``."""
+    store = Path(store)
+    db = store / "jobs.sqlite"
+    fb = Feedback(store, db)
+    try:
+        counts = {r[0]: r[1] for r in fb.sql("SELECT state, COUNT(*) FROM clinic_sets GROUP BY state")}
+        rows = fb.edit_rows()
+    finally:
+        fb.close()
+    lines = []
+    if counts:
+        lines.append("clinic structure sets: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    for rule, ckpt, model, _ in promotions(db)[-1:]:
+        lines.append(f"model: {model} ({Path(ckpt).name}, promoted for rule {rule})")
+    if rows:
+        states = drift_states(rows, window, margin, load_baseline(baseline) if baseline else None)
+        alarms = [d for d in states if d.alarm]
+        lines.append(f"drift alarm: {len(alarms)} organ(s)" if alarms else "drift alarm: none")
+        lines += ["  " + d.text(margin) for d in states]
+    return lines
