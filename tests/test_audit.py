@@ -26,7 +26,11 @@ def shifted(mask: np.ndarray, affine: np.ndarray, lps_x_mm: float) -> np.ndarray
     step = np.linalg.solve(affine[:3, :3], np.array([-lps_x_mm, 0.0, 0.0]))  # LPS x = -RAS x
     k = np.round(step).astype(int)
     assert np.allclose(step, k)
-    return np.roll(mask, tuple(k), axis=(0, 1, 2))
+    out = np.zeros_like(mask)  # voxels moved out of the image are gone (as a contour moved off the grid)
+    src = tuple(slice(max(0, -d), n - max(0, d)) for d, n in zip(k, mask.shape))
+    dst = tuple(slice(max(0, d), n - max(0, -d)) for d, n in zip(k, mask.shape))
+    out[dst] = mask[src]
+    return out
 
 
 @pytest.fixture(scope="module")
