@@ -97,6 +97,7 @@ def test_node_measures_the_clinics_edits(tmp_path: Path, ckpt: Path, processes: 
     assert sorted(states.values()) == ["measured"] * 5 + ["own", "unmatched"]
     assert other.SOPInstanceUID not in states
     assert any(e["event"] == "structure set refused" and "Frame of Reference" in e.get("reason", "") for e in node.log())
+    wait_for(lambda: (store / "audit" / "dashboard.html").is_file(), 60, "the node's audit dashboard")
     node.stop()
     processes.remove(node)
 
@@ -133,3 +134,66 @@ def test_node_measures_the_clinics_edits(tmp_path: Path, ckpt: Path, processes: 
         assert main(["serve", "status", "--store", str(store)]) == 0
     capsys_out.write_text(buf.getvalue())
     assert "5 measured" in buf.getvalue() and "drift alarm" in buf.getvalue()
+
+
+def _send_sets(port: int, files: list[Path], acked: list[str]) -> None:
+    """C-STORE the sets one by one on one association; ``acked`` gets each SOP Instance UID answered with success."""
+    from pynetdicom import AE
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RTStructureSetStorage
+
+    ae = AE(ae_title="TPS1")
+    ae.add_requested_context(RTStructureSetStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", port, ae_title="RTSEG")
+    assert assoc.is_established
+    try:
+        for f in files:
+            ds = pydicom.dcmread(f)
+            status = assoc.send_c_store(ds)
+            if not status or status.Status != 0x0000:
+                return
+            acked.append(str(ds.SOPInstanceUID))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+@pytest.mark.slow
+def test_kill9_while_structure_sets_arrive_loses_none(tmp_path: Path, ckpt: Path, processes: list) -> None:
+    import threading
+
+    from test_serve_support import NodeProcess
+
+    need_tools("storescu", "echoscu")
+    node = NodeProcess(tmp_path / "store", ["--checkpoint", str(ckpt), "--device", "cpu", "--series-timeout", "1",
+                                            "--complete-on-release"])
+    processes.append(node)
+    node.start()
+    store = node.store
+    cts = [small_series(tmp_path / "ct" / f"k{i}", seed=10 + i) for i in range(2)]
+    for i in range(2):
+        storescu(node.port, sorted((tmp_path / "ct" / f"k{i}").glob("*.dcm")))
+    wait_for(lambda: len(node_outputs(store)) == 2, 120, "2 series contoured")
+    outputs = node_outputs(store)
+    sets = [edit_set(outputs[cts[k % 2].meta["dicom"]["series_instance_uid"]], tmp_path / "sets" / f"s{k:02d}.dcm",
+                     shift_mm={"Bladder": 2.0 * (k % 3)}) for k in range(20)]
+    acked: list[str] = []
+    killer = threading.Thread(target=lambda: (wait_for(lambda: len(clinic_sets(store)) >= 5, 60, "5 sets stored",
+                                                       poll=0.005), node.kill9()))
+    killer.start()
+    try:
+        _send_sets(node.port, sets, acked)
+    except Exception:  # the node died under the association: what was acknowledged is what counts
+        pass
+    killer.join()
+    assert 3 <= len(acked) < len(sets), "the kill came too late or too early to test anything"
+    stored = clinic_sets(store)
+    assert set(acked) <= set(stored), "an acknowledged structure set was lost"
+    node.start()  # restarted: every stored set is measured
+    wait_for(lambda: sorted(set(clinic_sets(store).values())) == ["measured"], 120, "the stored sets to be measured")
+    rest = [s for s in sets if str(pydicom.dcmread(s, stop_before_pixels=True).SOPInstanceUID) not in clinic_sets(store)]
+    _send_sets(node.port, rest, acked)  # the sender's retry of what was not acknowledged
+    wait_for(lambda: list(clinic_sets(store).values()).count("measured") == len(sets), 120, "all 20 sets measured")
+    con = sqlite3.connect(store / "jobs.sqlite")
+    n_rows = con.execute("SELECT COUNT(*) FROM edits").fetchone()[0]
+    con.close()
+    assert n_rows == 2 * len(sets)  # two organs per set, each set measured once

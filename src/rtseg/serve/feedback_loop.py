@@ -3,13 +3,15 @@
 After each pass that measured something: the drift states of every organ (:mod:`rtseg.audit.drift`, with
 the config's ``drift_window``, ``drift_margin``, ``drift_baseline``); an organ that goes into alarm is
 logged (``drift alarm``, a warning) and one that recovers too (``drift cleared``); ``STORE/audit/``
-gets ``edits.csv`` and the dashboard (``rtseg audit report`` on the node's edits). ``rtseg serve status``
+gets ``edits.csv``, and the dashboard (``rtseg audit report`` on the node's edits) once a burst of
+sets is measured (at most every 30 s while sets keep coming). ``rtseg serve status``
 reads the same tables (:func:`status_lines`).
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,6 +25,7 @@ from rtseg.serve.logs import event, series_ref
 from rtseg.serve.models import promotions
 
 AUDIT_DIR = "audit"
+DASHBOARD_EVERY_S = 30.0
 log = logging.getLogger("rtseg.serve")
 
 
@@ -31,6 +34,7 @@ class FeedbackLoop:
         self.cfg, self.fb, self.series_dir, self.stop = cfg, feedback, series_dir, stop
         self.baseline = load_baseline(cfg.drift_baseline) if cfg.drift_baseline else None
         self.alarms: set[str] = {d.organ for d in self.drift() if d.alarm}
+        self.dashboard_due: Optional[float] = None
 
     def drift(self) -> list[DriftState]:
         return drift_states(self.fb.edit_rows(), self.cfg.drift_window, self.cfg.drift_margin, self.baseline)
@@ -52,6 +56,8 @@ class FeedbackLoop:
                       job=row["job_id"])
         if n:
             self.after_measuring()
+        if self.dashboard_due is not None and (n == 0 or time.monotonic() >= self.dashboard_due):
+            self.write_dashboard()
         return n
 
     def after_measuring(self) -> None:
@@ -66,6 +72,12 @@ class FeedbackLoop:
         out = self.cfg.store_path / AUDIT_DIR
         out.mkdir(parents=True, exist_ok=True)
         write_edits_csv(self.fb.edit_rows(), out / "edits.csv")
+        if self.dashboard_due is None:  # a burst of sets: the page once it is over, or every DASHBOARD_EVERY_S
+            self.dashboard_due = time.monotonic() + DASHBOARD_EVERY_S
+
+    def write_dashboard(self) -> None:
+        self.dashboard_due = None
+        out = self.cfg.store_path / AUDIT_DIR
         build_report([out / "edits.csv"], out, window=self.cfg.drift_window, margin=self.cfg.drift_margin,
                      baseline=self.baseline)
 
