@@ -25,8 +25,8 @@ from rtseg.models.spec import build_model, model_spec
 MODEL = "0123456789ab"
 
 
-def write_auto(labels: np.ndarray, series: Volume, path: Path, model: str = MODEL) -> Path:
-    write_rtstruct(labels, series, CLASSES, [(255, 0, 0)] * (len(CLASSES) - 1), path)
+def write_auto(labels: np.ndarray, series: Volume, path: Path, model: str = MODEL, classes=CLASSES) -> Path:
+    write_rtstruct(labels, series, classes, [(255, 0, 0)] * (len(classes) - 1), path)
     ds = pydicom.dcmread(path)
     ds.SeriesDescription = f"rtseg automatic contours, model {model}"
     ds.save_as(path, enforce_file_format=True)
@@ -99,3 +99,21 @@ def two_organ_checkpoint(path: Path, seed: int = 1, width: int = 8) -> Path:
 def small_series(folder: Path, seed: int, spacing=(2.0, 2.0, 2.0)) -> Volume:
     """A small phantom CT series (simulated) the two-organ checkpoint contours in well under a second."""
     return write_ct(Volume(small_phantom(shape=(40, 32, 32), seed=seed), np.diag([*spacing, 1.0])), folder, folder.name)
+
+
+def truth_labels(series: Volume) -> np.ndarray:
+    """What the physicians of the phantom clinic approve: body -> prostate (1), bone -> bladder (2)."""
+    hu = np.asarray(series.array)
+    return np.where(hu < -500, 0, np.where(hu > 200, 2, 1)).astype(np.uint8)
+
+
+def approved_truth(series: Volume, path: Path, date: str) -> Path:
+    """An approved set holding :func:`truth_labels` (rtseg's writer, then approved with pydicom)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_rtstruct(truth_labels(series), series, NAMES, COLORS, path)
+    ds = pydicom.dcmread(path)
+    ds.ApprovalStatus, ds.StructureSetDate, ds.StructureSetTime, ds.StructureSetLabel = "APPROVED", date, "090000", "Approved"
+    ds.ReviewDate, ds.ReviewTime, ds.ReviewerName = date, "090000", "Dr^Audit"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(path, enforce_file_format=True)
+    return path

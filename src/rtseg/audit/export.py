@@ -24,10 +24,20 @@ def _link(src: Path, dst: Path) -> None:
     os.symlink(src.resolve(), dst)
 
 
-def export_dataset(auto_dir: str | Path, approved_dir: str | Path, out_dir: str | Path, class_names: Sequence[str],
+def export_dataset(auto_dir: str | Path, approved_dir: str | Path, out_dir: str | Path, class_names: Sequence[str] | None,
                    aliases: Mapping[str, Sequence[str]] | None = None, include_unapproved: bool = False,
-                   workers: int = 1) -> tuple[ArchiveReport, list[tuple[str, str]]]:
-    """Convert the approved cases; returns the archive import's report and the cases left out (case, reason)."""
+                   workers: int = 1, init_model: str | Path | None = None,
+                   iterations: int = 2000) -> tuple[ArchiveReport, list[tuple[str, str]]]:
+    """Convert the approved cases; returns the archive import's report and the cases left out (case, reason).
+
+    With ``init_model`` the classes are the model's (unless given) and ``rtseg_finetune.yml`` is written
+    (:mod:`rtseg.audit.finetune`)."""
+    if class_names is None:
+        if init_model is None:
+            raise DataError("name the organ classes (--classes) or the model to fine-tune (--init-model)")
+        from rtseg.inference.bundle import load_bundle
+
+        class_names = list(load_bundle(init_model)[0].class_names)
     pairing = pair_folders(auto_dir, approved_dir)
     left_out = []
     with tempfile.TemporaryDirectory(prefix="rtseg-audit-export-") as tmp:
@@ -46,4 +56,9 @@ def export_dataset(auto_dir: str | Path, approved_dir: str | Path, out_dir: str 
         if n == 0:
             raise DataError(f"{approved_dir}: no APPROVED structure set to export ({len(left_out)} case(s) left out)")
         report = convert_dicom_archive(stage, out_dir, class_names, aliases, workers=workers, progress=False)
+    if init_model is not None and "dataset_json" in report.outputs:
+        from rtseg.audit.finetune import write_finetune_config
+
+        report.outputs["finetune_config"] = str(write_finetune_config(init_model, out_dir, report.outputs["dataset_json"],
+                                                                      list(class_names), iterations))
     return report, left_out

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from rtseg.cli.common import add_command
-from rtseg.cli.convert_archive import CLASSES_HELP, DEFAULT_ORGANS, aliases_from_options
+from rtseg.cli.convert_archive import DEFAULT_ORGANS, aliases_from_options
 
 NAME = "audit"
 ALIAS_HELP = "extra ROI name for a class, repeatable: CLASS=NAME[,NAME...] (e.g. rectum=Rectum_old)"
@@ -48,9 +48,13 @@ def _export(args: argparse.Namespace) -> int:
     from rtseg.audit.export import export_dataset
     from rtseg.cli.common import organ_class_names
 
-    report, left_out = export_dataset(args.auto, args.approved, args.out, organ_class_names(args.classes, "--classes"),
-                                      aliases_from_options(args.alias), args.include_unapproved)
+    classes = organ_class_names(args.classes, "--classes") if args.classes else (
+        None if args.init_model else organ_class_names(DEFAULT_ORGANS, "--classes"))
+    report, left_out = export_dataset(args.auto, args.approved, args.out, classes, aliases_from_options(args.alias),
+                                      args.include_unapproved, init_model=args.init_model, iterations=args.iterations)
     print(report.summary())
+    if "finetune_config" in report.outputs:
+        print(f"fine-tune with: rtseg train -c {report.outputs['finetune_config']}")
     for case, why in left_out:
         print(f"  left out: {case}: {why}", file=sys.stderr)
     return 0 if report.ok else 1
@@ -86,5 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(per-case organ list) and rtseg_train.yml, through the archive import.")
     _pair_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="dataset folder")
-    p.add_argument("--classes", nargs="+", default=DEFAULT_ORGANS, metavar="NAME", help=CLASSES_HELP)
+    p.add_argument("--classes", nargs="+", default=None, metavar="NAME", help="organ names for labels 1, 2, ... "
+                   f"(label 0 is background); default: the --init-model's classes, else {' '.join(DEFAULT_ORGANS)}")
+    p.add_argument("--init-model", default=None, metavar="CKPT", help="the current model: also write "
+                   "rtseg_finetune.yml, which fine-tunes it on these cases keeping its grid and normalization")
+    p.add_argument("--iterations", type=int, default=2000, metavar="N", help="fine-tuning iterations in "
+                   "rtseg_finetune.yml (default 2000)")
     p.add_argument("--include-unapproved", action="store_true", help="also export sets that are not APPROVED")

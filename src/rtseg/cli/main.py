@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rtseg.cli.calibrate",
     "rtseg.cli.serve",
     "rtseg.cli.audit",
+    "rtseg.cli.compare_models",
 )
 
 
