@@ -4,7 +4,8 @@
 class names and colours, and the grid (``SPACING``, ``PATCH_SIZE``, ``NORMALIZE``, ``HU_WINDOW`` and, where the
 checkpoint holds one, its plan with the dataset intensity statistics) are copied from it as explicit keys,
 so the fine-tuned model contours on the same grid with the same normalization and ``rtseg serve promote``
-can swap it in. The learning rate is a tenth of a from-scratch run's.
+can swap it in. A model that works on each input's own grid (no target spacing) is tuned on the data's
+common spacing, which the new model then records. The learning rate is a tenth of a from-scratch run's.
 """
 from __future__ import annotations
 
