@@ -12,6 +12,7 @@ from pydicom.uid import generate_uid
 
 from audit_data import MODEL, edit_set, make_case
 from browser import open_page, require_browser
+from dicom_checks import assert_dciodvfy_clean
 from rtseg.audit.compare import COLUMNS, compare_folders
 from rtseg.audit.drift import drift_states
 from rtseg.audit.report import build_report
@@ -48,6 +49,8 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     stray.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0] \
         .SeriesInstanceUID = "1.2.3.999"
     stray.save_as(root / "approved" / "stray.dcm", enforce_file_format=True)
+    for f in (root / "auto" / "p0" / "rtstruct.dcm", root / "approved" / "p2.dcm", root / "approved" / "stray.dcm"):
+        assert_dciodvfy_clean(f)
     res = compare_folders(root / "auto", root / "approved", root / "out")
     return {"root": root, "cases": cases, "res": res}
 
