@@ -90,7 +90,8 @@ def connect(db: Path) -> sqlite3.Connection:
 class Feedback:
     """The clinic_sets and edits tables of one node (thread-safe: one connection, one lock)."""
 
-    def __init__(self, store: Path, db: Path) -> None:
+    def __init__(self, store: Path, db: Path, max_bytes: float = 64e6) -> None:
+        self.max_bytes = max_bytes
         self.folder = store / FEEDBACK_DIR
         self.folder.mkdir(parents=True, exist_ok=True)
         self.con = connect(db)
@@ -150,8 +151,13 @@ class Feedback:
         if not sop_uid:
             event(logging.WARNING, "structure set refused", calling_ae=calling, reason="SOPInstanceUID empty")
             return 0xA900
+        data = e.encoded_dataset(include_meta=True)
+        if len(data) > self.max_bytes:
+            event(logging.WARNING, "structure set refused", calling_ae=calling, status="0xA700",
+                  reason=f"instance of {len(data) / 1e6:.1f} MB exceeds max_instance_mb={self.max_bytes / 1e6:g}")
+            return 0xA700
         try:
-            status, what = self.receive(sop_uid, e.encoded_dataset(include_meta=True), calling)
+            status, what = self.receive(sop_uid, data, calling)
         except (OSError, RtsegError, ValueError) as exc:
             event(logging.WARNING, "structure set refused", calling_ae=calling, reason=str(exc))
             return 0xA700 if isinstance(exc, OSError) else CANNOT_UNDERSTAND

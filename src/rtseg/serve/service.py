@@ -44,7 +44,7 @@ class Node:
         self.scp = StorageSCP(cfg, self.queue, self.store)
         self.workers = [Worker(cfg, self.queue, self.store, self.stop_event, make_contourer) for _ in range(cfg.workers)]
         self.sender = Sender(cfg, self.queue, self.stop_event)
-        self.feedback = Feedback(root, queue_path(root))
+        self.feedback = Feedback(root, queue_path(root), cfg.max_instance_mb * 1e6)
         self.scp.feedback = self.feedback
         self.feedback_loop = FeedbackLoop(cfg, self.feedback, self.store.series_dir, self.stop_event)
         self._threads: list[threading.Thread] = []
