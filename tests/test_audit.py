@@ -49,6 +49,14 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     stray.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0] \
         .SeriesInstanceUID = "1.2.3.999"
     stray.save_as(root / "approved" / "stray.dcm", enforce_file_format=True)
+    # a fourth case whose approved set is drawn in another Frame of Reference: not measured, with the reason
+    _, _, auto3 = make_case(root, "p3", 9)
+    other = pydicom.dcmread(edit_set(auto3, root / "approved" / "p3.dcm"))
+    frame = generate_uid()
+    other.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID = frame
+    for roi in other.StructureSetROISequence:
+        roi.ReferencedFrameOfReferenceUID = frame
+    other.save_as(root / "approved" / "p3.dcm", enforce_file_format=True)
     for f in (root / "auto" / "p0" / "rtstruct.dcm", root / "approved" / "p2.dcm", root / "approved" / "stray.dcm"):
         assert_dciodvfy_clean(f)
     res = compare_folders(root / "auto", root / "approved", root / "out")
@@ -95,6 +103,8 @@ def test_unpaired_sets_are_reported(study: dict) -> None:
     assert len(pairing["cases"]) == 3
     assert [Path(u[0]).name for u in pairing["unmatched"]] == ["stray.dcm"]
     assert "1.2.3.999" in pairing["unmatched"][0][1]
+    assert len(pairing["failed"]) == 1 and "Frame of Reference" in pairing["failed"][0][1]
+    assert "drawn on another scan" in pairing["failed"][0][1]
 
 
 def _series(values_by_case: list[float], organ: str) -> list[dict]:

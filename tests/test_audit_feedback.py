@@ -1,0 +1,62 @@
+"""The node's feedback tables and drift alarm without a network: edits rows of a simulated drift raise the alarm
+in the log, in ``rtseg serve status`` and on the node's dashboard; a stable series raises none."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rtseg.cli.main import main
+from rtseg.serve.config import load_serve_config
+from rtseg.serve.feedback import Feedback
+from rtseg.serve.feedback_loop import FeedbackLoop
+from rtseg.serve.jobs import JobQueue
+from rtseg.serve.logs import setup_logging
+
+
+def _fill(fb: Feedback, organ: str, values: np.ndarray) -> None:
+    rows = []
+    for i, v in enumerate(values):
+        rows.append((f"1.2.9.{organ}.{i}", f"1.2.8.{i}", organ, "edited", v, v, float(v), v, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0,
+                     organ, organ, f"2025-01-01 00:{i // 60:02d}:{i % 60:02d}", "APPROVED", "0123456789ab", time.time()))
+    with fb.lock:
+        fb.con.executemany(f"INSERT INTO edits VALUES ({','.join('?' * 20)})", rows)
+
+
+@pytest.mark.parametrize("drift", [False, True])
+def test_drift_alarm_in_log_status_and_page(tmp_path: Path, drift: bool) -> None:
+    store = tmp_path / "store"
+    cfg = load_serve_config(None, {"store": str(store), "checkpoint": "unused.pt", "drift_window": 10})
+    JobQueue(store / "jobs.sqlite").close()  # the node's database, with its jobs tables
+    fb = Feedback(store, store / "jobs.sqlite")
+    handlers = setup_logging(store / "log.jsonl", to_stderr=False)
+    try:
+        loop = FeedbackLoop(cfg, fb, lambda uid: store / "series", threading.Event())
+        rng = np.random.default_rng(1)
+        values = np.clip(0.95 + 0.02 * rng.standard_normal(40), 0, 1)
+        _fill(fb, "Bladder", values)
+        _fill(fb, "Rectum", values - (np.r_[np.zeros(20), np.linspace(0, 0.3, 20)] if drift else 0))
+        loop.after_measuring()
+        loop.write_dashboard()
+    finally:
+        fb.close()
+        for h in handlers:
+            logging.getLogger("rtseg.serve").removeHandler(h)
+            h.close()
+    events = [json.loads(line) for line in (store / "log.jsonl").read_text().splitlines()]
+    alarms = [e for e in events if e["event"] == "drift alarm"]
+    assert [e["organ"] for e in alarms] == (["Rectum"] if drift else [])
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["serve", "status", "--store", str(store)]) == 0
+    text = buf.getvalue()
+    assert ("drift alarm: 1 organ(s)" in text and "Rectum: DRIFT" in text) if drift else "drift alarm: none" in text
+    page = (store / "audit" / "dashboard.html").read_text()
+    assert ("Drift alarm: 1 organ(s)" in page) == drift and ("No drift alarm" in page) != drift
