@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 
 from rtseg.cli.main import main
@@ -60,3 +61,29 @@ def test_drift_alarm_in_log_status_and_page(tmp_path: Path, drift: bool) -> None
     assert ("drift alarm: 1 organ(s)" in text and "Rectum: DRIFT" in text) if drift else "drift alarm: none" in text
     page = (store / "audit" / "dashboard.html").read_text()
     assert ("Drift alarm: 1 organ(s)" in page) == drift and ("No drift alarm" in page) != drift
+
+
+def test_unmatched_set_is_matched_when_its_series_arrives_and_stored_once(tmp_path: Path) -> None:
+    from audit_data import edit_set, make_case
+    from rtseg.serve.jobs import InstanceInfo
+
+    series, _, auto = make_case(tmp_path, "p0", 1)
+    approved = edit_set(auto, tmp_path / "approved.dcm", shift_mm={"Bladder": 4.0})
+    store = tmp_path / "store"
+    queue = JobQueue(store / "jobs.sqlite")
+    fb = Feedback(store, store / "jobs.sqlite")
+    try:
+        data = approved.read_bytes()
+        sop = str(pydicom.dcmread(approved).SOPInstanceUID)
+        assert fb.receive(sop, data, "TPS") == (0, "unmatched")
+        assert fb.receive(sop, data, "TPS") == (0, "stored before")
+        uid = series.meta["dicom"]["series_instance_uid"]
+        ct_file = sorted((tmp_path / "auto" / "p0" / "ct").glob("*.dcm"))[0]
+        job, _ = queue.add_instance(InstanceInfo("1.2.3", uid, "s", "CT", "", ""), ct_file, 1, "SCANNER", "127.0.0.1")
+        fb.match_unmatched()
+        rows = fb.sql("SELECT state, job_id FROM clinic_sets")
+        assert [(r["state"], r["job_id"]) for r in rows] == [("pending", job)]
+        assert len(list((store / "feedback").iterdir())) == 1
+    finally:
+        fb.close()
+        queue.close()

@@ -170,13 +170,13 @@ class Feedback:
     # ------------------------------------------------------------------ measuring
 
     def match_unmatched(self) -> None:
-        for r in self.sql("SELECT sop_uid, path FROM clinic_sets WHERE state='unmatched'"):
-            head = read_file_header(Path(r["path"]))
-            job = self._contoured_job(head.ref_series)
-            if job is not None:
-                with self.lock:
-                    self.con.execute("UPDATE clinic_sets SET state='pending', series_uid=?, job_id=? WHERE sop_uid=?",
-                                     (job["series_uid"], int(job["id"]), r["sop_uid"]))
+        """Unmatched sets whose series has arrived since (one query: the set's first referenced series)."""
+        rows = self.sql("SELECT c.sop_uid, MAX(j.id) AS job_id FROM clinic_sets c JOIN jobs j ON j.series_uid = c.series_uid "
+                        "WHERE c.state='unmatched' GROUP BY c.sop_uid")
+        with self.lock:
+            for r in rows:
+                self.con.execute("UPDATE clinic_sets SET state='pending', job_id=? WHERE sop_uid=?",
+                                 (int(r["job_id"]), r["sop_uid"]))
 
     def measure(self, row: sqlite3.Row, series_dir: Path) -> Optional[int]:
         """Measure one pending set when its job's RTSTRUCT exists; the number of organ rows, None if not yet."""
