@@ -97,7 +97,11 @@ def test_node_measures_the_clinics_edits(tmp_path: Path, ckpt: Path, processes: 
     assert sorted(states.values()) == ["measured"] * 5 + ["own", "unmatched"]
     assert other.SOPInstanceUID not in states
     assert any(e["event"] == "structure set refused" and "Frame of Reference" in e.get("reason", "") for e in node.log())
-    wait_for(lambda: (store / "audit" / "dashboard.html").is_file(), 60, "the node's audit dashboard")
+    # the node's dashboard: the edited cases link to review pages with both contours
+    wait_for(lambda: (store / "audit" / "dashboard.html").is_file()
+             and (store / "audit" / "dashboard.html").read_text().count('href="review/case_') >= 4, 60,
+             "the node's audit dashboard")
+    assert len(list((store / "audit" / "review").glob("*.html"))) == 5
     node.stop()
     processes.remove(node)
 

@@ -15,11 +15,17 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from rtseg.audit.compare import write_edits_csv
+from rtseg.audit.compare import PAIRING_NAME, write_edits_csv
+from rtseg.audit.pages import REVIEW_DIR, most_edited, page_name, write_case_page
+from rtseg.audit.pairing import PairData, organ_masks
 from rtseg.audit.drift import DriftState, drift_states
 from rtseg.audit.report import build_report, load_baseline
 from rtseg.errors import RtsegError
+from rtseg.io.dicom.series import read_dicom_series
+from rtseg.io.jsonfile import write_json
+from rtseg.io.rtstruct.read import read_rtstruct
 from rtseg.serve.config import ServeConfig
+from rtseg.serve.destinations import split_outputs
 from rtseg.serve.feedback import Feedback
 from rtseg.serve.logs import event, series_ref
 from rtseg.serve.models import promotions
@@ -75,11 +81,33 @@ class FeedbackLoop:
         if self.dashboard_due is None:  # a burst of sets: the page once it is over, or every DASHBOARD_EVERY_S
             self.dashboard_due = time.monotonic() + DASHBOARD_EVERY_S
 
-    def write_dashboard(self) -> None:
+    def write_dashboard(self, pages: int = 5) -> None:
+        """The dashboard, with review pages (auto and approved together) of the ``pages`` most edited cases."""
         self.dashboard_due = None
         out = self.cfg.store_path / AUDIT_DIR
+        rows = self.fb.edit_rows()
+        cases = []
+        for uid in most_edited(rows, pages):
+            rel = f"{REVIEW_DIR}/{page_name(uid)}"
+            try:
+                if not (out / rel).is_file():
+                    self.review_page(uid, out / rel)
+                cases.append({"case": uid, "review_page": rel})
+            except (RtsegError, OSError) as exc:
+                event(logging.WARNING, "review page not written", series=series_ref(uid), reason=str(exc))
+        write_json({"cases": cases}, out / PAIRING_NAME)
         build_report([out / "edits.csv"], out, window=self.cfg.drift_window, margin=self.cfg.drift_margin,
                      baseline=self.baseline)
+
+    def review_page(self, series_uid: str, path: Path) -> None:
+        """The review page of the newest measured set of a series against the node's RTSTRUCT of it."""
+        row = self.fb.sql("SELECT c.path, j.rtstruct FROM clinic_sets c JOIN jobs j ON j.id = c.job_id WHERE "
+                          "c.series_uid=? AND c.state='measured' ORDER BY c.measured_at DESC LIMIT 1", (series_uid,))[0]
+        auto_path = next(p for p in split_outputs(row["rtstruct"]) if p.name.endswith("rtstruct.dcm"))
+        ct = read_dicom_series(self.series_dir(series_uid))
+        auto, clinic = read_rtstruct(auto_path), read_rtstruct(row["path"])
+        data = PairData(ct, auto, clinic, organ_masks(auto, ct), organ_masks(clinic, ct))
+        write_case_page(data, path, f"rtseg node audit: auto (top) and approved (bottom), {series_ref(series_uid)}")
 
     def run(self, poll_s: float = 0.5) -> None:
         while not self.stop.is_set():
