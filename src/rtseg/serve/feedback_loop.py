@@ -90,24 +90,27 @@ class FeedbackLoop:
         for uid in most_edited(rows, pages):
             rel = f"{REVIEW_DIR}/{page_name(uid)}"
             try:
-                if not (out / rel).is_file():
-                    self.review_page(uid, out / rel)
-                cases.append({"case": uid, "review_page": rel})
+                if (out / rel).is_file() or self.review_page(uid, out / rel):
+                    cases.append({"case": uid, "review_page": rel})
             except (RtsegError, OSError) as exc:
                 event(logging.WARNING, "review page not written", series=series_ref(uid), reason=str(exc))
         write_json({"cases": cases}, out / PAIRING_NAME)
         build_report([out / "edits.csv"], out, window=self.cfg.drift_window, margin=self.cfg.drift_margin,
                      baseline=self.baseline)
 
-    def review_page(self, series_uid: str, path: Path) -> None:
-        """The review page of the newest measured set of a series against the node's RTSTRUCT of it."""
-        row = self.fb.sql("SELECT c.path, j.rtstruct FROM clinic_sets c JOIN jobs j ON j.id = c.job_id WHERE "
-                          "c.series_uid=? AND c.state='measured' ORDER BY c.measured_at DESC LIMIT 1", (series_uid,))[0]
+    def review_page(self, series_uid: str, path: Path) -> bool:
+        """The review page of the newest measured set of a series against the node's RTSTRUCT of it (False: none)."""
+        rows = self.fb.sql("SELECT c.path, j.rtstruct FROM clinic_sets c JOIN jobs j ON j.id = c.job_id WHERE "
+                           "c.series_uid=? AND c.state='measured' ORDER BY c.measured_at DESC LIMIT 1", (series_uid,))
+        if not rows or not rows[0]["rtstruct"]:
+            return False
+        row = rows[0]
         auto_path = next(p for p in split_outputs(row["rtstruct"]) if p.name.endswith("rtstruct.dcm"))
         ct = read_dicom_series(self.series_dir(series_uid))
         auto, clinic = read_rtstruct(auto_path), read_rtstruct(row["path"])
         data = PairData(ct, auto, clinic, organ_masks(auto, ct), organ_masks(clinic, ct))
         write_case_page(data, path, f"rtseg node audit: auto (top) and approved (bottom), {series_ref(series_uid)}")
+        return True
 
     def run(self, poll_s: float = 0.5) -> None:
         while not self.stop.is_set():
