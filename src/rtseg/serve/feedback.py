@@ -185,6 +185,8 @@ class Feedback:
         if not autos:
             if job["state"] in ("failed", "unrouted"):
                 self._set(row["sop_uid"], "failed", error=f"the node did not contour this series: {job['error']}")
+            elif job["state"] in ("sending", "done"):
+                self._set(row["sop_uid"], "failed", error="the node wrote no RTSTRUCT for this series (its rule's formats)")
             return None
         ct = read_dicom_series(series_dir)
         auto, clinic = organ_masks(read_rtstruct(autos[0]), ct), organ_masks(read_rtstruct(row["path"]), ct)

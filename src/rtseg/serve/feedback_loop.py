@@ -105,7 +105,9 @@ class FeedbackLoop:
         if not rows or not rows[0]["rtstruct"]:
             return False
         row = rows[0]
-        auto_path = next(p for p in split_outputs(row["rtstruct"]) if p.name.endswith("rtstruct.dcm"))
+        auto_path = next((p for p in split_outputs(row["rtstruct"]) if p.name.endswith("rtstruct.dcm")), None)
+        if auto_path is None:
+            return False
         ct = read_dicom_series(self.series_dir(series_uid))
         auto, clinic = read_rtstruct(auto_path), read_rtstruct(row["path"])
         data = PairData(ct, auto, clinic, organ_masks(auto, ct), organ_masks(clinic, ct))
