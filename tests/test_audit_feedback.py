@@ -15,6 +15,7 @@ import pydicom
 import pytest
 
 from rtseg.cli.main import main
+from rtseg.errors import DataError
 from rtseg.serve.config import load_serve_config
 from rtseg.serve.feedback import Feedback
 from rtseg.serve.feedback_loop import FeedbackLoop
@@ -84,6 +85,9 @@ def test_unmatched_set_is_matched_when_its_series_arrives_and_stored_once(tmp_pa
         rows = fb.sql("SELECT state, job_id FROM clinic_sets")
         assert [(r["state"], r["job_id"]) for r in rows] == [("pending", job)]
         assert len(list((store / "feedback").iterdir())) == 1
+        with pytest.raises(DataError, match="not a readable RT Structure Set"):  # refused, nothing left behind
+            fb.receive("1.2.3.4", b"DICM but not really", "TPS")
+        assert len(list((store / "feedback").iterdir())) == 1 and len(fb.sql("SELECT * FROM clinic_sets")) == 1
     finally:
         fb.close()
         queue.close()

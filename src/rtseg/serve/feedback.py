@@ -30,7 +30,7 @@ from typing import Any, Optional
 import numpy as np
 
 from rtseg.audit.pairing import display_name, organ_masks
-from rtseg.errors import RtsegError
+from rtseg.errors import DataError, RtsegError
 from rtseg.evaluation.edits import edit_measures
 from rtseg.io.archive.scan import read_file_header
 from rtseg.io.atomic import atomic_path
@@ -123,7 +123,11 @@ class Feedback:
         target = self.folder / f"{hashlib.sha256(sop_uid.encode()).hexdigest()[:24]}.dcm"
         with atomic_path(target) as tmp:  # written and fsynced before the row that points at it
             tmp.write_bytes(data)
-        head, when = read_file_header(target), set_provenance(target)["date"]
+        try:
+            head, when = read_file_header(target), set_provenance(target)["date"]
+        except Exception as exc:  # pydicom raises many types for a damaged file
+            target.unlink(missing_ok=True)
+            raise DataError(f"not a readable RT Structure Set ({type(exc).__name__})") from None
         job = self._contoured_job(head.ref_series)
         if job is not None:
             frame = self._ct_frame(job["series_uid"])

@@ -1,4 +1,5 @@
-"""The DICOM Storage SCP (pynetdicom): C-ECHO, and C-STORE of CT Image Storage in any transfer syntax.
+"""The DICOM Storage SCP (pynetdicom): C-ECHO, and C-STORE of CT Image Storage in any transfer syntax
+(RT Structure Set Storage too: the clinic's approved sets, handled by :mod:`rtseg.serve.feedback`).
 
 Receiving only writes the instance's bytes as they came (no decoding, no
 inference) and one row in the queue, so a sender is never kept waiting by a
