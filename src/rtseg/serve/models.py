@@ -67,6 +67,8 @@ def promote(db: Path, checkpoint: str | Path, rule: str = "*") -> str:
     from rtseg.inference.ensemble import load_predictor
 
     p = Path(checkpoint).resolve()
+    if not Path(db).is_file():
+        raise ConfigError(f"{db}: no node database (is --store the node's store folder? start the node once)")
     if not p.exists():
         raise ConfigError(f"{checkpoint}: checkpoint not found")
     load_predictor(p, "cpu")  # a checkpoint that does not load is refused here, not at the next series
