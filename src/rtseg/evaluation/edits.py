@@ -30,7 +30,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
-from rtseg.evaluation.surface import _bbox_of, _check_spacing, _check_tolerance, _union_with_margin, organ_metrics
+from rtseg.errors import DataError
+from rtseg.evaluation.surface import _bbox_of, _check_spacing, _check_tolerance, _surface, _union_with_margin
 
 #: Surface Dice tolerances (mm) the audit reports.
 SURFACE_TOLERANCES_MM: tuple[float, ...] = (1.0, 2.0, 3.0)
@@ -90,27 +91,46 @@ def _status(n_auto: int, n_approved: int, identical: bool) -> str:
     return "unchanged" if identical else "edited"
 
 
+def _surface_measures(auto: np.ndarray, approved: np.ndarray, sp: tuple[float, float, float],
+                      tolerances: Sequence[float]) -> dict[str, float]:
+    """Surface Dice per tolerance and HD95 from one pair of distance transforms on the union's box (both non-empty)."""
+    box = _union_with_margin([_bbox_of(auto), _bbox_of(approved)], auto.shape)
+    a, b = auto[box], approved[box]
+    sa, sb = _surface(a), _surface(b)
+    d_ab = ndimage.distance_transform_edt(~sb, sampling=sp)[sa]
+    d_ba = ndimage.distance_transform_edt(~sa, sampling=sp)[sb]
+    out = {_tol_key(t): (np.count_nonzero(d_ab <= t) + np.count_nonzero(d_ba <= t)) / (d_ab.size + d_ba.size)
+           for t in tolerances}
+    out["hd95_mm"] = float(max(np.percentile(d_ab, 95), np.percentile(d_ba, 95)))
+    return out
+
+
 def edit_measures(auto: np.ndarray, approved: np.ndarray, spacing: Sequence[float],
                   tolerances: Sequence[float] = SURFACE_TOLERANCES_MM,
                   apl_tolerance_mm: float = APL_TOLERANCE_MM) -> dict[str, Any]:
     """``{"status", <edit_keys>}`` of one organ (boolean or 0/1 masks of one 3D shape)."""
     auto, approved = np.asarray(auto, dtype=bool), np.asarray(approved, dtype=bool)
+    if auto.ndim != 3 or auto.shape != approved.shape:
+        raise DataError(f"auto and approved masks must be 3D of one shape, got {auto.shape} and {approved.shape}")
     sp = _check_spacing(spacing)
-    first = organ_metrics(auto, approved, sp, tolerance_mm=tolerances[0] if tolerances else 2.0)
-    out: dict[str, Any] = {"status": _status(int(first["vol_pred_ml"] > 0), int(first["vol_gt_ml"] > 0),
-                                             bool(np.array_equal(auto, approved)))}
-    out["dice"] = first["dice"]
-    for i, t in enumerate(tolerances):
-        out[_tol_key(t)] = first["surface_dice"] if i == 0 else organ_metrics(auto, approved, sp, tolerance_mm=t)["surface_dice"]
+    tols = [_check_tolerance(t) for t in tolerances]
+    n_a, n_b = int(np.count_nonzero(auto)), int(np.count_nonzero(approved))
+    voxel_ml = float(np.prod(sp)) / 1000.0
+    out: dict[str, Any] = {"status": _status(n_a, n_b, n_a == n_b and bool(np.array_equal(auto, approved)))}
+    if n_a and n_b:
+        out["dice"] = 2.0 * int(np.count_nonzero(auto & approved)) / (n_a + n_b)
+        surf = _surface_measures(auto, approved, sp, tols)
+    else:  # docs/METRICS.md: both empty -> 1 and 0 mm; one empty -> 0 and inf
+        both = not n_a and not n_b
+        out["dice"] = 1.0 if both else 0.0
+        surf = {**{_tol_key(t): out["dice"] for t in tols}, "hd95_mm": 0.0 if both else float("inf")}
+    out.update({k: v for k, v in surf.items() if k != "hd95_mm"})
     apl, length = added_path_length(auto, approved, sp, apl_tolerance_mm)
     out["apl_mm"] = apl
     out["apl_pct"] = 100.0 * apl / length if length else 0.0
-    out["hd95_mm"] = first["hd95"]
-    out["vol_auto_ml"], out["vol_approved_ml"] = first["vol_pred_ml"], first["vol_gt_ml"]
-    if first["vol_pred_ml"] > 0:
-        out["volume_ratio"] = first["vol_gt_ml"] / first["vol_pred_ml"]
-    else:
-        out["volume_ratio"] = 1.0 if first["vol_gt_ml"] == 0 else float("inf")
+    out["hd95_mm"] = surf["hd95_mm"]
+    out["vol_auto_ml"], out["vol_approved_ml"] = n_a * voxel_ml, n_b * voxel_ml
+    out["volume_ratio"] = n_b / n_a if n_a else (1.0 if not n_b else float("inf"))
     return out
 
 
