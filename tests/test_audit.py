@@ -43,6 +43,10 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict:
         edit_set(auto, root / "approved" / f"p{i}.dcm", shift_mm={"Bladder": 4.0 * k}, rename={"Rectum": "Rect"},
                  delete=["Femur_Head_L"] if i == 2 else [], date=f"2025010{i + 1}")
         cases.append((series, labels))
+    # the clinic's set of case 1 also holds a PTV (no class knows it): not an edit of the model's output
+    ds1 = pydicom.dcmread(root / "approved" / "p1.dcm")
+    ds1.StructureSetROISequence[0].ROIName = "PTV_70"  # was Prostate: the auto Prostate is now 'deleted'
+    ds1.save_as(root / "approved" / "p1.dcm", enforce_file_format=True)
     # an approved set of a CT series neither folder holds
     stray = pydicom.dcmread(root / "approved" / "p0.dcm")
     stray.SOPInstanceUID = stray.file_meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -89,12 +93,14 @@ def test_edits_csv_equals_independent_computation(study: dict) -> None:
                 monai_surface_dice(auto, approved, series.spacing, 2.0), abs=1e-5)
             assert float(b["volume_ratio"]) == pytest.approx(1.0)  # a move, not a resize
             assert float(b["apl_mm"]) > 0 and float(b["hd95_mm"]) <= 4.0 * SHIFT_VOXELS[i] + 1e-6
-        for organ in ("Prostate", "Rectum", "Femur_Head_R"):
+        for organ in ("Rectum", "Femur_Head_R") + (("Prostate",) if i != 1 else ()):
             assert mine[organ]["status"] == "unchanged" and float(mine[organ]["dice"]) == 1.0
             assert float(mine[organ]["apl_mm"]) == 0.0
         # the renamed ROI is the same organ: measured, not deleted + added
         assert (mine["Rectum"]["auto_roi"], mine["Rectum"]["approved_roi"]) == ("Rectum", "Rect")
         assert mine["Femur_Head_L"]["status"] == ("deleted" if i == 2 else "unchanged")
+        if i == 1:  # its ROI renamed to a PTV: the organ is gone, and the PTV is no organ of the model's
+            assert mine["Prostate"]["status"] == "deleted" and mine["Prostate"]["approved_roi"] == ""
         assert mine["Bladder"]["model"] == MODEL and mine["Bladder"]["date"] == f"2025-01-0{i + 1} 10:00:00"
 
 

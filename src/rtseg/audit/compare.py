@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from rtseg.audit.pairing import CasePair, PairData, display_name, pair_folders, read_pair
+from rtseg.audit.pairing import CasePair, PairData, compared_keys, display_name, pair_folders, read_pair
 from rtseg.errors import DataError, RtsegError
 from rtseg.evaluation.edits import edit_measures
 from rtseg.io.atomic import atomic_path
@@ -38,7 +38,7 @@ def pair_rows(data: PairData, case: str, approved: Mapping[str, str], auto: Mapp
     spacing = data.ct.spacing
     empty = np.zeros(data.ct.shape, dtype=bool)
     rows = []
-    for key in sorted(set(data.auto_organs) | set(data.approved_organs)):
+    for key in compared_keys(data.auto_organs, data.approved_organs):
         a, b = data.auto_organs.get(key), data.approved_organs.get(key)
         names = (a or b)[1]  # type: ignore[index]
         m = edit_measures(a[0] if a else empty, b[0] if b else empty, spacing)

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from rtseg.audit.pairing import CasePair, PairData, display_name, read_pair
+from rtseg.audit.pairing import CasePair, PairData, compared_keys, display_name, read_pair
 from rtseg.labels import default_colors
 from rtseg.review.page import review_page, write_page
 
@@ -26,7 +26,7 @@ def page_name(series_uid: str) -> str:
 
 def pair_labels(data: PairData) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Class names (background first) and both sides' label arrays (where organs overlap, the later name wins)."""
-    keys = sorted(set(data.auto_organs) | set(data.approved_organs))
+    keys = compared_keys(data.auto_organs, data.approved_organs)
     names = ["background"] + [display_name(k, (data.auto_organs.get(k) or data.approved_organs[k])[1]) for k in keys]
     arrays = []
     for side in (data.auto_organs, data.approved_organs):

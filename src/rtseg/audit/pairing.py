@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -120,6 +120,12 @@ def organ_masks(rs: RtStruct, ct: Volume, aliases: Mapping[str, Sequence[str]] |
         else:
             out[key] = (mask, [r.name])
     return out
+
+
+def compared_keys(auto: Mapping[str, Any], approved: Mapping[str, Any]) -> list[str]:
+    """Organs measured: every organ of the auto set, and the approved set's organs a class accepts (an ROI only the
+    clinic drew and no class knows, such as a PTV, ring or BODY, is not the model's and not an edit)."""
+    return sorted(set(auto) | {k for k in approved if not k.startswith("roi:")})
 
 
 def display_name(key: str, names: Sequence[str]) -> str:

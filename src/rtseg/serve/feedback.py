@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from rtseg.audit.pairing import display_name, organ_masks
+from rtseg.audit.pairing import compared_keys, display_name, organ_masks
 from rtseg.errors import DataError, RtsegError
 from rtseg.evaluation.edits import edit_measures
 from rtseg.io.archive.scan import read_file_header
@@ -197,7 +197,7 @@ class Feedback:
         version, now = model_version(job["checkpoint"]), time.time()
         empty = np.zeros(ct.shape, dtype=bool)
         rows, organs = [], []
-        for key in sorted(set(auto) | set(clinic)):
+        for key in compared_keys(auto, clinic):
             a, b = auto.get(key), clinic.get(key)
             if b:
                 organs.append(display_name(key, b[1]))
