@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rtseg.cli.review",
     "rtseg.cli.calibrate",
     "rtseg.cli.serve",
+    "rtseg.cli.audit",
+    "rtseg.cli.compare_models",
 )
 
 

@@ -43,13 +43,15 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, NAME, run, HELP, DESCRIPTION)
-    p.add_argument("action", nargs="?", choices=("run", "status", "release", "reject"), default="run",
+    p.add_argument("action", nargs="?", choices=("run", "status", "release", "reject", "promote"), default="run",
                    help="run (default): start the node; status: list the jobs in --store; release JOB / reject JOB: "
-                   "decide on a job the QA gate held (release sends it, reject never does)")
-    p.add_argument("job", nargs="?", type=int, default=None, metavar="JOB",
-                   help="release/reject: the job number (as 'rtseg serve status' lists it)")
+                   "decide on a job the QA gate held (release sends it, reject never does); promote CHECKPOINT: "
+                   "contour with CHECKPOINT from now on (docs/AUDIT.md)")
+    p.add_argument("target", nargs="?", default=None, metavar="JOB|CHECKPOINT",
+                   help="release/reject: the job number (as 'rtseg serve status' lists it); promote: the checkpoint")
     p.add_argument("--by", default=None, metavar="NAME",
                    help="release/reject: who decides, kept with the job and in the log (default: the OS user)")
+    p.add_argument("--rule", default="*", metavar="NAME", help="promote: only for this routing rule (default: every rule)")
     p.add_argument("--config", default=None, metavar="YML", help="YAML file with the keys below (and rules:)")
     p.add_argument("--json", action="store_true", help="status: one JSON object per job instead of a table")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="status: only the N most recent jobs")
@@ -73,10 +75,9 @@ def run(args: argparse.Namespace) -> int:
             store = load_serve_config(args.config, _flags(args)).store
         if store is None:
             raise ConfigError(f"{args.action} needs --store DIR (or --config naming the store)")
+        args.job, args.promoted = _target(args)
         if args.action in ("release", "reject"):
             return _review(args, store)
-        if args.job is not None:
-            raise ConfigError(f"status takes no job number (got {args.job}); it lists every job")
     if args.action == "status":
         from rtseg.serve.status import format_table, job_rows
 
@@ -86,6 +87,21 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps(j, default=str))
         else:
             print(format_table(jobs) if jobs else "no jobs yet")
+            from rtseg.serve.feedback_loop import status_lines
+
+            print("\n".join(status_lines(store, args.drift_window or 10, 0.05 if args.drift_margin is None else
+                                          args.drift_margin, args.drift_baseline)))
+        return 0
+    if args.action == "promote":
+        from pathlib import Path
+
+        from rtseg.serve.models import promote
+
+        if args.promoted is None:
+            raise ConfigError("promote needs CHECKPOINT, e.g. rtseg serve promote new.pt --store STORE")
+        version = promote(Path(store) / "jobs.sqlite", args.promoted, args.rule)
+        print(f"promoted {args.promoted} (model {version}) for {'every rule' if args.rule == '*' else args.rule}; "
+              "series routed from now on are contoured with it")
         return 0
     from rtseg.serve.config import load_serve_config
     from rtseg.serve.service import run_node
@@ -93,6 +109,24 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_serve_config(args.config, _flags(args))
     run_node(cfg)
     return 0
+
+
+def _target(args: argparse.Namespace) -> tuple[int | None, str | None]:
+    """The positional after the action: a job number for release/reject, a checkpoint for promote, else nothing."""
+    from rtseg.errors import ConfigError
+
+    target = args.target
+    if args.action in ("release", "reject"):
+        if target is None:
+            return None, None
+        if not str(target).isdigit():
+            raise ConfigError(f"{args.action} {target}: expected a job number as 'rtseg serve status' lists it")
+        return int(target), None
+    if args.action == "promote":
+        return None, target
+    if target is not None:
+        raise ConfigError(f"{args.action} takes no JOB or CHECKPOINT (got {target!r})")
+    return None, None
 
 
 def _review(args: argparse.Namespace, store: str) -> int:

@@ -19,6 +19,7 @@ from rtseg.io.dicom.series import scan_dicom_folder
 from rtseg.serve.config import ServeConfig
 from rtseg.serve.jobs import JobQueue
 from rtseg.serve.logs import event
+from rtseg.serve.models import promoted_checkpoint
 from rtseg.serve.routing import SeriesAttributes, route
 
 
@@ -128,5 +129,5 @@ def _finish_receiving(queue: JobQueue, store: SeriesStore, cfg: ServeConfig, job
         queue.set_final(jid, "unrouted", reason)
         event(logging.WARNING, "series unrouted", job=jid, series=ref, reason=reason)
         return
-    queue.set_complete(jid, rule.name, rule.checkpoint)
+    queue.set_complete(jid, rule.name, promoted_checkpoint(queue.path, rule.name) or rule.checkpoint)
     event(logging.INFO, "series complete", job=jid, series=ref, instances=int(job["n_instances"]), rule=rule.name)

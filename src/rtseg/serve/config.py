@@ -137,6 +137,12 @@ class ServeConfig(PeerLimits):
     tls_cert: Optional[str] = Field(None, description="PEM certificate: listen with TLS (needs tls_key)")
     tls_key: Optional[str] = Field(None, description="PEM private key of tls_cert")
     tls_ca: Optional[str] = Field(None, description="PEM CA bundle: require and verify client certificates")
+    drift_window: int = Field(10, ge=1, description="audit: cases in the rolling median of an organ's surface Dice "
+                              "(2 mm) for the drift alarm (default 10; docs/AUDIT.md)")
+    drift_margin: float = Field(0.05, ge=0, lt=1, description="audit: drift alarm when the rolling median falls below "
+                                "the baseline minus this (default 0.05)")
+    drift_baseline: Optional[str] = Field(None, description="audit: commissioning baseline (an edits.csv or JSON "
+                                          "{organ: median surface Dice}); default: each organ's first drift_window cases")
     rules: list[Rule] = Field(default_factory=list, description="routing rules, first match wins (YAML only)")
 
     @field_validator("ae_title")

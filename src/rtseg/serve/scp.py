@@ -1,6 +1,7 @@
 """The DICOM Storage SCP (pynetdicom): C-ECHO, and C-STORE of CT (CT, Enhanced CT and Legacy Converted Enhanced
 CT Image Storage) in any transfer syntax pynetdicom knows (JPEG Lossless, JPEG-LS, JPEG 2000, RLE, deflate, big
-endian among them).
+endian among them); RT Structure Set Storage too: the clinic's approved sets, handled by
+:mod:`rtseg.serve.feedback`.
 
 Receiving only writes the instance's bytes as they came (no decoding, no
 inference) and one row in the queue, so a sender is never kept waiting by a
@@ -18,6 +19,7 @@ import ssl
 import threading
 from typing import Any, Optional
 
+from pydicom.uid import RTStructureSetStorage
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -70,6 +72,8 @@ class StorageSCP:
         self.ae.add_supported_context(Verification)
         for sop_class in CT_STORAGE_CLASSES:
             self.ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+        self.ae.add_supported_context(RTStructureSetStorage, ALL_TRANSFER_SYNTAXES)
+        self.feedback: Any = None  # serve.feedback.Feedback: the clinic's structure sets (docs/AUDIT.md)
         self.ae.require_calling_aet = list(cfg.allow)
         self.server: Optional[GuardedServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -169,6 +173,8 @@ class StorageSCP:
 
     def on_store(self, e: Any) -> int:
         session = self._session(e.assoc)
+        if e.context.abstract_syntax == RTStructureSetStorage and self.feedback is not None:
+            return int(self.feedback.on_store(e))
         if e.context.abstract_syntax not in CT_STORAGE_CLASSES:
             return SOP_CLASS_NOT_SUPPORTED
         ds = e.dataset

@@ -17,6 +17,8 @@ from typing import Any, Callable, Optional
 from rtseg.serve.assembly import SeriesStore, complete_due
 from rtseg.serve.config import ServeConfig
 from rtseg.serve.contour import Contourer
+from rtseg.serve.feedback import Feedback
+from rtseg.serve.feedback_loop import FeedbackLoop
 from rtseg.serve.jobs import JobQueue
 from rtseg.serve.logs import event, setup_logging
 from rtseg.serve.scp import StorageSCP
@@ -42,6 +44,9 @@ class Node:
         self.scp = StorageSCP(cfg, self.queue, self.store)
         self.workers = [Worker(cfg, self.queue, self.store, self.stop_event, make_contourer) for _ in range(cfg.workers)]
         self.sender = Sender(cfg, self.queue, self.stop_event)
+        self.feedback = Feedback(root, queue_path(root), cfg.max_instance_mb * 1e6)
+        self.scp.feedback = self.feedback
+        self.feedback_loop = FeedbackLoop(cfg, self.feedback, self.store.series_dir, self.stop_event)
         self._threads: list[threading.Thread] = []
         self.address: Optional[tuple[str, int]] = None
 
@@ -53,7 +58,8 @@ class Node:
             for rule in self.cfg.effective_rules():
                 w.prepare(rule)
         self.address = self.scp.start()
-        loops: list[tuple[str, Callable[[], Any]]] = [("rtseg-assembly", self._assemble), ("rtseg-sender", self.sender.run)]
+        loops: list[tuple[str, Callable[[], Any]]] = [("rtseg-assembly", self._assemble), ("rtseg-sender", self.sender.run),
+                                                  ("rtseg-feedback", self.feedback_loop.run)]
         loops += [(f"rtseg-worker-{i}", w.run) for i, w in enumerate(self.workers)]
         for name, fn in loops:
             t = threading.Thread(target=fn, name=name, daemon=True)
@@ -80,6 +86,7 @@ class Node:
         for t in self._threads:
             t.join(timeout=wait_s)
         self.queue.close()
+        self.feedback.close()
         event(logging.INFO, "stopped")
 
     def serve_forever(self) -> None:
@@ -96,6 +103,7 @@ class Node:
                 self.start()
             except BaseException:  # e.g. a checkpoint that does not load: nothing was started
                 self.queue.close()
+                self.feedback.close()
                 raise
             try:
                 while not stop.wait(0.5):
