@@ -20,6 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("inference",),
     ("review",),
     ("training",),
+    ("adapt",),
     ("serve",),
     ("apps",),
     ("cli", "__main__"),

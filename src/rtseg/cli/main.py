@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rtseg.cli.review",
     "rtseg.cli.calibrate",
     "rtseg.cli.serve",
+    "rtseg.cli.adapt",
 )
 
 

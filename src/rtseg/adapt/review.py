@@ -1,0 +1,69 @@
+"""The review of an adapted fraction: ``rtseg predict``'s QA and page, plus what adapt knows.
+
+The case QA (``review.qa.case_qa``) gets an ``adapt`` section (method, registration similarity and
+Jacobian, the per-organ agreement between the patient model and the propagated contours) and one
+flag per organ where they disagree ("methods disagree by N mm: check this organ"), so the flag shows
+in qa.json, summary.csv and the review page's table like every other flag.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from rtseg.inference.bundle import InferenceBundle
+from rtseg.inference.predictor import Prediction
+from rtseg.io.jsonfile import write_json
+from rtseg.io.naming import review_files
+from rtseg.io.volume import Volume
+from rtseg.review.batch import BatchReview
+from rtseg.review.page import review_page, write_page
+from rtseg.review.qa import case_qa
+
+AGREEMENT_WEIGHT = 2
+
+
+def add_adapt_section(qa: dict[str, Any], adapt: dict[str, Any]) -> dict[str, Any]:
+    """``qa`` with the adapt section and the disagreement flags (in the organ rows and the flag list)."""
+    qa["adapt"] = {k: v for k, v in adapt.items() if k != "labels"}
+    rows = {r["organ"]: r for r in qa.get("organs", [])}
+    for row in adapt.get("agreement", []):
+        if not row.get("check"):
+            continue
+        flag = {"organ": row["organ"], "rule": "methods_disagree", "weight": AGREEMENT_WEIGHT, "text": row["text"]}
+        qa["flags"].append(flag)
+        if row["organ"] in rows:
+            rows[row["organ"]].setdefault("flags", []).append(flag)
+    qa["n_flags"] = len(qa["flags"])
+    qa["flag_weight"] = sum(f["weight"] for f in qa["flags"])
+    return qa
+
+
+class AdaptReview(BatchReview):
+    """``BatchReview`` whose QA carries ``last()`` (the adapt predictor's facts for the case just contoured)."""
+
+    def __init__(self, bundle: InferenceBundle, last: Callable[[], dict[str, Any]], html: bool = False) -> None:
+        super().__init__(bundle, html=html)
+        self.last = last
+
+    def after(self, case: str, volume: Volume, prediction: Prediction, labels: np.ndarray, output_dir: Path,
+              gt: Optional[np.ndarray] = None) -> list[Path]:
+        qa = case_qa(labels, volume.affine, self.class_names, ct=volume.array, stats=self.stats,
+                     probabilities=prediction.probabilities, tta_labels=prediction.pass_labels, case=case)
+        qa = add_adapt_section(qa, self.last())
+        qa_name, _, page_name = review_files(case)
+        written: list[Path] = []
+        try:
+            written.append(write_json(qa, output_dir / qa_name))
+            if self.html:
+                page = review_page(volume.array, labels, volume.affine, self.class_names, self.colors, qa=qa,
+                                   title=f"{case} (adapt: {qa['adapt'].get('method', '?')})",
+                                   ct_budget_bytes=self.ct_budget_bytes)
+                written.append(write_page(page, output_dir / page_name))
+        except BaseException:
+            for p in written:
+                p.unlink(missing_ok=True)
+            raise
+        self.qas[case] = qa
+        return written
