@@ -139,6 +139,7 @@ class AdaptPredictor:
         self.last["method"] = method
         self.last["agreement"] = self._agreement(probs, volume)
         self.last["labels"] = {k: np.argmax(v, axis=0).astype(np.uint8) for k, v in probs.items()}
+        self.last["labels"][method] = labels
         return Prediction(labels, p.astype(np.float32))
 
     def predict_labels(self, volume: Volume) -> np.ndarray:
