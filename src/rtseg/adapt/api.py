@@ -69,24 +69,31 @@ def contour(patient: str | Path, ct: str | Path, out: str | Path, options: Adapt
             formats: Sequence[str] = ("nifti",), html: bool = False, roi_names: Optional[str | Path] = None,
             population: Optional[str | Path] = None) -> ContourResult:
     """Contour one fraction (a NIfTI CT or a DICOM series folder) from the patient's own plan."""
-    t0 = time.perf_counter()
     pdir = open_patient_dir(patient)
     if population is not None:
         pdir.check_population(file_sha256(population), load_bundle(population)[0].class_names, str(population))
     cases = find_cases(ct)
     if len(cases) != 1:
         raise DataError(f"{ct}: expected one fraction CT (a NIfTI file or one DICOM series folder), found {len(cases)}")
+    return contour_case(pdir, cases[0], Path(out), options, formats, html, roi_names)
+
+
+def contour_case(pdir: PatientDir, case: CaseInput, out_dir: Path, options: AdaptOptions = AdaptOptions(),
+                 formats: Sequence[str] = ("nifti",), html: bool = False,
+                 roi_names: Optional[str | Path] = None) -> ContourResult:
+    """One fraction's outputs, named after ``case.name``, through ``rtseg predict``'s case pipeline."""
+    t0 = time.perf_counter()
     predictor = AdaptPredictor(pdir, options)
     popts = PredictOptions(formats=tuple(f for f in formats if f != "html") + (("html",) if html else ()),
                            device=options.device, network=options.network, roi_names=roi_names)
     outputs = CaseOutputs.resolve(popts, predictor.bundle, review=True)
     reviewer = AdaptReview(predictor.bundle, lambda: predictor.last, html=html)
-    case = _checked_case(cases[0], pdir)
-    out_dir = Path(out)
+    case = _checked_case(case, pdir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = predict_case(predictor, case, out_dir, outputs, reviewer)
     facts = {k: v for k, v in predictor.last.items() if k != "labels"}
     facts["seconds"] = dict(predictor.stats.seconds, **run.seconds)
+    facts["qa"] = reviewer.qas.pop(case.name, None)
     return ContourResult(run, facts, time.perf_counter() - t0)
 
 

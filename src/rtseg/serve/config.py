@@ -136,6 +136,8 @@ class ServeConfig(PeerLimits):
     tls_key: Optional[str] = Field(None, description="PEM private key of tls_cert")
     tls_ca: Optional[str] = Field(None, description="PEM CA bundle: require and verify client certificates")
     rules: list[Rule] = Field(default_factory=list, description="routing rules, first match wins (YAML only)")
+    adapt_patients: Optional[str] = Field(None, description="folder of 'rtseg adapt prepare' patient directories: a CT "
+                                          "whose hashed PatientID has one there is contoured by adapt (docs/ADAPT.md)")
 
     @field_validator("ae_title")
     @classmethod
