@@ -40,8 +40,8 @@ OPENKBP = Path(__file__).resolve().parents[1] / "../shared/data/openkbp/train"
 
 def phantom_cases(n_patients: int, n_fractions: int):
     for seed in range(1000, 1000 + n_patients):
-        plan = generate_fraction(seed, 0, shape=(128, 128, 64), spacing=(2.0, 2.0, 2.5))
-        yield f"phantom{seed}", plan, [generate_fraction(seed, f, (128, 128, 64), (2.0, 2.0, 2.5)) for f in range(1, n_fractions + 1)]
+        plan = generate_fraction(seed, 0)  # the phantoms' default grid: 64x64x32 voxels at 4x4x5 mm
+        yield f"phantom{seed}", plan, [generate_fraction(seed, f) for f in range(1, n_fractions + 1)]
 
 
 def openkbp_cases(root: Path, n_patients: int, n_fractions: int):
@@ -58,6 +58,48 @@ def score(pred: np.ndarray, truth: np.ndarray, spacing, organs) -> dict[int, dic
         m = organ_metrics(pred == c, truth == c, spacing)
         out[c] = {"dice": m["dice"], "hd95": m["hd95"], "surface_dice": m["surface_dice"]}
     return out
+
+
+def stand_in_population(path: Path, class_names) -> Path:
+    """An untrained 4-filter network with the set's class list: the patient directory needs a population model,
+    the registration-only run (``--population none``) never uses its predictions."""
+    import torch
+
+    from rtseg.data.normalization import Normalization
+    from rtseg.data.preprocess import Preprocessing
+    from rtseg.inference.bundle import InferenceBundle, save_bundle
+    from rtseg.models.spec import build_model, model_spec
+
+    spec = model_spec("ResUnet_3D", 1, len(class_names), 4, 0.0)
+    colors = tuple((200, 40 * i % 255, 90) for i in range(1, len(class_names)))
+    bundle = InferenceBundle(spec, tuple(class_names), colors,
+                             Preprocessing(Normalization("ct_window", (-250.0, 350.0)), None), (32, 32, 32))
+    torch.manual_seed(0)
+    save_bundle(path, bundle, build_model(spec).state_dict())
+    return path
+
+
+def run_registration_only(name, plan, fractions, population: Path, work: Path) -> dict:
+    ct, lab = plan
+    write_nifti(ct, work / f"{name}_plan_ct.nii.gz")
+    write_nifti(lab, work / f"{name}_plan_labels.nii.gz", dtype=np.uint8)
+    prepare(population, work / f"{name}_plan_ct.nii.gz", work / f"{name}_plan_labels.nii.gz", work / name,
+            FinetuneOptions(minutes=0))
+    pdir = open_patient_dir(work / name)
+    prop = AdaptPredictor(pdir, AdaptOptions(method="propagated", check_registration=False))
+    rows = []
+    for k, (fct, flab) in enumerate(fractions, 1):
+        t0 = time.perf_counter()
+        prop.predict_full(fct)
+        seconds = time.perf_counter() - t0
+        labels = dict(prop.last["labels"], copy=np.asarray(lab.array))
+        spacing = tuple(np.linalg.norm(fct.affine[:3, :3], axis=0))
+        truth = np.asarray(flab.array)
+        organs = [c for c in sorted(pdir.contoured) if (truth == c).any()]
+        per = {m: score(labels[m], truth, spacing, organs) for m in ("copy", "rigid", "propagated")}
+        rows.append({"fraction": k, "metrics": per, "registration": prop.last["registration"],
+                     "problems": prop.last["problems"], "register_and_warp_s": seconds})
+    return {"patient": name, "prepare_s": 0.0, "contour_s": None, "class_names": list(pdir.class_names), "fractions": rows}
 
 
 def run_patient(name, plan, fractions, population: Path, minutes: float, work: Path) -> dict:
@@ -111,23 +153,62 @@ def summarise(results: list[dict]) -> dict:
     return out
 
 
+def figure(summary: dict, path: Path, title: str) -> None:
+    """Per-organ Dice of each method (bars), the set's name and 'simulated' in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    organs = [o for o in summary["copy"] if isinstance(summary["copy"][o], dict)]
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(organs), 3.6))
+    width = 0.8 / len(METHODS)
+    methods = [m for m in METHODS if m in summary]
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        vals = [summary.get(m, {}).get(o, {}).get("dice") or 0.0 for o in organs]
+        ax.bar(np.arange(len(organs)) + i * width, vals, width, label=f"{m} ({summary.get(m, {}).get('mean_dice', 0):.2f})")
+    ax.set_xticks(np.arange(len(organs)) + 0.4 - width / 2, organs, rotation=20, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("Dice")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncol=3, loc="lower center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", choices=("phantom", "openkbp"), required=True, help="which simulated fractions")
-    ap.add_argument("--population", required=True, help="population model checkpoint")
+    ap.add_argument("--population", required=True,
+                    help="population model checkpoint, or 'none': registration methods only (copy, rigid, propagated)")
     ap.add_argument("--patients", type=int, default=3, help="patients")
     ap.add_argument("--fractions", type=int, default=2, help="simulated fractions per patient")
     ap.add_argument("--minutes", type=float, default=3.0, help="adapt prepare fine-tuning budget")
     ap.add_argument("--data", default=str(OPENKBP), help="OpenKBP NIfTI folder")
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--figure", default=None, help="write the per-organ Dice bar chart here (PNG)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     cases = phantom_cases(args.patients, args.fractions) if args.set == "phantom" else \
         openkbp_cases(Path(args.data), args.patients, args.fractions)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.population == "none":
+            import yaml
+
+            from rtseg.labels import PELVIS_CLASS_NAMES
+
+            config = Path(__file__).resolve().parents[1] / "configs/openkbp_cpu.yml"
+            names = PELVIS_CLASS_NAMES if args.set == "phantom" else \
+                yaml.safe_load(config.read_text())["DATASET"]["CLASS_NAMES"]
+            pop = stand_in_population(Path(tmp) / "stand_in.pt", names)
         for name, plan, fractions in cases:
-            results.append(run_patient(name, plan, fractions, Path(args.population), args.minutes, Path(tmp)))
+            if args.population == "none":
+                results.append(run_registration_only(name, plan, fractions, pop, Path(tmp)))
+            else:
+                results.append(run_patient(name, plan, fractions, Path(args.population), args.minutes, Path(tmp)))
             print(json.dumps({"patient": name, "prepare_s": round(results[-1]["prepare_s"], 1),
                               "contour_s": round(results[-1]["contour_s"] or 0, 1)}), flush=True)
     summary = summarise(results)
@@ -136,12 +217,15 @@ def main() -> None:
               "prepare_s": [r["prepare_s"] for r in results], "contour_s": [r["contour_s"] for r in results],
               "cases": results}
     print(f"SIMULATED fractions ({args.set}); mean Dice per method:")
-    for m in METHODS:
+    for m in [m for m in METHODS if m in summary]:
         s = summary.get(m, {})
         organs = ", ".join(f"{o} {d['dice']:.3f}" for o, d in s.items() if isinstance(d, dict))
         print(f"  {m:11s} {s.get('mean_dice', float('nan')):.3f}  ({organs})")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=float))
+    if args.figure:
+        figure(summary, Path(args.figure), f"SIMULATED {args.set} fractions: {args.patients} patients x "
+               f"{args.fractions}, population model {Path(args.population).name}, prepare {args.minutes:g} min")
 
 
 if __name__ == "__main__":
