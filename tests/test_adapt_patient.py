@@ -90,8 +90,9 @@ def test_prepare_contour_update_through_the_cli(plan_files, tmp_path: Path, caps
     assert manifest["planning"]["patient_hash"] is None  # NIfTI: no ID to hash, none invented
     out = tmp_path / "out"
     assert main(["adapt", "contour", "--patient", str(pdir), "--ct", str(plan_files["fraction"]), "--out", str(out),
-                 "--method", "fused", "--checkpoint", str(plan_files["pop"])]) == 0
+                 "--method", "fused", "--checkpoint", str(plan_files["pop"]), "--format", "nifti", "html"]) == 0
     pred = read_nifti(out / "fraction1_pred.nii.gz").array
+    assert "(adapt: fused)" in (out / "fraction1_review.html").read_text()
     qa = json.loads((out / "fraction1_qa.json").read_text())
     assert qa["adapt"]["method"] == "fused" and qa["adapt"]["problems"] == []
     assert {r["organ"] for r in qa["adapt"]["agreement"]} == set(PELVIS_CLASS_NAMES[1:])

@@ -125,6 +125,7 @@ class AdaptPredictor:
         t1 = time.perf_counter()
         for name, net in self.nets.items():
             out[name] = net.predict_full(volume).probabilities
+            self.stats = net.stats  # the network run's windows and box (logged by the pipeline)
         self.stats.seconds.update({"registration": t1 - t0, "networks": time.perf_counter() - t1})
         return out
 
