@@ -224,8 +224,9 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=float))
     if args.figure:
-        figure(summary, Path(args.figure), f"SIMULATED {args.set} fractions: {args.patients} patients x "
-               f"{args.fractions}, population model {Path(args.population).name}, prepare {args.minutes:g} min")
+        model = "registration methods only" if args.population == "none" else \
+            f"population model {Path(args.population).name}, prepare {args.minutes:g} min"
+        figure(summary, Path(args.figure), f"SIMULATED {args.set} fractions: {args.patients} patients x {args.fractions}, {model}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from rtseg.adapt.register import quality_problems, register, warp_probabilities
+from rtseg.adapt.register import Registration, quality_problems, refusal_reasons, register, warp_probabilities
 from rtseg.io.volume import Volume
 from rtseg.synthetic.fractions import generate_fraction
 from rtseg.synthetic.patient import generate_patient
@@ -87,7 +87,7 @@ def test_registration_recovers_a_known_smooth_warp_dice_095(plan) -> None:
     for c, name in ((1, "prostate"), (2, "bladder"), (3, "rectum"), (4, "femur_l"), (5, "femur_r")):
         assert _dice(warped == c, truth == c) >= 0.95, name
     assert np.mean([_dice(rigid == c, truth == c) for c in range(1, 6)]) < 0.95  # the warp is not rigid
-    assert quality_problems(regs) == []
+    assert quality_problems(regs) == [] and refusal_reasons(regs) == []
 
 
 @pytest.mark.slow
@@ -99,3 +99,19 @@ def test_a_fraction_of_another_patient_is_flagged(plan) -> None:
     assert problems, {k: r.summary() for k, r in regs.items()}
     own, _ = generate_fraction(SEED, 1)
     assert quality_problems(register(own, ct0, deformable=True)) == []
+
+
+def _reg(kind: str, similarity: float, jac_min: float = 1.0, folding: float = 0.0) -> Registration:
+    return Registration(kind, np.zeros((3, 2, 2, 2), np.float32), similarity,
+                        {"min": jac_min, "max": 1.5, "folding_fraction": folding}, 0.0)
+
+
+def test_implausible_registrations_are_refused_doubtful_ones_flagged() -> None:
+    good = {"rigid": _reg("rigid", 0.85), "deformable": _reg("deformable", 0.95, 0.4)}
+    assert refusal_reasons(good) == [] and quality_problems(good) == []
+    doubtful = {"rigid": _reg("rigid", 0.62), "deformable": _reg("deformable", 0.90, 0.3)}
+    assert refusal_reasons(doubtful) == [] and "same patient" in quality_problems(doubtful)[0]
+    folding = {"rigid": _reg("rigid", 0.85), "deformable": _reg("deformable", 0.95, -0.2, folding=0.002)}
+    assert "folds 0.20 %" in refusal_reasons(folding)[0]
+    unrelated = {"rigid": _reg("rigid", 0.31), "deformable": _reg("deformable", 0.55, 0.3)}
+    assert len(refusal_reasons(unrelated)) == 2

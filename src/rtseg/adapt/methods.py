@@ -8,8 +8,9 @@
   propagated contours (linearly interpolated one-hot masks); organs the plan does not contour come from the
   patient model alone. Background is what is left.
 
-Every method that registers first checks the registration's plausibility (``register.quality_problems``):
-a fraction of another patient is refused (``DataError``), never delivered as adapted. The agreement check
+Every method that registers first checks the registration's plausibility: an implausible one
+(``register.refusal_reasons``: very low similarity, folding) is refused (``DataError``), never delivered as
+adapted; a doubtful one (``register.quality_problems``: low similarity) is delivered with a QA flag. The agreement check
 compares the organs of the patient model and of the propagated contours (HD95, mm); an organ where they
 differ by more than ``disagree_mm`` is named in the QA ("methods disagree by N mm: check this organ").
 """
@@ -23,7 +24,8 @@ from typing import Any, Optional
 import numpy as np
 
 from rtseg.adapt.patient import PATIENT_MODEL, POPULATION, PatientDir
-from rtseg.adapt.register import QualityLimits, Registration, quality_problems, register, warp_probabilities
+from rtseg.adapt.register import (QualityLimits, Registration, quality_problems, refusal_reasons, register,
+                                  warp_probabilities)
 from rtseg.errors import ConfigError, DataError
 from rtseg.evaluation.surface import organ_metrics
 from rtseg.inference.predictor import NetworkOptions, Prediction, PredictStats
@@ -105,11 +107,11 @@ class AdaptPredictor:
 
     def _register(self, volume: Volume, deformable: bool) -> dict[str, Registration]:
         regs = register(volume, self.plan_ct, deformable=deformable, iterations=self.options.iterations)
-        problems = quality_problems(regs, self.options.limits)
+        refusals = refusal_reasons(regs, self.options.limits)
         self.last["registration"] = {k: r.summary() for k, r in regs.items()}
-        self.last["problems"] = problems
-        if problems and self.options.check_registration:
-            raise DataError("fraction refused, registration to the planning CT is implausible: " + "; ".join(problems))
+        self.last["problems"] = refusals + quality_problems(regs, self.options.limits)
+        if refusals and self.options.check_registration:
+            raise DataError("fraction refused, registration to the planning CT is implausible: " + "; ".join(refusals))
         return regs
 
     def method_probabilities(self, volume: Volume) -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ fraction's grid, and then:
   the contours, the probabilities feed the fused method);
 - measure how plausible it is: the normalised cross-correlation of the fraction with the warped
   planning CT inside the body, and the Jacobian determinant of the deformation (a value <= 0 is a
-  fold, which no anatomy does). :func:`quality_problems` turns these into reasons to refuse.
+  fold, which no anatomy does). :func:`refusal_reasons` turns these into reasons to refuse, :func:`quality_problems` into QA flags.
 """
 from __future__ import annotations
 
@@ -36,12 +36,19 @@ BODY_HU = -500.0
 
 @dataclass(frozen=True)
 class QualityLimits:
-    """When a registration is implausible: documented in docs/ADAPT.md ("When adapt refuses")."""
+    """When a registration is doubtful (flagged: delivered with a QA flag) or implausible (refused): docs/ADAPT.md.
 
-    min_rigid_similarity: float = 0.70  # NCC of fraction and rigidly registered planning CT inside the body
-    min_similarity: float = 0.85  # the same after the deformable registration
+    Similarity is the NCC of the fraction and the registered planning CT inside the body. Calibrated on
+    simulated fractions: same-patient phantom fractions reach 0.82-0.87 rigid, 0.94-0.95 deformable; another
+    phantom patient 0.60 rigid; simulated OpenKBP fractions of the same patient 0.65-0.81 rigid, 0.82-0.94
+    deformable (their articulated neck motion is not rigid)."""
+
+    flag_rigid_similarity: float = 0.70
+    flag_similarity: float = 0.85
+    min_rigid_similarity: float = 0.50
+    min_similarity: float = 0.75
     max_folding_fraction: float = 0.0  # share of body voxels with Jacobian determinant <= 0
-    min_jacobian: float = 0.05  # a local volume change by 20x is not anatomy either (a bladder halves: ~0.2)
+    min_jacobian: float = 0.05  # a local volume change by 20x is not anatomy (a bladder halving: ~0.2)
     max_jacobian: float = 20.0
 
 
@@ -219,14 +226,24 @@ def warp_probabilities(reg: Registration, labels: np.ndarray, n_classes: int,
     return out
 
 
-def quality_problems(regs: dict[str, Registration], limits: QualityLimits = QualityLimits()) -> list[str]:
-    """Why these registrations cannot be trusted (empty: plausible)."""
-    problems = []
+def _similarity_below(regs: dict[str, Registration], rigid_limit: float, limit: float) -> list[str]:
+    out = []
     for kind, reg in regs.items():
-        least = limits.min_rigid_similarity if kind == "rigid" else limits.min_similarity
+        least = rigid_limit if kind == "rigid" else limit
         if reg.similarity < least:
-            problems.append(f"{kind} registration similarity {reg.similarity:.2f} < {least:.2f} "
-                            "(is this fraction the same patient?)")
+            out.append(f"{kind} registration similarity {reg.similarity:.2f} < {least:.2f} "
+                       "(is this fraction the same patient?)")
+    return out
+
+
+def quality_problems(regs: dict[str, Registration], limits: QualityLimits = QualityLimits()) -> list[str]:
+    """Why these registrations are doubtful (flagged in the QA; empty: nothing to say)."""
+    return _similarity_below(regs, limits.flag_rigid_similarity, limits.flag_similarity)
+
+
+def refusal_reasons(regs: dict[str, Registration], limits: QualityLimits = QualityLimits()) -> list[str]:
+    """Why these registrations cannot be used at all (the fraction is refused; empty: plausible)."""
+    problems = _similarity_below(regs, limits.min_rigid_similarity, limits.min_similarity)
     reg = regs.get("deformable")
     if reg is not None:
         j = reg.jacobian

@@ -1,8 +1,9 @@
 """The review of an adapted fraction: ``rtseg predict``'s QA and page, plus what adapt knows.
 
 The case QA (``review.qa.case_qa``) gets an ``adapt`` section (method, registration similarity and
-Jacobian, the per-organ agreement between the patient model and the propagated contours) and one
-flag per organ where they disagree ("methods disagree by N mm: check this organ"), so the flag shows
+Jacobian, the per-organ agreement between the patient model and the propagated contours), a case flag
+per doubt about the registration ("... similarity 0.66 < 0.70 (is this fraction the same patient?)") and one
+flag per organ where the methods disagree ("methods disagree by N mm: check this organ"), so the flag shows
 in qa.json, summary.csv and the review page's table like every other flag.
 """
 from __future__ import annotations
@@ -22,11 +23,14 @@ from rtseg.review.page import review_page, write_page
 from rtseg.review.qa import case_qa
 
 AGREEMENT_WEIGHT = 2
+REGISTRATION_WEIGHT = 3
 
 
 def add_adapt_section(qa: dict[str, Any], adapt: dict[str, Any]) -> dict[str, Any]:
     """``qa`` with the adapt section and the disagreement flags (in the organ rows and the flag list)."""
     qa["adapt"] = {k: v for k, v in adapt.items() if k != "labels"}
+    for text in adapt.get("problems", []):  # doubtful registration: the whole case, like an input flag
+        qa["flags"].append({"organ": None, "rule": "registration", "weight": REGISTRATION_WEIGHT, "text": text})
     rows = {r["organ"]: r for r in qa.get("organs", [])}
     for row in adapt.get("agreement", []):
         if not row.get("check"):
