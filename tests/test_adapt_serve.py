@@ -49,5 +49,9 @@ def test_serve_routes_a_known_patient_through_adapt_and_an_unknown_one_through_t
         rs = [p for p in done.outputs if p.name.endswith("_rtstruct.dcm")][0]
         assert word in pydicom.dcmread(rs).StructureSetDescription
         assert_dciodvfy_clean(rs)
+    other = Contourer(make_population(tmp_path / "other.pt", seed=1), "cpu")  # the node's model changed since prepare
+    refused = route_contour(other, str(registry), tmp_path / "known", out, "job4", ["rtstruct"], None)
+    assert refused.qa["route"].startswith("population model (adapt refused:") and "sha256" in refused.qa["route"]
+    assert str(registry) not in refused.qa["route"]  # the patient folder's name stays out of files and logs
     plain = route_contour(contourer, None, tmp_path / "known", out, "job3", ["rtstruct"], None)
     assert "route" not in plain.qa  # no registry configured: the node behaves as before

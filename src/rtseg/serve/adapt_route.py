@@ -67,8 +67,8 @@ def route_contour(contourer: Contourer, registry: Optional[str], series_dir: Pat
         try:
             done = _adapt(contourer, pdir_path, series_dir, out_dir, name, formats, roi_names)
             route = "adapt fused (from the patient's plan)"
-        except RtsegError as exc:
-            route = f"population model (adapt refused: {exc})"
+        except RtsegError as exc:  # the folder's name may name the patient: it stays out of logs and files
+            route = f"population model (adapt refused: {str(exc).replace(str(pdir_path), 'PATIENT_DIR')})"
             log.warning("job %s: %s", name, route)
     if done is None:
         done = contourer.contour(series_dir, out_dir, name, formats, roi_names)
