@@ -92,7 +92,8 @@ def test_prepare_contour_update_through_the_cli(plan_files, tmp_path: Path, caps
     assert main(["adapt", "contour", "--patient", str(pdir), "--ct", str(plan_files["fraction"]), "--out", str(out),
                  "--method", "fused", "--checkpoint", str(plan_files["pop"]), "--format", "nifti", "html"]) == 0
     pred = read_nifti(out / "fraction1_pred.nii.gz").array
-    assert "(adapt: fused)" in (out / "fraction1_review.html").read_text()
+    page = (out / "fraction1_review.html").read_text()
+    assert "(adapt: fused)" in page and "Planning contours (rigidly registered to this fraction)" in page
     qa = json.loads((out / "fraction1_qa.json").read_text())
     assert qa["adapt"]["method"] == "fused" and qa["adapt"]["problems"] == []
     assert {r["organ"] for r in qa["adapt"]["agreement"]} == set(PELVIS_CLASS_NAMES[1:])

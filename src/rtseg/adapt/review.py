@@ -3,7 +3,8 @@
 The case QA (``review.qa.case_qa``) gets an ``adapt`` section (method, registration similarity and
 Jacobian, the per-organ agreement between the patient model and the propagated contours), a case flag
 per doubt about the registration ("... similarity 0.66 < 0.70 (is this fraction the same patient?)") and one
-flag per organ where the methods disagree ("methods disagree by N mm: check this organ"), so the flag shows
+flag per organ where the methods disagree. The review page's second row shows the planning contours
+(rigidly registered onto the fraction) beside the fraction's, with the per-organ change between them ("methods disagree by N mm: check this organ"), so the flag shows
 in qa.json, summary.csv and the review page's table like every other flag.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rtseg.review.qa import case_qa
 
 AGREEMENT_WEIGHT = 2
 REGISTRATION_WEIGHT = 3
+PLAN_ROW = "Planning contours (rigidly registered to this fraction)"
 
 
 def add_adapt_section(qa: dict[str, Any], adapt: dict[str, Any]) -> dict[str, Any]:
@@ -61,9 +63,10 @@ class AdaptReview(BatchReview):
         try:
             written.append(write_json(qa, output_dir / qa_name))
             if self.html:
+                plan = (self.last().get("labels") or {}).get("rigid")  # the plan's contours on this fraction
                 page = review_page(volume.array, labels, volume.affine, self.class_names, self.colors, qa=qa,
-                                   title=f"{case} (adapt: {qa['adapt'].get('method', '?')})",
-                                   ct_budget_bytes=self.ct_budget_bytes)
+                                   title=f"{case} (adapt: {qa['adapt'].get('method', '?')})", gt=plan,
+                                   gt_title=PLAN_ROW, ct_budget_bytes=self.ct_budget_bytes)
                 written.append(write_page(page, output_dir / page_name))
         except BaseException:
             for p in written:
