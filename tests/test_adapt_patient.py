@@ -107,3 +107,21 @@ def test_prepare_contour_update_through_the_cli(plan_files, tmp_path: Path, caps
                  "--contours", str(plan_files["fraction_labels"]), "--minutes", "0.05"]) == 0
     manifest = json.loads((pdir / "patient.json").read_text())
     assert len(manifest["fractions"]) == 1 and manifest["patient_model"]["scans"] == 2
+
+
+def test_rtstruct_on_another_frame_of_reference_is_refused(plan_files, tmp_path: Path) -> None:
+    from rtseg.io.dicom.series import read_dicom_series
+    from rtseg.io.dicom.write import write_dicom_series
+    from rtseg.io.rtstruct import write_rtstruct
+
+    ct, lab = read_nifti(plan_files["ct"]), read_nifti(plan_files["labels"])
+    write_dicom_series(ct, tmp_path / "plan", patient_id="PAT-A")
+    write_dicom_series(ct, tmp_path / "other_scan", patient_id="PAT-A")  # same pixels, another Frame of Reference
+    plan, other = read_dicom_series(tmp_path / "plan"), read_dicom_series(tmp_path / "other_scan")
+    assert plan.meta["dicom"]["frame_of_reference_uid"] != other.meta["dicom"]["frame_of_reference_uid"]
+    rs_other = write_rtstruct(Volume(lab.array, other.affine), other, PELVIS_CLASS_NAMES, COLORS, tmp_path / "other_rs.dcm")
+    with pytest.raises(DataError, match="Frame of Reference"):
+        read_contours(rs_other, plan, PELVIS_CLASS_NAMES)
+    rs_plan = write_rtstruct(Volume(lab.array, plan.affine), plan, PELVIS_CLASS_NAMES, COLORS, tmp_path / "plan_rs.dcm")
+    got = read_contours(rs_plan, plan, PELVIS_CLASS_NAMES).array
+    assert np.array_equal(got, lab.array)  # the approved contours come back voxel for voxel
