@@ -125,3 +125,20 @@ def test_rtstruct_on_another_frame_of_reference_is_refused(plan_files, tmp_path:
     rs_plan = write_rtstruct(Volume(lab.array, plan.affine), plan, PELVIS_CLASS_NAMES, COLORS, tmp_path / "plan_rs.dcm")
     got = read_contours(rs_plan, plan, PELVIS_CLASS_NAMES).array
     assert np.array_equal(got, lab.array)  # the approved contours come back voxel for voxel
+
+
+def test_a_dicom_fraction_of_another_patient_id_is_refused_before_registration(plan_files, tmp_path: Path) -> None:
+    from rtseg.adapt.api import check_fraction_patient
+    from rtseg.io.dicom.series import PatientStudyAttributes
+
+    ct, lab = read_nifti(plan_files["ct"]), read_nifti(plan_files["labels"])
+    pdir = create_patient_dir(tmp_path / "p", plan_files["pop"], ct, lab, PELVIS_CLASS_NAMES)
+    pdir.manifest["planning"]["patient_hash"] = hash_patient_id("PAT-A")
+
+    def fraction(pid: str) -> Volume:
+        return Volume(ct.array, ct.affine, {"dicom": {"patient_study": PatientStudyAttributes({"PatientID": pid})}})
+
+    check_fraction_patient(pdir, fraction("PAT-A"), "f1")
+    with pytest.raises(DataError, match="another patient") as exc:
+        check_fraction_patient(pdir, fraction("PAT-B"), "f2")
+    assert "PAT-" not in str(exc.value)
