@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("review",),
     ("training",),
     ("audit",),
+    ("adapt",),
     ("serve",),
     ("apps",),
     ("cli", "__main__"),

@@ -36,7 +36,7 @@ def pelvis(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_policy_table_holds_input_flags_and_delivers_organ_flags() -> None:
     assert action_of("input", "clinical") == "hold"
     table = dict(policy_table())
-    assert {k for k, v in table.items() if v["clinical"] == "hold"} == {"input"}
+    assert {k for k, v in table.items() if v["clinical"] == "hold"} == {"input", "registration"}
     assert all(v["research"] == "deliver with flags" for v in table.values())
     assert {"missing", "volume", "components", "cut_off"} <= set(table) and set(POLICIES) == {"clinical", "research"}
 

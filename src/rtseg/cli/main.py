@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rtseg.cli.serve",
     "rtseg.cli.audit",
     "rtseg.cli.compare_models",
+    "rtseg.cli.adapt",
 )
 
 

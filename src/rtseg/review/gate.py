@@ -7,7 +7,8 @@ planning system until a person releases it: ``rtseg serve release JOB``; predict
 case's RTSTRUCT/SEG under ``OUTPUT/held/`` and exits 1), ``refuse`` (the case fails, nothing is
 written). A case takes the strictest action of its flags.
 
-``clinical`` (the default) holds a case whose input is unlike the training CTs (the ``input``
+``clinical`` (the default) holds a case whose registration to the patient's plan is doubtful
+(``registration``, ``rtseg adapt``) or whose input is unlike the training CTs (the ``input``
 flags: intensities, voxel spacing or field of view beyond the training range by the
 :class:`~rtseg.review.qa.QaRules` margins; a wrong body region shows there as a field of view and
 organs far from the training ones, a wrong modality is refused earlier by the DICOM reader) and
@@ -30,9 +31,11 @@ from rtseg.review.qa import WEIGHTS, QaRules, input_flags
 
 DEFAULT_POLICY = "clinical"
 NO_STATISTICS = "no_statistics"
+#: ``rtseg adapt``'s flag for a doubtful registration of the plan (is this fraction the same patient?)
+REGISTRATION = "registration"
 #: Per policy: flag kind -> action; ``*`` is every other kind (organ rules registered later included).
 POLICIES: dict[str, dict[str, str]] = {
-    "clinical": {"input": "hold", "*": "deliver with flags"},
+    "clinical": {"input": "hold", REGISTRATION: "hold", "*": "deliver with flags"},
     "research": {"*": "deliver with flags"},
 }
 POLICY_HELP = ("QA gate: clinical (default) holds cases whose CT is unlike the training CTs (intensities, spacing, "
@@ -55,7 +58,7 @@ def action_of(kind: str, policy: str = DEFAULT_POLICY) -> str:
 
 def policy_table() -> list[tuple[str, dict[str, str]]]:
     """(flag kind, action per policy) for every registered kind: what docs/REVIEW.md lists."""
-    kinds = [*WEIGHTS, NO_STATISTICS]
+    kinds = [*WEIGHTS, REGISTRATION, NO_STATISTICS]
     return [(k, {p: action_of(k, p) for p in POLICIES}) for k in kinds]
 
 

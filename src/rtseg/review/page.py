@@ -174,13 +174,13 @@ def _qa_table(qa: Mapping[str, Any] | None, class_names: Sequence[str], colors: 
             + f'<table id="qa">{head}{"".join(body)}</table>' + _legend(qa))
 
 
-def _metrics_table(metrics: Sequence[Mapping[str, Any]]) -> str:
+def _metrics_table(metrics: Sequence[Mapping[str, Any]], against: str = "ground truth") -> str:
     head = "<tr><th>organ</th>" + "".join(f"<th>{t}</th>" for _, t, _ in _METRIC_COLUMNS) + "</tr>"
     body = "".join(
         f'<tr><td class="name">{html.escape(str(m["organ"]))}</td>'
         + "".join(f"<td>{fmt.format(m[k]) if np.isfinite(m[k]) else html.escape(str(m[k]))}</td>" for k, _, fmt in _METRIC_COLUMNS)
         + "</tr>" for m in metrics)
-    return f'<h2>Prediction against ground truth</h2><table id="metrics">{head}{body}</table>'
+    return f'<h2>Prediction against {html.escape(against)}</h2><table id="metrics">{head}{body}</table>'
 
 
 def _views(kind: str, title: str, markers: Mapping[str, Mapping[str, str]]) -> str:
@@ -212,8 +212,9 @@ def _check_inputs(ct: np.ndarray, labels: np.ndarray, gt: np.ndarray | None, cla
 def review_page(ct: np.ndarray, labels: np.ndarray, affine: np.ndarray, class_names: Sequence[str],
                 colors: Sequence[Sequence[int]], *, gt: np.ndarray | None = None, qa: Mapping[str, Any] | None = None,
                 metrics: Sequence[Mapping[str, Any]] | None = None, title: str = "rtseg review",
-                ct_budget_bytes: int = DEFAULT_CT_BUDGET) -> str:
-    """The HTML text of one case's review page (arrays on one grid with ``affine``, voxel -> RAS+ mm)."""
+                ct_budget_bytes: int = DEFAULT_CT_BUDGET, gt_title: str = "Ground truth") -> str:
+    """The HTML text of one case's review page (arrays on one grid with ``affine``, voxel -> RAS+ mm); ``gt_title``
+    names the second row (``rtseg adapt``: the planning contours)."""
     labels, affine = check_grid(labels, affine)
     _check_inputs(ct, labels, gt, class_names, colors)
     if gt is not None and metrics is None:
@@ -240,8 +241,10 @@ def review_page(ct: np.ndarray, labels: np.ndarray, affine: np.ndarray, class_na
         '<label>contours <select id="style"><option value="fill">filled</option><option value="outline">outline</option></select></label></div>'
     )
     body = (f"<h1>{html.escape(title)}{n_flags}</h1><div id=\"status\" class=\"note\">{html.escape(note)}</div>{controls}"
-            + _views("pred", "Prediction", markers) + ("" if gt is None else _views("gt", "Ground truth", markers))
-            + "<h2>Contour QA</h2>" + _qa_table(qa, class_names, colors) + ("" if not metrics else _metrics_table(metrics)))
+            + _views("pred", "Prediction", markers)
+            + ("" if gt is None else _views("gt", html.escape(gt_title), markers))
+            + "<h2>Contour QA</h2>" + _qa_table(qa, class_names, colors)
+            + ("" if not metrics else _metrics_table(metrics, gt_title.lower())))
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{_CSP}">'
             f'<link rel="icon" href="data:,"><title>{html.escape(title)}</title><style>{_asset("review.css")}</style></head>'

@@ -144,6 +144,8 @@ class ServeConfig(PeerLimits):
     drift_baseline: Optional[str] = Field(None, description="audit: commissioning baseline (an edits.csv or JSON "
                                           "{organ: median surface Dice}); default: each organ's first drift_window cases")
     rules: list[Rule] = Field(default_factory=list, description="routing rules, first match wins (YAML only)")
+    adapt_patients: Optional[str] = Field(None, description="folder of 'rtseg adapt prepare' patient directories: a CT "
+                                          "whose hashed PatientID has one there is contoured by adapt (docs/ADAPT.md)")
 
     @field_validator("ae_title")
     @classmethod

@@ -19,6 +19,7 @@ from rtseg.errors import RtsegError
 from rtseg.io.naming import outbox_prefix
 from rtseg.serve.assembly import SeriesStore
 from rtseg.serve.config import Rule, ServeConfig
+from rtseg.serve.adapt_route import route_contour
 from rtseg.serve.contour import Contourer
 from rtseg.serve.destinations import join_outputs
 from rtseg.serve.jobs import JobQueue
@@ -57,8 +58,9 @@ class Worker:
         name = outbox_prefix(jid, short_hash(job["series_uid"]))
         event(logging.INFO, "contouring", job=jid, series=ref, rule=rule.name)
         try:
-            done = self.contourer(job["checkpoint"]).contour(self.store.series_dir(job["series_uid"]), self.outbox,
-                                                             name, rule.formats, rule.roi_names, self.cfg.qa_policy)
+            done = route_contour(self.contourer(job["checkpoint"]), self.cfg.adapt_patients,  # adapt or population
+                                 self.store.series_dir(job["series_uid"]), self.outbox, name, rule.formats,
+                                 rule.roi_names, self.cfg.qa_policy)
         except RtsegError as exc:
             self.queue.set_final(jid, "failed", str(exc))
             event(logging.ERROR, "contouring failed", job=jid, series=ref, reason=str(exc))

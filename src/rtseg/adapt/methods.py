@@ -1,0 +1,158 @@
+"""The five ways ``rtseg adapt contour`` contours a fraction, and the per-organ agreement check.
+
+- ``rigid``: the planning contours after rigid registration of the planning CT to the fraction;
+- ``propagated``: the planning contours after rigid + B-spline registration (elastix, ``register.py``);
+- ``population``: the population model alone (as ``rtseg predict``);
+- ``finetuned``: the patient model (``adapt prepare``);
+- ``fused`` (default): per organ the plan contours, the average of the patient model's probabilities and the
+  propagated contours (linearly interpolated one-hot masks); organs the plan does not contour come from the
+  patient model alone. Background is what is left.
+
+Every method that registers first checks the registration's plausibility: an implausible one
+(``register.refusal_reasons``: very low similarity, folding) is refused (``DataError``), never delivered as
+adapted; a doubtful one (``register.quality_problems``: low similarity) is delivered with a QA flag. The agreement check
+compares the organs of the patient model and of the propagated contours (HD95, mm); an organ where they
+differ by more than ``disagree_mm`` is named in the QA ("methods disagree by N mm: check this organ").
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from rtseg.adapt.patient import PATIENT_MODEL, POPULATION, PatientDir
+from rtseg.adapt.register import (QualityLimits, Registration, quality_problems, refusal_reasons, register,
+                                  warp_probabilities)
+from rtseg.errors import ConfigError, DataError
+from rtseg.evaluation.surface import organ_metrics
+from rtseg.inference.predictor import NetworkOptions, Prediction, PredictStats
+from rtseg.io.volume import Volume
+
+log = logging.getLogger("rtseg")
+
+METHODS = ("fused", "finetuned", "propagated", "population", "rigid")
+NEEDS = {"fused": ("deformable", "finetuned"), "finetuned": ("rigid", "finetuned"), "propagated": ("deformable",),
+         "population": ("population",), "rigid": ("rigid",)}
+
+
+@dataclass
+class AdaptOptions:
+    method: str = "fused"
+    device: str = "cpu"
+    network: NetworkOptions = field(default_factory=lambda: NetworkOptions(overlap=0.25))
+    limits: QualityLimits = field(default_factory=QualityLimits)
+    disagree_mm: float = 6.0
+    iterations: Optional[int] = None  # elastix iterations per resolution (None: the parameter files')
+    check_registration: bool = True  # False: flag instead of refuse (benchmarks, never the CLI default)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"--method {self.method!r}: expected one of {', '.join(METHODS)}")
+
+
+def fuse(finetuned: np.ndarray, propagated: np.ndarray, contoured: set[int]) -> np.ndarray:
+    """Average of the patient model and the propagated contours for the contoured organs; the patient model
+    alone for the others; background gets the rest."""
+    out = finetuned.copy()
+    for c in contoured:
+        out[c] = 0.5 * (finetuned[c] + propagated[c])
+    out[0] = np.clip(1.0 - out[1:].sum(axis=0), 0.0, 1.0)
+    return out
+
+
+def agreement(a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...], class_names: tuple[str, ...],
+              classes: set[int], limit_mm: float, names: tuple[str, str]) -> list[dict[str, Any]]:
+    """Per organ: HD95 (mm) and Dice between two methods' labels; ``check`` when HD95 > ``limit_mm``."""
+    rows = []
+    for c in sorted(classes):
+        m = organ_metrics(a == c, b == c, spacing)
+        hd = float(m["hd95"])
+        check = not (hd <= limit_mm)
+        row = {"organ": class_names[c], "methods": list(names), "hd95_mm": round(hd, 2) if np.isfinite(hd) else None,
+               "dice": round(float(m["dice"]), 4), "check": check}
+        if check:
+            row["text"] = (f"methods disagree by {hd:.0f} mm: check this organ" if np.isfinite(hd)
+                           else "one method finds this organ, the other does not: check this organ")
+        rows.append(row)
+    return rows
+
+
+class AdaptPredictor:
+    """What ``inference.pipeline.predict_case`` needs (``predict_full``, ``predict_labels``, ``stats``, ``bundle``),
+    contouring each fraction from the patient's own plan."""
+
+    def __init__(self, patient: PatientDir, options: AdaptOptions) -> None:
+        from rtseg.inference.ensemble import load_predictor
+
+        self.patient, self.options = patient, options
+        needs = NEEDS[options.method]
+        self.nets = {}
+        if "finetuned" in needs:
+            if not patient.has_patient_model:
+                raise DataError(f"{patient.root}: no patient model yet (run 'rtseg adapt prepare' with fine-tuning)")
+            self.nets["finetuned"] = load_predictor(patient.path(PATIENT_MODEL), options.device, options.network)
+        if "population" in needs or not self.nets:
+            self.nets["population"] = load_predictor(patient.path(POPULATION), options.device, options.network)
+        first = next(iter(self.nets.values()))
+        self.bundle = first.bundle
+        if tuple(self.bundle.class_names) != patient.class_names:
+            raise DataError(f"{patient.root}: model classes {list(self.bundle.class_names)} are not the patient "
+                            f"directory's {list(patient.class_names)}")
+        self.stats = PredictStats()
+        self.plan_ct, self.plan_labels = patient.plan_ct(), patient.plan_labels()
+        self.last: dict[str, Any] = {}
+
+    def _register(self, volume: Volume, deformable: bool) -> dict[str, Registration]:
+        regs = register(volume, self.plan_ct, deformable=deformable, iterations=self.options.iterations)
+        refusals = refusal_reasons(regs, self.options.limits)
+        self.last["registration"] = {k: r.summary() for k, r in regs.items()}
+        self.last["problems"] = refusals + quality_problems(regs, self.options.limits)
+        if refusals and self.options.check_registration:
+            raise DataError("fraction refused, registration to the planning CT is implausible: " + "; ".join(refusals))
+        return regs
+
+    def method_probabilities(self, volume: Volume) -> dict[str, np.ndarray]:
+        """The probabilities of every method the chosen one needs, on the fraction's grid."""
+        t0 = time.perf_counter()
+        needs = NEEDS[self.options.method]
+        n, known = len(self.patient.class_names), self.patient.contoured
+        out: dict[str, np.ndarray] = {}
+        if "rigid" in needs or "deformable" in needs:
+            regs = self._register(volume, deformable="deformable" in needs)
+            for kind, reg in regs.items():
+                out["propagated" if kind == "deformable" else "rigid"] = warp_probabilities(reg, self.plan_labels.array, n, known)
+        t1 = time.perf_counter()
+        for name, net in self.nets.items():
+            out[name] = net.predict_full(volume).probabilities
+            self.stats = net.stats  # the network run's windows and box (logged by the pipeline)
+        self.stats.seconds.update({"registration": t1 - t0, "networks": time.perf_counter() - t1})
+        return out
+
+    def predict_full(self, volume: Volume) -> Prediction:
+        method = self.options.method
+        probs = self.method_probabilities(volume)
+        if method == "fused":
+            p = fuse(probs["finetuned"], probs["propagated"], self.patient.contoured)
+        else:
+            p = probs[method]
+        labels = np.argmax(p, axis=0).astype(np.uint8)
+        self.last["method"] = method
+        self.last["agreement"] = self._agreement(probs, volume)
+        self.last["labels"] = {k: np.argmax(v, axis=0).astype(np.uint8) for k, v in probs.items()}
+        self.last["labels"][method] = labels
+        return Prediction(labels, p.astype(np.float32))
+
+    def predict_labels(self, volume: Volume) -> np.ndarray:
+        return self.predict_full(volume).labels
+
+    def _agreement(self, probs: dict[str, np.ndarray], volume: Volume) -> list[dict[str, Any]]:
+        pair = [k for k in ("finetuned", "propagated") if k in probs]
+        if len(pair) < 2:
+            return []
+        a, b = (np.argmax(probs[k], axis=0) for k in pair)
+        spacing = tuple(float(s) for s in np.linalg.norm(volume.affine[:3, :3], axis=0))
+        return agreement(a, b, spacing, self.patient.class_names, self.patient.contoured, self.options.disagree_mm,
+                         (pair[0], pair[1]))

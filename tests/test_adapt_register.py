@@ -1,0 +1,117 @@
+"""``rtseg adapt`` registration (itk-elastix): a known rigid transform and a known smooth warp are recovered,
+a fraction of another patient is flagged, the simulated phantom fractions are what they say."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from rtseg.adapt.register import Registration, quality_problems, refusal_reasons, register, warp_probabilities
+from rtseg.io.volume import Volume
+from rtseg.synthetic.fractions import generate_fraction
+from rtseg.synthetic.patient import generate_patient
+
+pytest.importorskip("itk")
+
+SEED = 3
+
+
+@pytest.fixture(scope="module")
+def plan() -> tuple[Volume, Volume]:
+    return generate_fraction(SEED, 0)
+
+
+def _resample(vol: Volume, world_map, order: int, cval: float) -> np.ndarray:
+    """``vol`` sampled at world_map(p) for every voxel centre p of its own grid (an independent scipy warp)."""
+    idx = np.indices(vol.shape, dtype=np.float64).reshape(3, -1)
+    world = vol.affine[:3, :3] @ idx + vol.affine[:3, 3:4]
+    src = world_map(world)
+    inv = np.linalg.inv(vol.affine)
+    vox = inv[:3, :3] @ src + inv[:3, 3:4]
+    out = ndi.map_coordinates(np.asarray(vol.array, np.float64), vox, order=order, mode="constant", cval=cval)
+    return out.reshape(vol.shape)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1)
+
+
+def test_fraction_zero_is_the_planning_phantom_and_fractions_say_simulated() -> None:
+    ct0, lab0 = generate_fraction(SEED, 0)
+    ct, lab = generate_patient(SEED)
+    assert np.array_equal(ct0.array, ct.array) and np.array_equal(lab0.array, lab.array)
+    ct1, lab1 = generate_fraction(SEED, 1)
+    assert ct1.meta["simulated"] is True and "simulated fraction" in ct1.meta["source"]
+    assert 0.5 <= ct1.meta["bladder_volume_factor"] <= 2.0
+    bladder_ratio = np.count_nonzero(lab1.array == 2) / np.count_nonzero(lab0.array == 2)
+    assert 0.4 < bladder_ratio < 2.3  # the bladder filled or emptied (clipped by the field of view)
+    assert not np.array_equal(lab1.array, lab0.array)
+    again = generate_fraction(SEED, 1)
+    assert np.array_equal(again[0].array, ct1.array)  # reproducible
+
+
+def test_registration_recovers_a_known_rigid_transform_within_1mm(plan) -> None:
+    ct0, _ = plan
+    angle = np.deg2rad(3.0)
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    shift = np.array([4.0, -3.0, 2.5])
+    known = lambda p: rot @ p + shift[:, None]  # noqa: E731  fraction point -> planning point
+    fixed = Volume(_resample(ct0, known, 1, -1024.0).astype(np.float32), ct0.affine.copy())
+    reg = register(fixed, ct0, deformable=False)["rigid"]
+    body = np.argwhere(np.asarray(fixed.array) > -500)[::50].T.astype(np.float64)
+    world = fixed.affine[:3, :3] @ body + fixed.affine[:3, 3:4]
+    found = reg.rigid_matrix[:3, :3] @ world + reg.rigid_matrix[:3, 3:4]
+    err = np.linalg.norm(found - known(world), axis=0)
+    assert err.max() < 1.0, f"max error {err.max():.2f} mm, mean {err.mean():.2f} mm"
+    assert reg.similarity > 0.95
+
+
+@pytest.mark.slow
+def test_registration_recovers_a_known_smooth_warp_dice_095(plan) -> None:
+    ct0, lab0 = plan
+    ext = np.array(ct0.shape) * np.linalg.norm(ct0.affine[:3, :3], axis=0)
+
+    def known(p: np.ndarray) -> np.ndarray:  # a smooth warp of up to 5 mm (no folding)
+        u = 5.0 * np.sin(2 * np.pi * p[1] / ext[1]) * np.cos(np.pi * p[2] / ext[2])
+        v = 4.0 * np.sin(2 * np.pi * p[0] / ext[0])
+        return p + np.stack([u, v, 0.6 * u])
+
+    fixed = Volume(_resample(ct0, known, 1, -1024.0).astype(np.float32), ct0.affine.copy())
+    # the true contours: the planning masks warped by the known field, interpolated as adapt interpolates them
+    # (linearly, then the most likely class), so the comparison measures the registration, not the interpolation
+    onehot = [Volume((lab0.array == c).astype(np.float32), lab0.affine) for c in range(6)]
+    truth = np.argmax([_resample(m, known, 1, float(c == 0)) for c, m in enumerate(onehot)], axis=0)
+    regs = register(fixed, ct0, deformable=True)
+    warped = warp_probabilities(regs["deformable"], lab0.array, 6).argmax(axis=0)
+    rigid = warp_probabilities(regs["rigid"], lab0.array, 6).argmax(axis=0)
+    for c, name in ((1, "prostate"), (2, "bladder"), (3, "rectum"), (4, "femur_l"), (5, "femur_r")):
+        assert _dice(warped == c, truth == c) >= 0.95, name
+    assert np.mean([_dice(rigid == c, truth == c) for c in range(1, 6)]) < 0.95  # the warp is not rigid
+    assert quality_problems(regs) == [] and refusal_reasons(regs) == []
+
+
+@pytest.mark.slow
+def test_a_fraction_of_another_patient_is_flagged(plan) -> None:
+    ct0, _ = plan
+    other, _ = generate_fraction(SEED + 6, 1)
+    regs = register(other, ct0, deformable=True)
+    problems = quality_problems(regs)
+    assert problems, {k: r.summary() for k, r in regs.items()}
+    own, _ = generate_fraction(SEED, 1)
+    assert quality_problems(register(own, ct0, deformable=True)) == []
+
+
+def _reg(kind: str, similarity: float, jac_min: float = 1.0, folding: float = 0.0) -> Registration:
+    return Registration(kind, np.zeros((3, 2, 2, 2), np.float32), similarity,
+                        {"min": jac_min, "max": 1.5, "folding_fraction": folding}, 0.0)
+
+
+def test_implausible_registrations_are_refused_doubtful_ones_flagged() -> None:
+    good = {"rigid": _reg("rigid", 0.85), "deformable": _reg("deformable", 0.95, 0.4)}
+    assert refusal_reasons(good) == [] and quality_problems(good) == []
+    doubtful = {"rigid": _reg("rigid", 0.62), "deformable": _reg("deformable", 0.90, 0.3)}
+    assert refusal_reasons(doubtful) == [] and "same patient" in quality_problems(doubtful)[0]
+    folding = {"rigid": _reg("rigid", 0.85), "deformable": _reg("deformable", 0.95, -0.2, folding=0.002)}
+    assert "folds 0.20 %" in refusal_reasons(folding)[0]
+    unrelated = {"rigid": _reg("rigid", 0.31), "deformable": _reg("deformable", 0.55, 0.3)}
+    assert len(refusal_reasons(unrelated)) == 2
