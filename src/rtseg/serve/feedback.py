@@ -35,7 +35,7 @@ from rtseg.evaluation.edits import edit_measures
 from rtseg.io.archive.scan import read_file_header
 from rtseg.io.atomic import atomic_path
 from rtseg.io.dicom.series import read_dicom_series
-from rtseg.io.rtstruct.provenance import set_provenance
+from rtseg.io.rtstruct.provenance import model_version_in, set_provenance
 from rtseg.io.rtstruct.read import read_rtstruct
 from rtseg.serve.destinations import split_outputs
 from rtseg.serve.logs import event, series_ref
