@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 from rtseg.device import resolve_device
 from rtseg.inference.ensemble import load_predictor
 from rtseg.inference.pipeline import CaseInput, CaseOutputs, PredictOptions, predict_case
+from rtseg.inference.predictor import NetworkOptions
 from rtseg.review.batch import BatchReview
 from rtseg.review.qa import summary_columns
 
@@ -30,17 +31,19 @@ class Contoured:
 class Contourer:
     """One loaded model (per worker: a Predictor is not shared between threads) and the outputs its rules ask for."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto") -> None:
+    def __init__(self, checkpoint: str | Path, device: str = "auto", precision: str = "auto") -> None:
         self.device = resolve_device(device)
         self.checkpoint = Path(checkpoint)
-        self.predictor = load_predictor(checkpoint, self.device)  # a checkpoint, or an ensemble file / CV folder
+        self.network = NetworkOptions(precision=precision)
+        # a checkpoint, or an ensemble file / CV folder
+        self.predictor = load_predictor(checkpoint, self.device, self.network)
         self._plans: dict[tuple[tuple[str, ...], Optional[str]], tuple[CaseOutputs, BatchReview]] = {}
 
     def prepare(self, formats: Sequence[str], roi_names: Optional[str] = None) -> tuple[CaseOutputs, BatchReview]:
         """What a rule's series get, resolved once (unknown formats or ROI mapping classes fail here)."""
         key = (tuple(formats), roi_names)
         if key not in self._plans:
-            options = PredictOptions(formats=key[0], device=str(self.device), roi_names=roi_names)
+            options = PredictOptions(formats=key[0], device=str(self.device), network=self.network, roi_names=roi_names)
             outputs = CaseOutputs.resolve(options, self.predictor.bundle, review=True)
             review = BatchReview(self.predictor.bundle, html=any(f.writer is None for f in outputs.formats))
             self._plans[key] = (outputs, review)
