@@ -10,6 +10,7 @@ that hold only voxels known to be background (``skip_mask``) are not run.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 from typing import Callable, Optional, Sequence
@@ -162,5 +163,6 @@ def network_runner(net: Callable[[torch.Tensor], torch.Tensor], device: torch.de
 def prepare_network(net: nn.Module, device: torch.device, dtype: torch.dtype, fmt: torch.memory_format) -> nn.Module:
     """``net`` on ``device`` in memory format ``fmt``, eval mode, its weights cast to bf16 where
     ``rtseg.device.bf16_weights`` says so (the matching ``network_runner`` feeds it)."""
-    net = net.to(device).to(memory_format=fmt).eval()
-    return net.to(torch.bfloat16) if bf16_weights(device, dtype) else net
+    if bf16_weights(device, dtype):  # a copy: the caller's model (a loaded checkpoint) stays fp32
+        net = copy.deepcopy(net).to(torch.bfloat16)
+    return net.to(device).to(memory_format=fmt).eval()
