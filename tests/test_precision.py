@@ -108,3 +108,21 @@ def test_one_pass_way_back_equals_labels_and_probabilities_apart(ckpt_coarse: Pa
     np.testing.assert_array_equal(labels, info.restore_labels(logits, box))
     np.testing.assert_allclose(probs, info.restore_probabilities(logits / 1.7, box), rtol=1e-5, atol=1e-7)
     assert labels.shape == vol.shape and len(np.unique(labels)) >= 2
+
+
+def test_node_and_cli_take_the_precision_key(tmp_path: Path, ckpt: Path) -> None:  # noqa: F811
+    from rtseg.cli.main import build_parser
+    from rtseg.serve.config import load_serve_config
+    from rtseg.serve.contour import Contourer
+
+    keys = {"store": str(tmp_path / "store"), "checkpoint": str(ckpt), "destination": ["folder:" + str(tmp_path / "o")]}
+    assert load_serve_config(None, keys).precision == "auto"
+    assert load_serve_config(None, {**keys, "precision": "bf16"}).precision == "bf16"
+    with pytest.raises(ConfigError, match="precision"):
+        load_serve_config(None, {**keys, "precision": "fp16"})
+    assert Contourer(ckpt, "cpu", "bf16").predictor.precision == "bf16"
+    assert Contourer(ckpt, "cpu").predictor.precision == "fp32"  # auto, with RTSEG_CPU_BF16=0 (conftest)
+    args = build_parser().parse_args(["predict", "--checkpoint", "c.pt", "--input", "i", "--output", "o",
+                                      "--precision", "fp32"])
+    assert args.precision == "fp32"
+    assert build_parser().parse_args(["val", "-c", "x.yml", "--checkpoint", "c.pt"]).precision == "auto"
