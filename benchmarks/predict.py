@@ -23,6 +23,14 @@ equal voxels >= 99.9 %, Dice of every organ vs the baseline >= 0.99).
     .venv/bin/python benchmarks/predict.py --shape 512 512 300 --only rtseg   # memory of a long CT
     python benchmarks/predict.py --device cuda --repeat 3 --figures figures.jsonl   # a GPU: best of 3 after a warm-up
 
+``--precision bf16`` runs rtseg in bf16 (``Predictor(precision="bf16")``: bf16 weights on the CPU)
+and MONAI's sliding window under ``torch.autocast(device, dtype=torch.bfloat16)``: the same precision
+for both; the default fp32 is fp32 for both. ``--ort`` adds a third method in the same run: rtseg's
+pipeline with the network run by ONNX Runtime (CPU, fp32, the model as ``rtseg export`` writes it) in
+place of PyTorch; its labels are compared with rtseg's.
+
+    .venv/bin/python benchmarks/predict.py --precision bf16 --ort
+
 On a GPU both methods run there (rtseg: bf16 autocast, channels-last; MONAI: fp32, its defaults);
 ``--repeat N`` runs each method N times in its process after one untimed warm-up (cuDNN picks
 its kernels on the first call) and reports the fastest.
@@ -171,11 +179,12 @@ def monai_predict(vol, loaded, args: argparse.Namespace, device: torch.device) -
     from rtseg.data.preprocess import to_network_grid
 
     t0 = time.perf_counter()
-    with torch.inference_mode():
+    cast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    with torch.inference_mode(), cast:
         image, info = to_network_grid(vol, loaded.bundle.preprocessing)
         t1 = time.perf_counter()
         logits = sliding_window_inference(torch.from_numpy(image)[None, None].to(device), loaded.bundle.patch_size,
-                                          args.batch_size, loaded.model, overlap=args.overlap, mode="gaussian")
+                                          args.batch_size, loaded.model, overlap=args.overlap, mode="gaussian").float()
         _sync(device)
         t2 = time.perf_counter()
         labels = info.restore_labels(logits[0])
@@ -196,16 +205,18 @@ def run_one(args: argparse.Namespace) -> None:
     loaded = load_model(args.checkpoint, device)
     rss_before = rss_gib()
     result: dict = {"method": args.only, "seconds": float("inf")}
-    if args.only == "rtseg":
+    if args.only in ("rtseg", "ort"):
         predictor = Predictor(loaded, device, overlap=args.overlap, batch_size=args.batch_size,
                               channels_last=not args.contiguous, skip_air=not args.no_skip,
-                              progress=sys.stderr.isatty())
+                              progress=sys.stderr.isatty(), precision="fp32" if args.only == "ort" else args.precision)
+        if args.only == "ort":
+            predictor._run = ort_runner(args.checkpoint)  # the same pipeline, the network in ONNX Runtime
     else:
         import monai.inferers  # noqa: F401 - imported here so that its import time stays outside the timing
     runs = args.repeat + (1 if device.type == "cuda" else 0)
     for i in range(runs):
         t0 = time.perf_counter()
-        if args.only == "rtseg":
+        if args.only in ("rtseg", "ort"):
             labels = predictor.predict_labels(vol)
             parts = dict(predictor.stats.seconds)
         else:
@@ -213,7 +224,7 @@ def run_one(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - t0
         if (device.type != "cuda" or i > 0) and seconds < result["seconds"]:
             result.update(seconds=seconds, parts=parts)
-    if args.only == "rtseg":
+    if args.only in ("rtseg", "ort"):
         result["plan"] = plan_summary(predictor.stats)
     result["peak_rss_gib"] = rss_gib()
     if device.type == "cuda":
@@ -222,6 +233,21 @@ def run_one(args: argparse.Namespace) -> None:
     if args.labels_out:
         np.save(args.labels_out, labels)
     print(json.dumps(result))
+
+
+def ort_runner(checkpoint: str):  # noqa: ANN201
+    """Windows -> float32 logits through ONNX Runtime (CPU provider, this process's torch thread count)."""
+    import onnxruntime as ort
+
+    from rtseg.inference.export import export_model
+
+    path = Path(tempfile.mkdtemp()) / "model.onnx"
+    export_model(checkpoint, path, "onnx", check=False)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: torch.from_numpy(sess.run(None, {name: x.float().contiguous().numpy()})[0])
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -241,7 +267,10 @@ def parse_args() -> argparse.Namespace:
                     help="network grid spacing in mm (default 1.96 1.96 2.5: 512x512 -> 256x256 in-plane)")
     ap.add_argument("--contiguous", action="store_true", help="rtseg: NCDHW instead of channels-last (to isolate gains)")
     ap.add_argument("--no-skip", action="store_true", help="rtseg: run the network on the whole volume (no body box)")
-    ap.add_argument("--only", choices=("rtseg", "monai"), help="run one method (peak memory of a long CT)")
+    ap.add_argument("--only", choices=("rtseg", "monai", "ort"), help="run one method (peak memory of a long CT)")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="both methods: fp32 (default), or bf16 (rtseg --precision bf16; MONAI under bf16 autocast)")
+    ap.add_argument("--ort", action="store_true", help="also run rtseg's pipeline with ONNX Runtime as the network (fp32)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: where both methods run")
     ap.add_argument("--repeat", type=int, default=1, help="timed runs per method, fastest reported (default 1)")
     ap.add_argument("--figures", metavar="JSONL", help="append each figure as a JSON line to this file")
@@ -259,7 +288,8 @@ def run_child(method: str, ckpt: Path, out: Path, args: argparse.Namespace) -> d
     cmd = [sys.executable, __file__, "--child", "--only", method, "--checkpoint", str(ckpt), "--labels-out", str(out),
            "--shape", *map(str, args.shape), "--roi", *map(str, args.roi), "--overlap", str(args.overlap),
            "--batch-size", str(args.batch_size), "--base-filters", str(args.base_filters),
-           "--target-spacing", *map(str, args.target_spacing), "--device", args.device, "--repeat", str(args.repeat)]
+           "--target-spacing", *map(str, args.target_spacing), "--device", args.device, "--repeat", str(args.repeat),
+           "--precision", args.precision]
     cmd += (["--contiguous"] if args.contiguous else []) + (["--no-skip"] if args.no_skip else [])
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
     res = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -274,7 +304,7 @@ def run_child(method: str, ckpt: Path, out: Path, args: argparse.Namespace) -> d
 def record_figures(args: argparse.Namespace, res: dict, seconds: float, agreement: Optional[float]) -> None:
     """One JSON line per figure: each method's total and network seconds, the speed-up, the agreement."""
     shape = "x".join(map(str, args.shape))
-    extra = {"device": args.device, "ct": shape}
+    extra = {"device": args.device, "ct": shape, "precision": args.precision, "load": round(os.getloadavg()[0], 2)}
     for m, r in res.items():
         record(args.figures, f"predict.{m}.total", r["seconds"], "s", seconds, **extra)
         record(args.figures, f"predict.{m}.network", r["parts"]["network"], "s", seconds, **extra)
@@ -296,7 +326,7 @@ def main() -> int:
         build_checkpoint(ckpt, args)
         print(f"checkpoint built in {time.perf_counter() - t0:.1f} s "
               f"(ResUnet_3D, BASE_FILTERS {args.base_filters}, roi {args.roi}, target spacing {args.target_spacing} mm)")
-        methods = [args.only] if args.only else ["monai", "rtseg"]
+        methods = [args.only] if args.only else ["monai", "rtseg"] + (["ort"] if args.ort else [])
         res = {m: run_child(m, ckpt, Path(tmp) / f"{m}.npy", args) for m in methods}
     _, gt = make_ct(tuple(args.shape))
     for m in methods:
@@ -304,7 +334,13 @@ def main() -> int:
         print(f"{m:6s} Dice vs phantom truth: " + ", ".join(f"{n} {v:.3f}" for n, v in zip(NAMES[1:], d)))
     where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else \
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads"
-    print(f"machine: {where}, torch {torch.__version__}; CT {args.shape} at {SPACING} mm")
+    print(f"machine: {where}, torch {torch.__version__}; CT {args.shape} at {SPACING} mm; precision {args.precision}; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    if "ort" in res and "rtseg" in res:
+        eq = float(np.mean(res["ort"]["labels"] == res["rtseg"]["labels"]))
+        print(f"ONNX Runtime vs rtseg (PyTorch, {args.precision}): {res['rtseg']['seconds'] / res['ort']['seconds']:.2f}x "
+              f"the speed, network {res['ort']['parts']['network']:.2f} vs {res['rtseg']['parts']['network']:.2f} s; "
+              f"equal voxels {100 * eq:.4f} %")
     if len(methods) < 2:
         record_figures(args, res, time.perf_counter() - t_all, None)
         return 0

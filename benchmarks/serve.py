@@ -21,6 +21,9 @@ pelvic CTs; ``--model tiny`` is the tests' 4-filter network on a 4 mm grid;
 ``--checkpoint`` any checkpoint.
 
     OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/serve.py --model demo --series 5
+    # a 512x512x160 series and model (benchmarks/predict_dicom.py --keep DIR writes both), latency only:
+    OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/serve.py --series-dir DIR/ct --checkpoint DIR/bench.pt \
+        --series 2 --no-throughput --no-baseline
     PYTHONPATH=src .venv/bin/python benchmarks/serve.py --model tiny --series 3      # quick
 """
 from __future__ import annotations
@@ -99,13 +102,13 @@ def wait_done(db: Path, n: int, timeout: float = 1800) -> None:
     raise SystemExit("timed out waiting for the jobs")
 
 
-def run_node(ckpt: Path, tmp: Path, tps: str, workers: int):  # -> (Node, port)
+def run_node(ckpt: Path, tmp: Path, tps: str, workers: int, precision: str | None = None):  # -> (Node, port)
     from rtseg.serve.config import load_serve_config
     from rtseg.serve.service import Node
 
-    cfg = load_serve_config(None, {"store": str(tmp), "port": 0, "checkpoint": str(ckpt), "destination": [tps],
-                                   "device": "cpu", "complete_on_release": True, "series_timeout": 10.0,
-                                   "workers": workers, "allow": ["SCANNER1"]})
+    keys = {"store": str(tmp), "port": 0, "checkpoint": str(ckpt), "destination": [tps], "device": "cpu",
+            "complete_on_release": True, "series_timeout": 10.0, "workers": workers, "allow": ["SCANNER1"]}
+    cfg = load_serve_config(None, keys if precision is None else {**keys, "precision": precision})
     node = Node(cfg)
     return node, node.start()[1]
 
@@ -127,9 +130,14 @@ def main() -> int:
     ap.add_argument("--series", type=int, default=5, help="series copies (latency run and throughput run)")
     ap.add_argument("--workers", type=int, default=1, help="node workers in the throughput run")
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--series-dir", type=Path, default=SERIES, help="the series to send copies of (default the shared "
+                    "20-slice CT)")
+    ap.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="the node's precision key (default: not set)")
+    ap.add_argument("--no-throughput", action="store_true", help="latency only (skip the series-at-once run)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the 'rtseg predict' process baseline")
     args = ap.parse_args()
-    if not SERIES.is_dir():
-        raise SystemExit(f"{SERIES} not found")
+    if not args.series_dir.is_dir():
+        raise SystemExit(f"{args.series_dir} not found")
     import torch
 
     from rtseg.serve.scp import free_port
@@ -139,12 +147,13 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop storescp and the node
     tmp = Path(tempfile.mkdtemp(prefix="rtseg-serve-bench-"))
     ckpt = args.checkpoint or make_model(args.model, tmp, args.demo_minutes)
-    copies = [copy_series(SERIES, tmp / "copies" / f"s{i:02d}") for i in range(2 * args.series)]
+    n_copies = args.series * (1 if args.no_throughput else 2)
+    copies = [copy_series(args.series_dir, tmp / "copies" / f"s{i:02d}") for i in range(n_copies)]
     tps = StoreSCP(tmp / "tps", port=free_port()).start()
     result: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                     f"torch threads {torch.get_num_threads()}", "model": str(args.checkpoint or args.model)}
     try:
-        node, port = run_node(ckpt, tmp / "store-latency", tps.destination, 1)
+        node, port = run_node(ckpt, tmp / "store-latency", tps.destination, 1, args.precision)
         try:
             for i, c in enumerate(copies[: args.series]):
                 subprocess.run(storescu_cmd(port, c), check=True, capture_output=True)
@@ -154,8 +163,11 @@ def main() -> int:
         lat = job_times(tmp / "store-latency" / "jobs.sqlite")
         keys = ("receive", "wait", "read", "inference", "write", "send", "latency")
         result["latency_median_s"] = {k: round(median(j[k] for j in lat), 3) for k in keys}
-        result["baseline_predict_s"] = round(median(baseline(ckpt, c, tmp / "predict" / c.name)
-                                                    for c in copies[: min(3, args.series)]), 3)
+        if not args.no_baseline:
+            result["baseline_predict_s"] = round(median(baseline(ckpt, c, tmp / "predict" / c.name)
+                                                        for c in copies[: min(3, args.series)]), 3)
+        if args.no_throughput:
+            return report(result, args, keys)
         node, port = run_node(ckpt, tmp / "store-load", tps.destination, args.workers)
         try:
             t0 = time.time()
@@ -173,14 +185,22 @@ def main() -> int:
                                 "latency_max_s": round(max(j["latency"] for j in load), 2)}
     finally:
         tps.stop()
+    return report(result, args, keys)
+
+
+def report(result: dict, args: argparse.Namespace, keys: tuple[str, ...]) -> int:
     m = result["latency_median_s"]
-    print(f"\nmachine: {result['machine']}; model: {result['model']}; {args.series} series of 20 slices 512x512")
+    n_slices = len([f for f in args.series_dir.iterdir() if f.is_file()])
+    print(f"\nmachine: {result['machine']}; model: {result['model']}; {args.series} series of {n_slices} slices; "
+          f"precision key {args.precision or 'not set'}; load average {os.getloadavg()[0]:.2f}")
     print("latency (median, s): " + ", ".join(f"{k} {m[k]:.2f}" for k in keys))
-    print(f"baseline 'rtseg predict --format rtstruct' process: {result['baseline_predict_s']:.2f} s; "
-          f"ratio baseline / node latency: {result['baseline_predict_s'] / m['latency']:.2f}x")
-    t = result["throughput"]
-    print(f"throughput: {t['series']} series at once, {t['workers']} worker(s): {t['seconds']:.1f} s, "
-          f"{t['series_per_min']:.1f} series/min, worst latency {t['latency_max_s']:.1f} s")
+    if "baseline_predict_s" in result:
+        print(f"baseline 'rtseg predict --format rtstruct' process: {result['baseline_predict_s']:.2f} s; "
+              f"ratio baseline / node latency: {result['baseline_predict_s'] / m['latency']:.2f}x")
+    if "throughput" in result:
+        t = result["throughput"]
+        print(f"throughput: {t['series']} series at once, {t['workers']} worker(s): {t['seconds']:.1f} s, "
+              f"{t['series_per_min']:.1f} series/min, worst latency {t['latency_max_s']:.1f} s")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,6 +10,11 @@ import torch
 # pytest-xdist runs one worker per core: more torch threads per worker oversubscribe the
 # CPU and slow 3D convolutions down by 10x or more.
 torch.set_num_threads(1)
+
+# --precision auto runs bf16 on CPUs with native bf16: tests compare against fp32 references and must not
+# depend on the CI machine's CPU, so auto means fp32 here (subprocesses inherit it); tests/test_precision.py
+# runs bf16 explicitly and switches this off to check the detection.
+os.environ.setdefault("RTSEG_CPU_BF16", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

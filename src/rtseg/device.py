@@ -1,16 +1,23 @@
-"""Device choice and the GPU fast path (bf16 autocast, channels-last 3D).
+"""Device choice, the GPU fast path (bf16 autocast, channels-last 3D) and the inference precision.
 
 The fast path is what a GPU runs; ``RTSEG_FORCE_GPU_PATH=1`` (or ``force=True``) makes the
 CPU take the same path (``torch.autocast("cpu", dtype=torch.bfloat16)``, channels-last 3D),
 so CI without a GPU exercises the training step, validation and sliding window a GPU runs.
 Every caller (trainer, validation, Predictor) goes through ``autocast`` and ``memory_format``.
+
+Inference precision (``resolve_precision``): ``auto`` runs the network in bf16 where the hardware
+computes bf16 natively (a GPU; a CPU with AVX512-BF16 or AMX, read from ``/proc/cpuinfo``), else fp32;
+``bf16`` and ``fp32`` force one. On the CPU bf16 is ~2x faster for the 3D U-Nets and changes labels
+on well under 0.1 % of voxels (benchmarks/bf16_agreement.py, docs/PERFORMANCE.md).
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+import functools
 import logging
 import os
+from pathlib import Path
 from typing import ContextManager, Optional, Union
 
 import torch
@@ -66,6 +73,73 @@ def memory_format(device: torch.device, channels_last: Union[bool, str], force: 
     if channels_last == "always":
         return torch.channels_last_3d
     return torch.channels_last_3d if channels_last is True and gpu_path(device, force) else torch.contiguous_format
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+"""Values of ``--precision`` (rtseg predict, val, test) and of the node's ``precision`` key."""
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+"""/proc/cpuinfo flags of x86 CPUs that compute bf16 natively (oneDNN's bf16 convolutions run there)."""
+
+CPU_BF16_ENV = "RTSEG_CPU_BF16"
+"""``1``/``0`` overrides what ``cpu_has_native_bf16`` reads from the CPU (tests; a CPU the flags misreport)."""
+
+
+@functools.lru_cache(maxsize=4)
+def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
+    """The native-bf16 instruction sets the CPU reports (``CPU_BF16_FLAGS`` found in ``cpuinfo``); ``()`` if
+    none or the file is unreadable (not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return ()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            return tuple(f for f in CPU_BF16_FLAGS if f in flags)
+    return ()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs bf16 convolutions natively: its flags say AVX512-BF16 or AMX and torch's
+    kernels use AVX-512 (``torch.backends.cpu.get_cpu_capability()``); ``RTSEG_CPU_BF16`` overrides."""
+    env = os.environ.get(CPU_BF16_ENV, "").strip()
+    if env in ("0", "1"):
+        return env == "1"
+    return bool(cpu_bf16_flags()) and torch.backends.cpu.get_cpu_capability().startswith(("AVX512", "AMX"))
+
+
+def resolve_precision(device: torch.device, precision: str = "auto", amp: bool = True,
+                      force: Optional[bool] = None) -> torch.dtype:
+    """The dtype the network computes in at inference: ``torch.bfloat16`` or ``torch.float32``.
+
+    ``fp32``/``bf16`` are taken as asked; ``auto`` is bf16 on the GPU fast path (``amp`` on) and on a CPU with
+    native bf16, fp32 elsewhere (and when ``amp`` is off: TRAINING.AMP false keeps a checkpoint in fp32)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return torch.bfloat16 if precision == "bf16" else torch.float32
+    if not amp:
+        return torch.float32
+    if gpu_path(device, force) or (device.type == "cpu" and cpu_has_native_bf16()):
+        return torch.bfloat16
+    return torch.float32
+
+
+def bf16_weights(device: torch.device, dtype: torch.dtype, force: Optional[bool] = None) -> bool:
+    """Whether inference in ``dtype`` casts the network's weights to bf16 once (a CPU off the GPU fast path:
+    no per-call weight casts, activations stay bf16) rather than running fp32 weights under ``autocast``."""
+    return dtype == torch.bfloat16 and not gpu_path(device, force)
+
+
+def inference_autocast(device: torch.device, dtype: torch.dtype, force: Optional[bool] = None) -> ContextManager[object]:
+    """bf16 autocast for a bf16 run on the GPU fast path; a no-op elsewhere (fp32, or weights already bf16)."""
+    return autocast(device, dtype == torch.bfloat16, force)
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """``bf16`` or ``fp32``: for logs and benchmark records."""
+    return "bf16" if dtype == torch.bfloat16 else "fp32"
 
 
 def gpu_memory_report(device: torch.device) -> str:

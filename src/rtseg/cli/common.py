@@ -68,6 +68,13 @@ def add_spacing_arg(p: argparse.ArgumentParser, help: str, default: Sequence[flo
     p.add_argument("--spacing", nargs=3, type=float, default=list(default), metavar=("X", "Y", "Z"), help=help)
 
 
+def add_precision_option(p: argparse.ArgumentParser) -> None:
+    """``--precision auto|bf16|fp32`` (rtseg predict, val, test; the node's ``precision`` key)."""
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="what the network computes in: auto (default: bf16 on a GPU and on CPUs with native bf16, "
+                   "AVX512-BF16 or AMX; fp32 elsewhere), bf16, or fp32 (the reference; ~2x slower on such CPUs)")
+
+
 def organ_class_names(organs: Sequence[str], option: str) -> list[str]:
     """Organ names for labels 1..N (a leading 'background' accepted) -> class names with background first."""
     names = list(organs[1:] if organs and organs[0].lower() == BACKGROUND else organs)

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 from rtseg.cli.common import add_command
 from rtseg.cli.dicom_options import add_roi_name_options
+from rtseg.cli.common import add_precision_option
 from rtseg.inference.outputs import output_help, output_names
 
 NAME = "predict"
@@ -66,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="auto (GPU if available), cpu, or cuda[:N] (default auto)")
     p.add_argument("--batch-size", type=int, default=2, metavar="N",
                    help="sliding windows per network call (default 2)")
+    add_precision_option(p)
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network (pays off on a GPU for many cases; slow first case)")
 
@@ -106,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     options = PredictOptions(
         formats=tuple(args.format),
         device=args.device,
-        network=NetworkOptions(overlap=args.overlap, tta=args.tta, batch_size=args.batch_size, compile=args.compile),
+        network=NetworkOptions(overlap=args.overlap, tta=args.tta, batch_size=args.batch_size, compile=args.compile,
+                               precision=args.precision),
         largest_component=args.largest_component,
         fill_holes=args.fill_holes,
         holes=args.holes,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rtseg.cli.common import add_config_args, config_from_args, config_name
+from rtseg.cli.common import add_config_args, add_precision_option, config_from_args, config_name
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--out", metavar="DIR", help="where to write <split>_metrics.json (default: the checkpoint's run dir)")
         q.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1) (default 0.5)")
         q.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (anterior-posterior, inferior-superior)")
+        add_precision_option(q)
         q.add_argument("--largest-component", action="store_true",
                        help="score each organ's largest connected component only (as rtseg predict --largest-component)")
         q.add_argument("--fill-holes", action="store_true",
@@ -73,7 +74,8 @@ def run_eval(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
     result = evaluate_split(cfg, ckpt, split, out, select_device(cfg.cuda_request), args.overlap, args.tta,
-                            largest_component=args.largest_component, fill_holes=args.fill_holes)
+                            largest_component=args.largest_component, fill_holes=args.fill_holes,
+                            precision=args.precision)
     print(format_metrics_table(result))
     print(f"metrics written to {out / (split + '_metrics.json')}")
     return 0

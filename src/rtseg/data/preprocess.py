@@ -127,6 +127,43 @@ class GridInfo:
         return self._undo(out.to(torch.float16 if np.dtype(dtype) == np.float16 else torch.float32).cpu().numpy())
 
 
+    def restore_full(self, logits: torch.Tensor, box: Optional[Box] = None, temperature: float = 1.0,
+                     dtype: np.dtype | type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+        """(``restore_labels(logits, box)``, ``restore_probabilities(logits / temperature, box, dtype)``) from one
+        resampling of each class, written straight onto the input axes (no reoriented copy).
+
+        The labels are the argmax of the resampled logits (the first class among equals, as
+        ``restore_labels``); the temperature divides them after resampling (linear: the same up to rounding)."""
+        if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float16)):
+            raise ValueError(f"probabilities are float32 or float16, got {np.dtype(dtype)}")
+        box = box or full_box(self.network_shape)
+        in_shape = self.canonical_shape if self.reorientation is None else self.reorientation.in_shape
+        out = np.empty((logits.shape[0],) + tuple(in_shape), dtype=np.float32)
+        for c, up in enumerate(self._class_planes(logits, box)):
+            plane = out[c] if self.reorientation is None else self.reorientation.view(out[c])
+            np.copyto(plane, up.cpu().numpy())
+            del up
+        t = torch.from_numpy(out)
+        labels_t, best = class_argmax(t)
+        t.sub_(best)  # softmax, shifted by the largest logit (exp <= 1)
+        if temperature != 1.0:
+            t.div_(temperature)
+        t.exp_()
+        t.div_(t.sum(0, keepdim=True))
+        return labels_t.numpy(), (out if np.dtype(dtype) == np.float32 else out.astype(np.float16))
+
+
+def class_argmax(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 argmax over the classes of ``scores`` (C, ...), the largest score), the first class among equals as
+    ``torch.argmax``; one pass over contiguous class planes (``argmax(0)`` over a large volume is ~10x slower)."""
+    best = scores[0].clone()
+    labels = torch.zeros(best.shape, dtype=torch.uint8, device=best.device)
+    for c in range(1, scores.shape[0]):
+        labels.masked_fill_(scores[c] > best, c)
+        torch.maximum(best, scores[c], out=best)
+    return labels, best
+
+
 def background_probabilities(n_classes: int, shape: tuple[int, ...], dtype: np.dtype | type = np.float32) -> np.ndarray:
     """(C, *shape): certain background, for a volume where the network did not run at all."""
     out = np.zeros((n_classes,) + tuple(shape), dtype=dtype)

@@ -76,11 +76,13 @@ def predict_and_score(predictor: Predictor, dataset: DatasetConfig, split: str,
 
 def evaluate_split(cfg: Config, checkpoint: str | Path, split: str, out_dir: Path, device: torch.device,
                    overlap: float = 0.5, tta: bool = False, largest_component: bool = False,
-                   fill_holes: bool = False) -> dict[str, Any]:
+                   fill_holes: bool = False, precision: str = "auto") -> dict[str, Any]:
     """``<split>_metrics.json`` (the original code base's metrics) and ``<split>_per_case.csv`` (``rtseg evaluate``'s format)."""
-    predictor = Predictor(load_model(checkpoint, device), device, overlap=overlap, tta=tta, amp=cfg.TRAINING.AMP)
+    predictor = Predictor(load_model(checkpoint, device), device, overlap=overlap, tta=tta, amp=cfg.TRAINING.AMP,
+                          precision=precision)
     scores = predict_and_score(predictor, cfg.DATASET, split, largest_component=largest_component, fill_holes=fill_holes)
     result: dict[str, Any] = {"split": split, "checkpoint": str(checkpoint), "n_cases": len(scores.cases),
+                              "precision": predictor.precision,
                               "largest_component": largest_component, "fill_holes": fill_holes, **scores.confusion}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(result, out_dir / f"{split}_metrics.json")

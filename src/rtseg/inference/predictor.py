@@ -24,10 +24,11 @@ import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from rtseg.data.preprocess import Box, GridInfo, background_probabilities, full_box, to_network_grid
+from rtseg.device import PRECISIONS, precision_name, resolve_precision
 from rtseg.errors import ConfigError
 from rtseg.inference.bundle import InferenceBundle, load_bundle
 from rtseg.inference.sliding_window import (count_windows, inference_memory_format, network_runner,
-                                            sliding_window_predict)
+                                            prepare_network, sliding_window_predict)
 from rtseg.io.volume import Volume
 from rtseg.models.spec import model_stride
 
@@ -48,8 +49,11 @@ class NetworkOptions:
     batch_size: int = 2
     amp: bool = True
     compile: bool = False
+    precision: str = "auto"  # auto | bf16 | fp32 (rtseg.device.resolve_precision)
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if not 0.0 <= self.overlap < 1.0:
             raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.batch_size < 1:
@@ -151,6 +155,7 @@ class PredictStats:
     windows_full: int = 0
     box: Optional[Box] = None
     network_shape: tuple[int, int, int] = (0, 0, 0)
+    precision: str = "fp32"
 
 
 @dataclass
@@ -168,8 +173,9 @@ class Predictor:
     ``skip_air``: run the network only in the bounding box of voxels above
     ``air_hu`` (raw HU) plus ``air_margin_mm``; the rest is background.
     ``channels_last`` (default on): oneDNN on CPU and cuDNN on GPU run 3D convolutions
-    faster in NDHWC (1.6x for ResUnet_3D on CPU, docs/PERFORMANCE.md). ``amp``: bf16
-    autocast where ``rtseg.device.autocast`` runs it (a GPU). ``temperature``: divides the
+    faster in NDHWC (1.6x for ResUnet_3D on CPU, docs/PERFORMANCE.md). ``precision``:
+    ``auto`` (bf16 where the hardware has it natively: a GPU, a CPU with AVX512-BF16/AMX; with ``amp``
+    off fp32), ``bf16`` or ``fp32`` (``rtseg.device.resolve_precision``). ``temperature``: divides the
     logits before the softmax of the probabilities (never the labels); default the
     checkpoint's calibrated one (``rtseg calibrate``), 1 if it has none.
     """
@@ -177,7 +183,8 @@ class Predictor:
     def __init__(self, loaded_model: LoadedModel, device: torch.device | str = "cpu", overlap: float = 0.5,
                  tta: bool = False, amp: bool = True, batch_size: int = 2, channels_last: bool = True,
                  skip_air: bool = True, air_hu: float = -500.0, air_margin_mm: float = 10.0, fold_bn: bool = True,
-                 compile: bool = False, progress: bool = False, temperature: Optional[float] = None) -> None:
+                 compile: bool = False, progress: bool = False, temperature: Optional[float] = None,
+                 precision: str = "auto") -> None:
         if not 0.0 <= overlap < 1.0:
             raise ConfigError(f"overlap must be in [0, 1), got {overlap}")
         if batch_size < 1:
@@ -195,21 +202,28 @@ class Predictor:
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ConfigError(f"temperature must be a positive number, got {self.temperature}")
         self.fmt = inference_memory_format(self.device, channels_last)
+        self.dtype = resolve_precision(self.device, precision, amp)
         loaded_model.model.eval()
         self.stride = model_stride(loaded_model.model)
         net = fold_batchnorm(loaded_model.model) if fold_bn else loaded_model.model
-        net = net.to(self.device).to(memory_format=self.fmt).eval()
+        net = prepare_network(net, self.device, self.dtype, self.fmt)
         if compile:
             net = torch.compile(net, dynamic=False)  # type: ignore[assignment]
-        self._run: Callable[[torch.Tensor], torch.Tensor] = network_runner(net, self.device, amp, self.fmt)
+        self._run: Callable[[torch.Tensor], torch.Tensor] = network_runner(net, self.device, self.dtype, self.fmt)
         self.stats = PredictStats()
+
+    @property
+    def precision(self) -> str:
+        """``bf16`` or ``fp32``: what the network computes in (``precision="auto"`` resolved)."""
+        return precision_name(self.dtype)
 
     @classmethod
     def with_options(cls, loaded_model: LoadedModel, device: torch.device | str, options: NetworkOptions,
                      progress: bool = False) -> "Predictor":
         """A Predictor run as ``options`` say (the rest at their defaults)."""
         return cls(loaded_model, device, overlap=options.overlap, tta=options.tta, amp=options.amp,
-                   batch_size=options.batch_size, compile=options.compile, progress=progress)
+                   batch_size=options.batch_size, compile=options.compile, progress=progress,
+                   precision=options.precision)
 
     @property
     def bundle(self) -> InferenceBundle:
@@ -285,9 +299,7 @@ class Predictor:
             return Prediction(labels, background_probabilities(self.bundle.n_classes, volume.shape, dtype),
                               None if passes is None else [labels] * len(TTA_FLIPS))
         t0 = time.perf_counter()
-        labels = info.restore_labels(logits, box)
-        scaled = logits if self.temperature == 1.0 else logits / self.temperature
-        probabilities = info.restore_probabilities(scaled, box, dtype)
+        labels, probabilities = info.restore_full(logits, box, self.temperature, dtype)
         self.stats.seconds["labels"] = time.perf_counter() - t0
         return Prediction(labels, probabilities, passes)
 
@@ -302,7 +314,7 @@ class Predictor:
         full = full_box(info.network_shape)
         box = (body_box(volume.array, info, patch, self.air_hu, self.air_margin_mm, self.overlap, self.stride)
                if self.skip_air else full)
-        stats = PredictStats(network_shape=info.network_shape, box=box,
+        stats = PredictStats(network_shape=info.network_shape, box=box, precision=self.precision,
                              windows_full=count_windows(info.network_shape, patch, self.overlap))
         self.stats = stats
         if box is None:
@@ -328,7 +340,7 @@ def plan_summary(stats: PredictStats) -> str:
         return "no body found: background everywhere"
     size = [s.stop - s.start for s in stats.box]
     return (f"network grid {list(stats.network_shape)}, body box {size}, "
-            f"{stats.windows_run} of {stats.windows_full} windows")
+            f"{stats.windows_run} of {stats.windows_full} windows, {stats.precision}")
 
 
 __all__ = [

@@ -10,15 +10,17 @@ that hold only voxels known to be background (``skip_mask``) are not run.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from rtseg.device import autocast, memory_format
+from rtseg.device import bf16_weights, inference_autocast, memory_format
 
 BACKGROUND_LOGIT = 10.0
 """Logit given to class 0 (others 0) where no window ran: background wins any argmax."""
@@ -143,14 +145,24 @@ def inference_memory_format(device: torch.device, channels_last: bool) -> torch.
     return memory_format(device, channels_last)
 
 
-def network_runner(net: Callable[[torch.Tensor], torch.Tensor], device: torch.device, amp: bool,
+def network_runner(net: Callable[[torch.Tensor], torch.Tensor], device: torch.device, dtype: torch.dtype,
                    fmt: torch.memory_format) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Windows -> float32 logits through ``net`` in memory format ``fmt``, under ``rtseg.device.autocast``
-    (bf16 on a GPU when ``amp``; wherever rtseg.device says the GPU path runs)."""
+    """Windows -> float32 logits through ``net`` in memory format ``fmt`` at ``dtype``
+    (``rtseg.device.resolve_precision``): bf16 on the CPU feeds bf16 windows to a net whose weights
+    ``prepare_network`` cast; on the GPU fast path it runs under ``rtseg.device.inference_autocast``."""
+    cast = bf16_weights(device, dtype)
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous(memory_format=fmt)
-        with autocast(device, amp):
+        x = x.to(dtype=torch.bfloat16 if cast else x.dtype, memory_format=fmt)
+        with inference_autocast(device, dtype):
             return net(x).float()
 
     return run
+
+
+def prepare_network(net: nn.Module, device: torch.device, dtype: torch.dtype, fmt: torch.memory_format) -> nn.Module:
+    """``net`` on ``device`` in memory format ``fmt``, eval mode, its weights cast to bf16 where
+    ``rtseg.device.bf16_weights`` says so (the matching ``network_runner`` feeds it)."""
+    if bf16_weights(device, dtype):  # a copy: the caller's model (a loaded checkpoint) stays fp32
+        net = copy.deepcopy(net).to(torch.bfloat16)
+    return net.to(device).to(memory_format=fmt).eval()

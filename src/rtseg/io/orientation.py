@@ -26,6 +26,11 @@ class Reorientation:
     def apply(self, array: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(nio.apply_orientation(array, self.ornt))
 
+    def view(self, array: np.ndarray) -> np.ndarray:
+        """The output-axes view (no copy) of an input-axes array: writing into it fills the input-axes array
+        in place (results go back without a reoriented copy)."""
+        return nio.apply_orientation(array, self.ornt)
+
     def undo(self, array: np.ndarray) -> np.ndarray:
         """(D, H, W) or channel-first (C, D, H, W) on the output axes -> the input axes."""
         inv = nio.ornt_transform(_IDENTITY, self.ornt)

@@ -74,9 +74,14 @@ def edge_faces(mask_box: tuple[slice, ...] | None, shape: Sequence[int], affine:
 
 def world_centroid(mask: np.ndarray, affine: np.ndarray, offset: Sequence[int] = (0, 0, 0)) -> np.ndarray | None:
     """Centre of mass (RAS+ mm) of a boolean mask whose index (0, 0, 0) sits at voxel ``offset``."""
-    if not mask.any():
+    mask = np.asarray(mask, dtype=bool)
+    plane = mask.sum(axis=2, dtype=np.int64)  # per-axis voxel counts from two passes (scipy's center_of_mass: ~5x slower)
+    n = int(plane.sum())
+    if n == 0:
         return None
-    com = np.asarray(ndimage.center_of_mass(mask), dtype=np.float64) + np.asarray(offset, dtype=np.float64)
+    profiles = (plane.sum(axis=1), plane.sum(axis=0), mask.sum(axis=(0, 1), dtype=np.int64))
+    com = np.array([float(np.dot(np.arange(p.size, dtype=np.float64), p)) / n for p in profiles])
+    com += np.asarray(offset, dtype=np.float64)
     return (np.asarray(affine) @ np.append(com, 1.0))[:3]
 
 

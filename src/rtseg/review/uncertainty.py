@@ -8,8 +8,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import torch
 from scipy import ndimage
 
+from rtseg.data.preprocess import class_argmax
 from rtseg.errors import DataError
 
 #: Probabilities must sum to one within this (float16 storage rounds to ~1e-3).
@@ -33,8 +35,13 @@ def check_probabilities(prob: np.ndarray, labels_shape: Sequence[int], n_classes
 
 
 def argmax_agreement(prob: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of voxels whose label is the most probable class (below 1 after post-processing)."""
-    return float(np.mean(np.argmax(prob, axis=0) == labels))
+    """Fraction of voxels whose label is the most probable class (below 1 after post-processing).
+
+    ``class_argmax`` (the first class among equals, as numpy's argmax) reads one class plane at a time on
+    every core: numpy's ``argmax(axis=0)`` took ~10x longer on a 6-class 512x512x160 case."""
+    arg, _ = class_argmax(torch.from_numpy(np.ascontiguousarray(prob)))
+    lab = torch.from_numpy(np.ascontiguousarray(labels))
+    return float((arg == lab).sum()) / max(1, lab.numel())
 
 
 def boundary_band(mask: np.ndarray, width: int = 1) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -128,6 +128,9 @@ class ServeConfig(PeerLimits):
     qa_policy: str = Field(DEFAULT_POLICY, description=POLICY_HELP + "; held jobs wait for 'rtseg serve release JOB'")
     workers: int = Field(1, ge=1, le=16, description="contouring workers, each with its own copy of the model")
     device: str = Field("auto", description="auto, cpu or cuda[:N] (default auto)")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="what the network computes in: auto "
+                                                      "(bf16 on a GPU and on CPUs with native bf16, else fp32), bf16 or fp32 "
+                                                      "(as rtseg predict --precision)")
     quota_mb: Optional[float] = Field(None, gt=0, description="storage quota for received instances in MB; when "
                                       "full, C-STORE answers 'out of resources'")
     max_instance_mb: float = Field(64.0, gt=0, description="largest accepted instance in MB (default 64)")

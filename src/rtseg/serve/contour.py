@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 from rtseg.device import resolve_device
 from rtseg.inference.ensemble import load_predictor, resolve_ensemble
 from rtseg.inference.pipeline import CaseInput, CaseOutputs, PredictOptions, predict_case
+from rtseg.inference.predictor import NetworkOptions
 from rtseg.inference.verdict import Verdict
 from rtseg.io.fingerprint import model_identity
 from rtseg.review.batch import BatchReview
@@ -36,12 +37,14 @@ class Contoured:
 class Contourer:
     """One loaded model (per worker: a Predictor is not shared between threads) and the outputs its rules ask for."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto") -> None:
+    def __init__(self, checkpoint: str | Path, device: str = "auto", precision: str = "auto") -> None:
         self.device = resolve_device(device)
         self.checkpoint = Path(checkpoint)
         ensemble = resolve_ensemble(checkpoint)
         self.model = model_identity(ensemble.members, ensemble.source)
-        self.predictor = load_predictor(checkpoint, self.device)  # a checkpoint, or an ensemble file / CV folder
+        self.network = NetworkOptions(precision=precision)
+        # a checkpoint, or an ensemble file / CV folder
+        self.predictor = load_predictor(checkpoint, self.device, self.network)
         self._plans: dict[tuple[tuple[str, ...], Optional[str], str], tuple[CaseOutputs, BatchReview, QaGate]] = {}
 
     def prepare(self, formats: Sequence[str], roi_names: Optional[str] = None,
@@ -49,7 +52,7 @@ class Contourer:
         """What a rule's series get, resolved once (unknown formats or ROI mapping classes fail here)."""
         key = (tuple(formats), roi_names, qa_policy)
         if key not in self._plans:
-            options = PredictOptions(formats=key[0], device=str(self.device), roi_names=roi_names)
+            options = PredictOptions(formats=key[0], device=str(self.device), network=self.network, roi_names=roi_names)
             bundle = self.predictor.bundle
             outputs = CaseOutputs.resolve(options, bundle, review=True, model=self.model)
             review = BatchReview(bundle, html=any(f.writer is None for f in outputs.formats))

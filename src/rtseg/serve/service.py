@@ -34,7 +34,7 @@ def queue_path(store: str | Path) -> Path:
 
 
 class Node:
-    def __init__(self, cfg: ServeConfig, make_contourer: Callable[[str, str], Contourer] = Contourer) -> None:
+    def __init__(self, cfg: ServeConfig, make_contourer: Callable[[str, str, str], Contourer] = Contourer) -> None:
         self.cfg = cfg
         root = cfg.store_path
         root.mkdir(parents=True, exist_ok=True)

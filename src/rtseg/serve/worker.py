@@ -29,7 +29,7 @@ from rtseg.serve.routing import resolve_destinations
 
 class Worker:
     def __init__(self, cfg: ServeConfig, queue: JobQueue, store: SeriesStore, stop: threading.Event,
-                 make_contourer: Callable[[str, str], Contourer] = Contourer) -> None:
+                 make_contourer: Callable[[str, str, str], Contourer] = Contourer) -> None:
         self.cfg, self.queue, self.store, self.stop = cfg, queue, store, stop
         self.outbox = cfg.store_path / "outbox"
         self.outbox.mkdir(parents=True, exist_ok=True)
@@ -40,7 +40,7 @@ class Worker:
     def contourer(self, checkpoint: str) -> Contourer:
         if checkpoint not in self._models:
             t0 = time.perf_counter()
-            self._models[checkpoint] = self._make(checkpoint, self.cfg.device)
+            self._models[checkpoint] = self._make(checkpoint, self.cfg.device, self.cfg.precision)
             event(logging.INFO, "model loaded", checkpoint=Path(checkpoint).name,
                   seconds=round(time.perf_counter() - t0, 2))
         return self._models[checkpoint]
