@@ -9,19 +9,15 @@ in qa.json, summary.csv and the review page's table like every other flag.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from rtseg.inference.bundle import InferenceBundle
 from rtseg.inference.predictor import Prediction
-from rtseg.io.jsonfile import write_json
-from rtseg.io.naming import review_files
 from rtseg.io.volume import Volume
 from rtseg.review.batch import BatchReview
 from rtseg.review.gate import REGISTRATION
-from rtseg.review.page import review_page, write_page
 
 AGREEMENT_WEIGHT = 2
 REGISTRATION_WEIGHT = 3
@@ -59,23 +55,7 @@ class AdaptReview(BatchReview):
         self._pending = {case: qa}
         return qa
 
-    def after(self, case: str, volume: Volume, prediction: Prediction, labels: np.ndarray, output_dir: Path,
-              gt: Optional[np.ndarray] = None) -> list[Path]:
-        qa = self._pending.pop(case, None) or self.assess(case, volume, prediction, labels)
-        self._pending.clear()
-        qa_name, _, page_name = review_files(case)
-        written: list[Path] = []
-        try:
-            written.append(write_json(qa, output_dir / qa_name))
-            if self.html:
-                plan = (self.last().get("labels") or {}).get("rigid")  # the plan's contours on this fraction
-                page = review_page(volume.array, labels, volume.affine, self.class_names, self.colors, qa=qa,
-                                   title=f"{case} (adapt: {qa['adapt'].get('method', '?')})", gt=plan,
-                                   gt_title=PLAN_ROW, ct_budget_bytes=self.ct_budget_bytes)
-                written.append(write_page(page, output_dir / page_name))
-        except BaseException:
-            for p in written:
-                p.unlink(missing_ok=True)
-            raise
-        self.qas[case] = qa
-        return written
+    def page_rows(self, case: str, qa: dict[str, Any], gt: Optional[np.ndarray]) -> tuple[str, Optional[np.ndarray], str]:
+        """The fraction's page: its method in the title, the planning contours (rigidly registered) as second row."""
+        plan = (self.last().get("labels") or {}).get("rigid")  # the plan's contours on this fraction
+        return f"{case} (adapt: {qa['adapt'].get('method', '?')})", plan, PLAN_ROW

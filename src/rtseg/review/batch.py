@@ -88,8 +88,9 @@ class BatchReview:
                 written.append(write_nifti_channels(arr, volume.affine, output_dir / prob_name, slope,
                                                     "rtseg probabilities: " + ",".join(self.class_names)))
             if self.html:
-                page = review_page(volume.array, labels, volume.affine, self.class_names, self.colors, gt=gt, qa=qa,
-                                   title=case, ct_budget_bytes=self.ct_budget_bytes)
+                title, second, second_title = self.page_rows(case, qa, gt)
+                page = review_page(volume.array, labels, volume.affine, self.class_names, self.colors, gt=second, qa=qa,
+                                   title=title, gt_title=second_title, ct_budget_bytes=self.ct_budget_bytes)
                 written.append(write_page(page, output_dir / page_name))
         except BaseException:
             for p in written:
@@ -97,6 +98,10 @@ class BatchReview:
             raise
         self.qas[case] = qa
         return written
+
+    def page_rows(self, case: str, qa: dict[str, Any], gt: Optional[np.ndarray]) -> tuple[str, Optional[np.ndarray], str]:
+        """The review page's title and its second row (labels, row title): the ground truth where given."""
+        return case, gt, "Ground truth"
 
     def columns(self, case: str) -> dict[str, Any]:
         """The case's QA columns of summary.csv (empty for a failed case)."""
