@@ -50,7 +50,8 @@ def install() -> None:
         if hasattr(pre.GridInfo, meth):
             setattr(pre.GridInfo, meth, _timed("way_back", getattr(pre.GridInfo, meth)))
     pipeline.postprocess = _timed("postprocess", pipeline.postprocess)
-    batch.BatchReview.after = _timed("qa", batch.BatchReview.after)
+    batch.BatchReview.assess = _timed("qa", batch.BatchReview.assess)  # the QA the gate judges (before writing)
+    batch.BatchReview.after = _timed("qa", batch.BatchReview.after)  # qa.json (and the page, with html)
     nifti.write_nifti = _timed("nifti", nifti.write_nifti)
     rw._roi_polygons = _timed("contours", rw._roi_polygons)
     rw.write_rtstruct = _timed("rtstruct", rw.write_rtstruct)
