@@ -67,7 +67,7 @@ def test_registration_recovers_a_known_rigid_transform_within_1mm(plan) -> None:
 
 
 @pytest.mark.slow
-def test_registration_recovers_a_known_smooth_warp_dice_095(plan) -> None:
+def test_registration_recovers_a_known_smooth_warp_dice_095(plan, tmp_path, monkeypatch) -> None:
     ct0, lab0 = plan
     ext = np.array(ct0.shape) * np.linalg.norm(ct0.affine[:3, :3], axis=0)
 
@@ -81,9 +81,11 @@ def test_registration_recovers_a_known_smooth_warp_dice_095(plan) -> None:
     # (linearly, then the most likely class), so the comparison measures the registration, not the interpolation
     onehot = [Volume((lab0.array == c).astype(np.float32), lab0.affine) for c in range(6)]
     truth = np.argmax([_resample(m, known, 1, float(c == 0)) for c, m in enumerate(onehot)], axis=0)
+    monkeypatch.chdir(tmp_path)  # elastix/transformix write nothing where they run
     regs = register(fixed, ct0, deformable=True)
     warped = warp_probabilities(regs["deformable"], lab0.array, 6).argmax(axis=0)
     rigid = warp_probabilities(regs["rigid"], lab0.array, 6).argmax(axis=0)
+    assert list(tmp_path.iterdir()) == []
     for c, name in ((1, "prostate"), (2, "bladder"), (3, "rectum"), (4, "femur_l"), (5, "femur_r")):
         assert _dice(warped == c, truth == c) >= 0.95, name
     assert np.mean([_dice(rigid == c, truth == c) for c in range(1, 6)]) < 0.95  # the warp is not rigid

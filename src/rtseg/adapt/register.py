@@ -122,11 +122,16 @@ def _to_moving_voxels(points_lps: np.ndarray, moving: Volume) -> np.ndarray:
 
 
 def _displacements(moving_img, transform_object) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """transformix's displacement field (LPS mm) on the fixed grid, as (3, i, j, k)."""
+    """transformix's displacement field (LPS mm) on the fixed grid, as (3, i, j, k). transformix also writes the
+    field as deformationField.nii into its output directory (the working directory unless told): a temporary one."""
+    import tempfile
+
     import itk
 
-    field_img = itk.transformix_deformation_field(moving_img, transform_object)
-    arr = np.asarray(itk.array_from_image(field_img), dtype=np.float32)  # (k, j, i, 3)
+    with tempfile.TemporaryDirectory(prefix="rtseg-transformix-") as tmp:
+        field_img = itk.transformix_deformation_field(moving_img, transform_object, output_directory=tmp,
+                                                      log_to_console=False)
+        arr = np.asarray(itk.array_from_image(field_img), dtype=np.float32)  # (k, j, i, 3)
     return np.ascontiguousarray(arr.transpose(3, 2, 1, 0))
 
 
