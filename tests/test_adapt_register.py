@@ -117,3 +117,21 @@ def test_implausible_registrations_are_refused_doubtful_ones_flagged() -> None:
     assert "folds 0.20 %" in refusal_reasons(folding)[0]
     unrelated = {"rigid": _reg("rigid", 0.31), "deformable": _reg("deformable", 0.55, 0.3)}
     assert len(refusal_reasons(unrelated)) == 2
+
+
+def test_fused_probabilities_sum_to_one_where_the_methods_give_a_voxel_to_different_organs() -> None:
+    from rtseg.adapt.methods import fuse
+
+    finetuned = np.zeros((3, 4, 4, 4), np.float32)
+    propagated = np.zeros_like(finetuned)
+    finetuned[1], finetuned[0] = 1.0, 0.0          # the patient model: organ 1 everywhere
+    propagated[2], propagated[0] = 1.0, 0.0        # the plan: organ 2 everywhere (the methods disagree)
+    out = fuse(finetuned, propagated, {1, 2})
+    np.testing.assert_allclose(out.sum(axis=0), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(out[1], 0.5) and np.testing.assert_allclose(out[2], 0.5)
+    # the plan contours organ 2 only: organ 1 is the patient model's alone (1.0), organ 2 the average (0.5)
+    partial = fuse(finetuned, propagated, {2})
+    np.testing.assert_allclose(partial.sum(axis=0), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(partial[1], 2 / 3, rtol=1e-6) and np.testing.assert_allclose(partial[2], 1 / 3, rtol=1e-6)
+    agree = fuse(finetuned, finetuned, {1, 2})      # agreement: the organ keeps all of its probability
+    np.testing.assert_allclose(agree[1], 1.0) and np.testing.assert_allclose(agree[0], 0.0)

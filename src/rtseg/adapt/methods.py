@@ -55,11 +55,13 @@ class AdaptOptions:
 
 def fuse(finetuned: np.ndarray, propagated: np.ndarray, contoured: set[int]) -> np.ndarray:
     """Average of the patient model and the propagated contours for the contoured organs; the patient model
-    alone for the others; background gets the rest."""
+    alone for the others; background gets the rest. Where the organs' averages overlap to more than 1 (a voxel
+    the two methods give to different organs) the voxel is renormalised: every voxel sums to 1."""
     out = finetuned.copy()
     for c in contoured:
         out[c] = 0.5 * (finetuned[c] + propagated[c])
     out[0] = np.clip(1.0 - out[1:].sum(axis=0), 0.0, 1.0)
+    out /= np.maximum(out.sum(axis=0, keepdims=True), np.finfo(np.float32).tiny)
     return out
 
 
