@@ -29,16 +29,12 @@ CREATE TABLE IF NOT EXISTS promotions (
 """
 
 
-def _file_hash(path: Path) -> str:
-    return file_sha256(path)
-
-
 @lru_cache(maxsize=64)
 def _cached(path: str, mtime_ns: int, size: int) -> str:
     p = Path(path)
     if p.is_dir():
-        return hashlib.sha256("".join(_file_hash(f) for f in sorted(p.rglob("*")) if f.is_file()).encode()).hexdigest()[:12]
-    return _file_hash(p)[:12]
+        return hashlib.sha256("".join(file_sha256(f) for f in sorted(p.rglob("*")) if f.is_file()).encode()).hexdigest()[:12]
+    return file_sha256(p)[:12]
 
 
 def model_version(checkpoint: str | Path) -> str:
