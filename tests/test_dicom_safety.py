@@ -139,6 +139,45 @@ def test_validator_finds_what_dciodvfy_finds(series: Path, tmp_path: Path) -> No
     assert any("SegmentSequence (Type 1) is empty" in p for p in seg_problems(ds))
 
 
+def test_contour_checks_on_raw_bytes_equal_pydicoms(series: Path, tmp_path: Path, monkeypatch) -> None:
+    """The fast ContourSequence check (element headers of the raw bytes) finds what the same rules find on
+    pydicom Datasets, for each broken contour, and finds nothing in a good file."""
+    from rtseg.io.dicom import validate
+
+    ct = read_dicom_series(series)
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[20:40, 20:40, 10:20] = 1
+    labels[50:60, 50:58, 12:14] = 2
+    good = write_rtstruct(labels, ct, NAMES, COLORS, tmp_path / "ok.dcm")
+    breakages = {
+        "ContourData (Type 1) is missing": lambda c: delattr(c, "ContourData"),
+        "ContourGeometricType (Type 1) is empty": lambda c: setattr(c, "ContourGeometricType", ""),
+        "values for 4 points": lambda c: setattr(c, "NumberOfContourPoints", 4),
+        "values for 2 points": lambda c: (setattr(c, "ContourData", c.ContourData[:6]),
+                                          setattr(c, "NumberOfContourPoints", 2)),
+        "references a slice the structure set does not cite":
+            lambda c: setattr(c.ContourImageSequence[0], "ReferencedSOPInstanceUID", "1.2.3.4"),
+        "ReferencedSOPInstanceUID (Type 1) is missing": lambda c: delattr(c.ContourImageSequence[0],
+                                                                          "ReferencedSOPInstanceUID"),
+    }
+    cases = {"": good}
+    for i, (words, brk) in enumerate(breakages.items()):
+        ds = pydicom.dcmread(good)
+        brk(ds.ROIContourSequence[1].ContourSequence[0])
+        cases[words] = tmp_path / f"broken{i}.dcm"
+        ds.save_as(cases[words])
+    raw_reader = validate._raw_contour_items
+    for words, path in cases.items():
+        ds = pydicom.dcmread(path)
+        assert all(raw_reader(roi) is not None for roi in ds.ROIContourSequence), "the fast path was not taken"
+        fast = rtstruct_problems(ds)
+        monkeypatch.setattr(validate, "_raw_contour_items", lambda roi: None)
+        slow = rtstruct_problems(pydicom.dcmread(path))
+        monkeypatch.setattr(validate, "_raw_contour_items", raw_reader)
+        assert sorted(set(fast)) == sorted(set(slow)), (words, fast, slow)
+        assert (fast == []) == (words == "") and (words == "" or any(words in p for p in fast)), (words, fast)
+
+
 def test_writers_refuse_empty_labels_and_thin_series(series: Path, tmp_path: Path) -> None:
     ct = read_dicom_series(series)
     for write in (write_rtstruct, write_seg):

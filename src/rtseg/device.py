@@ -183,3 +183,31 @@ def env_int(name: str, default: Optional[int] = None) -> int:
 def is_main_process() -> bool:
     """Rank 0, or not launched by torchrun at all: for printing results once (usable before/after fit)."""
     return os.environ.get("RANK", "0") == "0"
+
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc <malloc.h> mallopt parameters
+
+
+def retain_freed_memory() -> bool:
+    """Keep memory the process frees for its next allocations instead of handing it back to the OS.
+
+    Why: a 3D window's tensors (tens to hundreds of MB) are above glibc's largest mmap threshold (32 MB),
+    so each one is a fresh ``mmap`` whose pages fault in on first touch and are unmapped on free; on the
+    project's 2-core VM that was ~30 % of a bf16 network window and ~20 % of a whole ``rtseg predict``
+    (docs/PERFORMANCE.md). With mmap off and trimming off, the next window reuses pages already touched.
+    The cost: the process keeps its peak memory until it exits (a node reuses it for the next series).
+    glibc only (elsewhere nothing is changed); ``RTSEG_RETAIN_MEMORY=0`` leaves malloc as it is.
+    Returns whether the setting was applied.
+    """
+    if os.environ.get("RTSEG_RETAIN_MEMORY", "1") == "0":
+        return False
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
