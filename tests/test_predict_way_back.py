@@ -133,6 +133,33 @@ def test_restore_probabilities_is_the_softmax_and_fills_background_outside_the_b
         info.restore_probabilities(full, dtype=np.float64)
 
 
+@pytest.mark.parametrize("flip", [1, -1])
+def test_way_back_over_the_box_region_equals_the_whole_grid_resampled(flip: int) -> None:
+    """Odd ratios (up, down and none), a permuted/flipped input and a temperature: the labels and probabilities
+    computed only where the box reaches equal the whole filled grid resampled by torch and softmaxed in float64."""
+    from rtseg.io.orientation import Reorientation
+
+    ornt = np.array([[1, flip], [2, 1], [0, 1]], dtype=float)  # input axis i -> canonical axis ornt[i, 0]
+    in_shape = (23, 37, 41)
+    canonical = (41, 23, 37)
+    info = GridInfo(Reorientation(ornt, in_shape), canonical, (64, 23, 19), (1.0, 1.0, 1.0))
+    box = (slice(9, 50), slice(4, 20), slice(2, 15))
+    rng = np.random.default_rng(2)
+    part = torch.from_numpy(rng.normal(size=(4, 41, 16, 13)).astype(np.float32))
+    full = torch.empty((4, 64, 23, 19))
+    full[0], full[1:] = float(part.max()), float(part.min())
+    full[(slice(None),) + box] = part
+    up = F.interpolate(full[None].double(), size=canonical, mode="trilinear", align_corners=False)[0].numpy() / 1.7
+    ref = np.exp(up - up.max(0))
+    ref = info.reorientation.undo(ref / ref.sum(0))
+    labels, probs = info.restore_full(part, box, temperature=1.7)
+    assert probs.shape == (4, *in_shape) and labels.shape == in_shape
+    np.testing.assert_allclose(probs, ref, atol=5e-6)  # float32 against float64
+    np.testing.assert_array_equal(labels, ref.argmax(0))
+    np.testing.assert_array_equal(info.restore_labels(part, box), labels)
+    assert len(np.unique(labels)) == 4
+
+
 def test_a_split_folder_predicts_the_cts_and_skips_label_files(tmp_path: Path) -> None:
     """A NIfTI split folder holds <id>_ct and <id>_labels: only the CTs are cases (earlier outputs neither)."""
     from rtseg.inference.pipeline import find_cases

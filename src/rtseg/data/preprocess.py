@@ -13,7 +13,7 @@ import torch
 
 from rtseg.data.normalization import Normalization
 from rtseg.data.orientation import Reorientation, to_canonical
-from rtseg.data.resample import resize_array, target_shape
+from rtseg.data.resample import resize_array, resize_box, target_shape
 from rtseg.io.volume import Volume
 
 
@@ -68,45 +68,52 @@ class GridInfo:
         out = resize_array(array, self.canonical_shape, is_label)
         return self._undo(out.numpy() if isinstance(out, torch.Tensor) else out)
 
-    def _class_planes(self, logits: torch.Tensor, box: Box) -> Iterator[torch.Tensor]:
-        """Each class's logits resampled onto the canonical input grid, one class at a time."""
-        whole = tuple(logits.shape[1:]) == self.network_shape
-        hi, lo = (float(logits.max()), float(logits.min())) if not whole else (0.0, 0.0)
-        for c in range(logits.shape[0]):
-            if whole:
-                plane = logits[c].float()
-            else:  # outside the box: background dominant, like the model's answer for air
-                plane = torch.full(self.network_shape, hi if c == 0 else lo, dtype=torch.float32, device=logits.device)
-                plane[box] = logits[c].float()
-            up = resize_array(plane, self.canonical_shape, is_label=False)
-            del plane  # before the caller works on ``up``: memory stays at the input-sized arrays
-            yield up
-            del up
+    def _class_planes(self, logits: torch.Tensor, box: Box) -> Iterator[tuple[Box, torch.Tensor]]:
+        """Each class's logits resampled onto the canonical input grid, one class at a time, as (region, values):
+        only the region the box reaches is computed (``resize_box``); outside it every class holds its fill
+        (``_fills``), which is the whole-grid answer there."""
+        if tuple(logits.shape[1:]) == self.network_shape:
+            for c in range(logits.shape[0]):
+                yield full_box(self.canonical_shape), resize_array(logits[c].float(), self.canonical_shape, is_label=False)
+            return
+        for c, fill in enumerate(self._fills(logits)):
+            yield resize_box(logits[c], fill, box, self.network_shape, self.canonical_shape)
+
+    def _fills(self, logits: torch.Tensor) -> list[float]:
+        """Logits outside the box: background the largest logit seen, every other class the smallest (the
+        model's answer for air); none where the logits cover the whole grid."""
+        if tuple(logits.shape[1:]) == self.network_shape:
+            return []
+        hi, lo = float(logits.max()), float(logits.min())
+        return [hi] + [lo] * (logits.shape[0] - 1)
+
+    def _softmax_outside(self, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """The probabilities (C,) outside the region the box reaches, by the same steps as inside it."""
+        t = torch.tensor(self._fills(logits), dtype=torch.float32)
+        t = (t - t.max()) / temperature if temperature != 1.0 else t - t.max()
+        t = t.exp()
+        return t / t.sum()
 
     def restore_labels(self, logits: torch.Tensor, box: Optional[Box] = None) -> np.ndarray:
         """uint8 argmax on the input grid of ``logits`` (C, ...) covering ``box`` (default: the whole grid).
 
-        When the grids differ, logits are resampled one class at a time into a
-        running maximum, so memory stays at two input-sized float arrays.
-        """
+        Logits are resampled one class at a time into a running maximum over the region the box reaches
+        (outside it: background), so memory stays at two region-sized float arrays."""
         box = box or full_box(self.network_shape)
-        if self.network_shape == self.canonical_shape:
-            labels = np.zeros(self.canonical_shape, dtype=np.uint8)
-            labels[box] = logits.argmax(0).to(torch.uint8).cpu().numpy()
-            return self._undo(labels)
+        labels = np.zeros(self.canonical_shape, dtype=np.uint8)
         best: Optional[torch.Tensor] = None
         labels_t: Optional[torch.Tensor] = None
-        for c, up in enumerate(self._class_planes(logits, box)):
+        region = full_box(self.canonical_shape)
+        for c, (region, up) in enumerate(self._class_planes(logits, box)):
             if best is None:
-                best = up
+                best = up.clone()  # ``up`` may be the caller's logits themselves (no resampling): never write into them
                 labels_t = torch.zeros(best.shape, dtype=torch.uint8, device=best.device)
             else:
-                better = up > best
-                labels_t.masked_fill_(better, c)  # type: ignore[union-attr]
+                labels_t.masked_fill_(up > best, c)  # type: ignore[union-attr]
                 torch.maximum(best, up, out=best)
-                del better
             del up
-        return self._undo(labels_t.cpu().numpy())  # type: ignore[union-attr]
+        labels[region] = labels_t.cpu().numpy()  # type: ignore[union-attr]
+        return self._undo(labels)
 
     def restore_probabilities(self, logits: torch.Tensor, box: Optional[Box] = None,
                               dtype: np.dtype | type = np.float32) -> np.ndarray:
@@ -115,22 +122,14 @@ class GridInfo:
         The same resampled logits as ``restore_labels``, so the argmax of the
         (float32) probabilities is its labels.
         """
-        if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float16)):
-            raise ValueError(f"probabilities are float32 or float16, got {np.dtype(dtype)}")
-        box = box or full_box(self.network_shape)
-        out = torch.empty((logits.shape[0],) + self.canonical_shape, dtype=torch.float32, device=logits.device)
-        for c, up in enumerate(self._class_planes(logits, box)):
-            out[c].copy_(up)
-            del up
-        out.sub_(out.amax(0, keepdim=True)).exp_()
-        out.div_(out.sum(0, keepdim=True))
-        return self._undo(out.to(torch.float16 if np.dtype(dtype) == np.float16 else torch.float32).cpu().numpy())
-
+        labels_and_probabilities = self.restore_full(logits, box, 1.0, dtype)
+        return labels_and_probabilities[1]
 
     def restore_full(self, logits: torch.Tensor, box: Optional[Box] = None, temperature: float = 1.0,
                      dtype: np.dtype | type = np.float32) -> tuple[np.ndarray, np.ndarray]:
         """(``restore_labels(logits, box)``, ``restore_probabilities(logits / temperature, box, dtype)``) from one
-        resampling of each class, written straight onto the input axes (no reoriented copy).
+        resampling of each class over the region the box reaches, written straight onto the input axes (no
+        reoriented copy); outside the region the answer is one constant per class.
 
         The labels are the argmax of the resampled logits (the first class among equals, as
         ``restore_labels``); the temperature divides them after resampling (linear: the same up to rounding)."""
@@ -138,19 +137,43 @@ class GridInfo:
             raise ValueError(f"probabilities are float32 or float16, got {np.dtype(dtype)}")
         box = box or full_box(self.network_shape)
         in_shape = self.canonical_shape if self.reorientation is None else self.reorientation.in_shape
-        out = np.empty((logits.shape[0],) + tuple(in_shape), dtype=np.float32)
-        for c, up in enumerate(self._class_planes(logits, box)):
-            plane = out[c] if self.reorientation is None else self.reorientation.view(out[c])
-            np.copyto(plane, up.cpu().numpy())
+        n = logits.shape[0]
+        if tuple(logits.shape[1:]) == self.network_shape:  # the whole grid: straight into the output, in place
+            out = np.empty((n,) + tuple(in_shape), dtype=np.float32)
+            for c, (_, up) in enumerate(self._class_planes(logits, box)):
+                np.copyto(out[c] if self.reorientation is None else self.reorientation.view(out[c]), up.cpu().numpy())
+                del up
+            labels_t = _softmax_in_place(torch.from_numpy(out), temperature)  # per voxel: any axis order will do
+            return labels_t.numpy(), (out if np.dtype(dtype) == np.float32 else out.astype(np.float16))
+        scores: Optional[torch.Tensor] = None
+        for c, (region, up) in enumerate(self._class_planes(logits, box)):
+            if scores is None:
+                scores = torch.empty((n,) + tuple(up.shape), dtype=torch.float32, device=up.device)
+            scores[c] = up
             del up
-        t = torch.from_numpy(out)
-        labels_t, best = class_argmax(t)
-        t.sub_(best)  # softmax, shifted by the largest logit (exp <= 1)
-        if temperature != 1.0:
-            t.div_(temperature)
-        t.exp_()
-        t.div_(t.sum(0, keepdim=True))
-        return labels_t.numpy(), (out if np.dtype(dtype) == np.float32 else out.astype(np.float16))
+        assert scores is not None
+        labels_r = _softmax_in_place(scores, temperature).cpu().numpy()
+        outside = self._softmax_outside(logits, temperature).numpy()
+        out = np.empty((n,) + tuple(in_shape), dtype=np.dtype(dtype))
+        labels = np.zeros(in_shape, dtype=np.uint8)
+        for c in range(n):
+            plane = out[c] if self.reorientation is None else self.reorientation.view(out[c])
+            plane.fill(outside[c])
+            plane[region] = scores[c].cpu().numpy()
+        (labels if self.reorientation is None else self.reorientation.view(labels))[region] = labels_r
+        return labels, out
+
+
+def _softmax_in_place(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Softmax over the classes of ``scores`` (C, ...) in place (shifted by the largest: exp <= 1); returns the
+    uint8 argmax taken before it (the first class among equals)."""
+    labels, best = class_argmax(scores)
+    scores.sub_(best)
+    if temperature != 1.0:
+        scores.div_(temperature)
+    scores.exp_()
+    scores.div_(scores.sum(0, keepdim=True))
+    return labels
 
 
 def class_argmax(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
