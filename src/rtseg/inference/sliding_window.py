@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rtseg.device import bf16_weights, inference_autocast, memory_format
+from rtseg.inference.fused import fuse_blocks
 
 BACKGROUND_LOGIT = 10.0
 """Logit given to class 0 (others 0) where no window ran: background wins any argmax."""
@@ -162,7 +163,11 @@ def network_runner(net: Callable[[torch.Tensor], torch.Tensor], device: torch.de
 
 def prepare_network(net: nn.Module, device: torch.device, dtype: torch.dtype, fmt: torch.memory_format) -> nn.Module:
     """``net`` on ``device`` in memory format ``fmt``, eval mode, its weights cast to bf16 where
-    ``rtseg.device.bf16_weights`` says so (the matching ``network_runner`` feeds it)."""
+    ``rtseg.device.bf16_weights`` says so (the matching ``network_runner`` feeds it); fp32 on the CPU with
+    its residual blocks fused (``rtseg.inference.fused``)."""
     if bf16_weights(device, dtype):  # a copy: the caller's model (a loaded checkpoint) stays fp32
         net = copy.deepcopy(net).to(torch.bfloat16)
-    return net.to(device).to(memory_format=fmt).eval()
+    net = net.to(device).to(memory_format=fmt).eval()
+    if device.type == "cpu" and dtype == torch.float32:  # fp32 windows 1.25x faster; bf16 ones gain nothing
+        net, _ = fuse_blocks(net)
+    return net
