@@ -37,6 +37,21 @@ def test_clean_case_has_no_flags() -> None:
         assert row["tta_disagreement"] == 0.0
 
 
+def test_argmax_agreement_from_the_network_labels_equals_the_probabilities_argmax() -> None:
+    """Post-processing moved some voxels: the agreement counted against the network's own labels is the one
+    counted against the probabilities' argmax (and the hand count)."""
+    ct, lab = clean_case()
+    prob = soft_probabilities(lab.array, len(NAMES))
+    network = prob.argmax(0).astype(np.uint8)
+    final = network.copy()
+    moved = np.argwhere(final == BLADDER)[:37]
+    final[tuple(moved.T)] = 0
+    by_prob = case_qa(final, ct.affine, NAMES, ct=ct.array, probabilities=prob)
+    by_labels = case_qa(final, ct.affine, NAMES, ct=ct.array, probabilities=prob, network_labels=network)
+    assert by_prob["argmax_agreement"] == by_labels["argmax_agreement"] == round(1 - 37 / final.size, 5) < 1.0
+    assert by_prob["organs"] == by_labels["organs"]
+
+
 def _double(labels: np.ndarray, c: int) -> np.ndarray:
     """Grow organ c into its surroundings until its volume has at least doubled."""
     out = labels.copy()

@@ -211,3 +211,4 @@ def retain_freed_memory() -> bool:
     except OSError:
         return False
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+

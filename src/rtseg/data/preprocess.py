@@ -13,7 +13,7 @@ import torch
 
 from rtseg.data.normalization import Normalization
 from rtseg.data.orientation import Reorientation, to_canonical
-from rtseg.data.resample import resize_array, resize_box, target_shape
+from rtseg.data.resample import BoxResampler, resize_array, target_shape, work_buffer
 from rtseg.io.volume import Volume
 
 
@@ -70,14 +70,16 @@ class GridInfo:
 
     def _class_planes(self, logits: torch.Tensor, box: Box) -> Iterator[tuple[Box, torch.Tensor]]:
         """Each class's logits resampled onto the canonical input grid, one class at a time, as (region, values):
-        only the region the box reaches is computed (``resize_box``); outside it every class holds its fill
-        (``_fills``), which is the whole-grid answer there."""
+        only the region the box reaches is computed (``BoxResampler``); outside it every class holds its fill
+        (``_fills``), which is the whole-grid answer there. A yielded tensor is valid until the next one."""
         if tuple(logits.shape[1:]) == self.network_shape:
             for c in range(logits.shape[0]):
                 yield full_box(self.canonical_shape), resize_array(logits[c].float(), self.canonical_shape, is_label=False)
             return
+        resampler = BoxResampler(box, self.network_shape, self.canonical_shape, logits.device)
+        plane = torch.empty(resampler.shape, dtype=torch.float32, device=logits.device)
         for c, fill in enumerate(self._fills(logits)):
-            yield resize_box(logits[c], fill, box, self.network_shape, self.canonical_shape)
+            yield resampler.region, resampler(logits[c], fill, plane)
 
     def _fills(self, logits: torch.Tensor) -> list[float]:
         """Logits outside the box: background the largest logit seen, every other class the smallest (the
@@ -148,7 +150,7 @@ class GridInfo:
         scores: Optional[torch.Tensor] = None
         for c, (region, up) in enumerate(self._class_planes(logits, box)):
             if scores is None:
-                scores = torch.empty((n,) + tuple(up.shape), dtype=torch.float32, device=up.device)
+                scores = work_buffer((n,) + tuple(up.shape), up.device)
             scores[c] = up
             del up
         assert scores is not None

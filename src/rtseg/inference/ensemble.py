@@ -165,7 +165,7 @@ class EnsemblePredictor:
         """``Predictor.predict_full`` for the ensemble: post-processed labels and mean probabilities (no per-pass
         TTA labels: the members' disagreement is not one mirrored run's)."""
         labels, probabilities = self.predict_with_probabilities(volume, dtype)
-        return Prediction(labels, probabilities, None)
+        return Prediction(labels, probabilities, None, labels_are_argmax=not (self.largest or self.fill))
 
     def _mean_on_network_grid(self, volume: Any, dtype: np.dtype | type) -> tuple[np.ndarray, np.ndarray]:
         acc: Optional[torch.Tensor] = None

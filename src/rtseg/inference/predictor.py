@@ -165,6 +165,7 @@ class Prediction:
     labels: np.ndarray  # uint8, as ``predict_labels`` gives them
     probabilities: np.ndarray  # (C, *shape) softmax, the checkpoint's temperature applied
     pass_labels: Optional[list[np.ndarray]] = None  # with TTA: each mirrored pass's own argmax labels
+    labels_are_argmax: bool = True  # the labels are the probabilities' argmax (no post-processing in between)
 
 
 class Predictor:

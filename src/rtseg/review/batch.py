@@ -68,7 +68,8 @@ class BatchReview:
     def assess(self, case: str, volume: Volume, prediction: Prediction, labels: np.ndarray) -> dict[str, Any]:
         """The case's QA (what the QA gate judges and qa.json holds), kept until :meth:`after` writes it."""
         qa = case_qa(labels, volume.affine, self.class_names, ct=volume.array, stats=self.stats,
-                     probabilities=prediction.probabilities, tta_labels=prediction.pass_labels, case=case)
+                     probabilities=prediction.probabilities, tta_labels=prediction.pass_labels, case=case,
+                     network_labels=prediction.labels if prediction.labels_are_argmax else None)
         qa["temperature"] = self.temperature
         self._pending = {case: qa}  # one case at a time: a case that failed after its QA leaves nothing behind
         return qa

@@ -182,12 +182,14 @@ def organ_flags(row: Mapping[str, Any], stats: Mapping[str, Any] | None, rules: 
 def case_qa(labels: np.ndarray, affine: np.ndarray, class_names: Sequence[str], *, ct: np.ndarray | None = None,
             stats: Mapping[str, Any] | None = None, probabilities: np.ndarray | None = None,
             tta_labels: Sequence[np.ndarray] | None = None, case: str | None = None,
-            rules: QaRules = QaRules()) -> dict[str, Any]:
+            rules: QaRules = QaRules(), network_labels: np.ndarray | None = None) -> dict[str, Any]:
     """The qa.json of one case: per-organ measures and flags, input checks, totals (JSON-ready).
 
     ``labels`` and ``ct`` are arrays on one grid with ``affine`` (voxel -> RAS+ mm);
     ``probabilities`` is (n_classes, *labels.shape) softmax; ``tta_labels`` the argmax labels of
-    each mirrored pass.
+    each mirrored pass; ``network_labels`` the network's own argmax before post-processing, when the
+    caller has it (the argmax agreement is then a comparison of two label arrays, not an argmax of
+    the probabilities: the same voxels, a tenth of the time).
     """
     labels, affine = check_grid(labels, affine)
     stats = None if stats is None else check_stats(stats)
@@ -196,8 +198,10 @@ def case_qa(labels: np.ndarray, affine: np.ndarray, class_names: Sequence[str], 
                            "shape": list(labels.shape), "rules": asdict(rules), "rules_skipped": []}
     if probabilities is not None:
         prob = check_probabilities(probabilities, labels.shape, len(class_names))
-        out["argmax_agreement"] = round(argmax_agreement(prob, labels), 5)
-        boxes = ndimage.find_objects(labels.astype(np.int32, copy=False))
+        agreement = (argmax_agreement(prob, labels) if network_labels is None
+                     else float(np.count_nonzero(network_labels == labels)) / max(1, labels.size))
+        out["argmax_agreement"] = round(agreement, 5)
+        boxes = ndimage.find_objects(labels if np.issubdtype(labels.dtype, np.integer) else labels.astype(np.int32))
         for r in rows:
             box = boxes[r["label"] - 1] if r["label"] - 1 < len(boxes) else None
             r.update(organ_uncertainty(prob, labels, r["label"], box, rules.band_width))
