@@ -238,7 +238,8 @@ def _series_volume(root: Path, hs: list[SliceHeader]) -> Volume:
 
     rows, cols = count(hs[0].ds, "Rows", hs[0].path), count(hs[0].ds, "Columns", hs[0].path)
     check_size(root, (cols, rows, len(hs)), 4, "Columns x Rows x slices")
-    hu = np.empty((cols, rows, len(hs)), dtype=np.float32)  # exact for integer HU (|v| < 2**24)
+    # slices stacked as they are stored (each one contiguous), turned to (columns, rows, slices) by one copy
+    stack = np.empty((len(hs), rows, cols), dtype=np.float32)  # exact for integer HU (|v| < 2**24)
     exact, pixels = True, PixelReader()
     for k, h in enumerate(hs):
         px, slope, intercept = pixels.read(h)
@@ -246,12 +247,14 @@ def _series_volume(root: Path, hs: list[SliceHeader]) -> Volume:
             raise DataError(f"{h.path}: pixel data is {px.shape[0]}x{px.shape[1]}, header says {rows}x{cols}")
         exact &= slope.is_integer() and intercept.is_integer()
         with np.errstate(over="ignore", invalid="ignore"):  # an absurd slope overflows: refused just below
-            hu[:, :, k] = px.T.astype(np.float64) * slope + intercept
-        check_finite(f"{h.path} (RescaleSlope {slope:g}, RescaleIntercept {intercept:g})", hu[:, :, k])
-    if exact and hu.min() >= np.iinfo(np.int16).min and hu.max() <= np.iinfo(np.int16).max:
-        array = hu.astype(np.int16)
+            np.add(px.astype(np.float64) * slope, intercept, out=stack[k], casting="same_kind")
+        check_finite(f"{h.path} (RescaleSlope {slope:g}, RescaleIntercept {intercept:g})", stack[k])
+    hu = stack.transpose(2, 1, 0)
+    if exact and stack.min() >= np.iinfo(np.int16).min and stack.max() <= np.iinfo(np.int16).max:
+        array = np.ascontiguousarray(hu, dtype=np.int16)
     else:
-        array = hu
+        array = np.ascontiguousarray(hu)
+    del stack, hu
 
     first = hs[0].ds
     patient_study = PatientStudyAttributes(
