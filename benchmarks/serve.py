@@ -140,7 +140,10 @@ def main() -> int:
         raise SystemExit(f"{args.series_dir} not found")
     import torch
 
+    from rtseg.device import retain_freed_memory
     from rtseg.serve.scp import free_port
+
+    retain_freed_memory()  # what every `rtseg` process does (cli/main.py): the node in this process as `rtseg serve`
     from test_serve_support import StoreSCP, copy_series
 
     logging.getLogger("rtseg.serve").setLevel(logging.WARNING)
