@@ -124,10 +124,3 @@ class BoxResampler:
             x = high.sub_(low).mul_(w).add_(low)  # low + w * (high - low)
         return out.copy_(x)
 
-
-def resize_box(values: torch.Tensor, fill: float, box: tuple[slice, slice, slice], in_shape: tuple[int, int, int],
-               out_shape: tuple[int, int, int]) -> tuple[tuple[slice, slice, slice], torch.Tensor]:
-    """One class through a :class:`BoxResampler`: (the output region ``box`` reaches, its values)."""
-    resampler = BoxResampler(box, in_shape, out_shape, values.device)
-    out = torch.empty(resampler.shape, dtype=torch.float32, device=values.device)
-    return resampler.region, resampler(values, fill, out)
