@@ -153,3 +153,58 @@ def test_node_writes_the_rules_formats_with_its_roi_names_and_qa_to_a_folder_and
     event = next(e for e in node.log() if e["event"] == "contoured")
     assert event["qa_flags"] == qa["n_flags"]
     assert sorted(o.split("_", 2)[2] for o in event["outputs"]) == got
+
+
+def _body(path: Path) -> bytes:
+    """A DICOM file's dataset bytes after its File Meta Information (what a C-STORE carries)."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    with open(path, "rb") as fh:
+        read_preamble(fh, False)
+        _read_file_meta_info(fh)
+        return fh.read()
+
+
+@pytest.mark.parametrize("implicit_only", [False, True])
+def test_files_go_out_byte_for_byte_or_converted_where_their_syntax_is_refused(tmp_path: Path,
+                                                                                implicit_only: bool) -> None:
+    """The RTSTRUCT (Implicit VR) and SEG (Explicit VR) reach dcmtk storescp; where it takes the file's own
+    syntax the dataset bytes arrive unchanged (sent without decoding), where it accepts Implicit VR only the SEG
+    is converted and arrives with the same elements."""
+    import subprocess
+
+    from gate_helpers import pelvis_series
+    from predict_helpers import COLORS
+    from rtseg.io.dicom.seg import write_seg
+    from rtseg.io.rtstruct.write import write_rtstruct
+    from rtseg.serve.scp import free_port
+    from test_serve_support import need_tools, stop_process
+
+    need_tools("storescp", "echoscu")
+    ct = read_dicom_series(pelvis_series(tmp_path / "ct"))
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[20:40, 20:40, 10:20] = 1
+    files = [write_rtstruct(labels, ct, NAMES, COLORS, tmp_path / "rs.dcm"),
+             write_seg(labels, ct, NAMES, COLORS, tmp_path / "seg.dcm")]
+    syntaxes = {str(pydicom.dcmread(p).file_meta.TransferSyntaxUID) for p in files}
+    assert syntaxes == {pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRLittleEndian}
+    port, inbox = free_port(), tmp_path / "tps"
+    inbox.mkdir()
+    proc = subprocess.Popen(["storescp", "-aet", "TPS", "-od", str(inbox), "-uf", *(["+xi"] if implicit_only else []),
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: subprocess.run(["echoscu", "-aec", "TPS", "127.0.0.1", str(port)],
+                                        capture_output=True).returncode == 0, 20, "storescp to listen")
+        assert DicomDestination("TPS", "127.0.0.1", port).send(files, "RTSEG") is None
+    finally:
+        stop_process(proc, 10)
+    got = {str(pydicom.dcmread(p).SOPInstanceUID): p for p in inbox.iterdir()}
+    for sent in files:
+        ds = pydicom.dcmread(sent)
+        arrived = got[str(ds.SOPInstanceUID)]
+        converted = implicit_only and ds.file_meta.TransferSyntaxUID != pydicom.uid.ImplicitVRLittleEndian
+        assert (_body(arrived) == _body(sent)) == (not converted)
+        if converted:
+            back = pydicom.dcmread(arrived)
+            assert back.file_meta.TransferSyntaxUID == pydicom.uid.ImplicitVRLittleEndian
+            assert [e.tag for e in back] == [e.tag for e in ds] and back.SegmentSequence == ds.SegmentSequence
