@@ -209,8 +209,11 @@ def main() -> None:
                 results.append(run_registration_only(name, plan, fractions, pop, Path(tmp)))
             else:
                 results.append(run_patient(name, plan, fractions, Path(args.population), args.minutes, Path(tmp)))
+            per_method = {m: round(float(np.mean([v["dice"] for fr in results[-1]["fractions"]
+                                                  for v in fr["metrics"].get(m, {}).values()] or [np.nan])), 3)
+                          for m in METHODS if m in results[-1]["fractions"][0]["metrics"]}
             print(json.dumps({"patient": name, "prepare_s": round(results[-1]["prepare_s"], 1),
-                              "contour_s": round(results[-1]["contour_s"] or 0, 1)}), flush=True)
+                              "contour_s": round(results[-1]["contour_s"] or 0, 1), "mean_dice": per_method}), flush=True)
     summary = summarise(results)
     report = {"simulated": True, "set": args.set, "population": args.population, "patients": args.patients,
               "fractions": args.fractions, "minutes": args.minutes, "summary": summary,

@@ -34,6 +34,7 @@ from rtseg.io.volume import Volume
 log = logging.getLogger("rtseg")
 
 METHODS = ("fused", "finetuned", "propagated", "population", "rigid")
+PROPAGATED_WEIGHT = 0.7  # fused: the propagated contours' share (docs/ADAPT.md "Fusion": chosen on training patients)
 NEEDS = {"fused": ("deformable", "finetuned"), "finetuned": ("rigid", "finetuned"), "propagated": ("deformable",),
          "population": ("population",), "rigid": ("rigid",)}
 
@@ -53,13 +54,19 @@ class AdaptOptions:
             raise ConfigError(f"--method {self.method!r}: expected one of {', '.join(METHODS)}")
 
 
-def fuse(finetuned: np.ndarray, propagated: np.ndarray, contoured: set[int]) -> np.ndarray:
-    """Average of the patient model and the propagated contours for the contoured organs; the patient model
-    alone for the others; background gets the rest. Where the organs' averages overlap to more than 1 (a voxel
-    the two methods give to different organs) the voxel is renormalised: every voxel sums to 1."""
+def fuse(finetuned: np.ndarray, propagated: np.ndarray, contoured: set[int],
+         weight: float = PROPAGATED_WEIGHT) -> np.ndarray:
+    """For the organs the plan contours, ``weight`` x the propagated contours' probability + (1 - ``weight``) x the
+    patient model's; the patient model alone for the others; background gets the rest. Where the organs' sums
+    overlap to more than 1 (a voxel the two methods give to different organs) the voxel is renormalised: every
+    voxel sums to 1. With ``weight`` > 0.5 an organ the patient model alone sees, away from the propagated
+    contour, is not enough to win a voxel; near the propagated surface, where that probability falls from 1 to
+    0, the patient model decides."""
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"fusion weight {weight}: expected a number from 0 to 1")
     out = finetuned.copy()
     for c in contoured:
-        out[c] = 0.5 * (finetuned[c] + propagated[c])
+        out[c] = weight * propagated[c] + (1.0 - weight) * finetuned[c]
     out[0] = np.clip(1.0 - out[1:].sum(axis=0), 0.0, 1.0)
     out /= np.maximum(out.sum(axis=0, keepdims=True), np.finfo(np.float32).tiny)
     return out
