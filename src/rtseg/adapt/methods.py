@@ -34,7 +34,7 @@ from rtseg.io.volume import Volume
 log = logging.getLogger("rtseg")
 
 METHODS = ("fused", "finetuned", "propagated", "population", "rigid")
-PROPAGATED_WEIGHT = 0.7  # fused: the propagated contours' share (docs/ADAPT.md "Fusion": chosen on training patients)
+PROPAGATED_WEIGHT = 0.85  # fused: the propagated contours' share (docs/ADAPT.md "Fusion": chosen on training patients)
 NEEDS = {"fused": ("deformable", "finetuned"), "finetuned": ("rigid", "finetuned"), "propagated": ("deformable",),
          "population": ("population",), "rigid": ("rigid",)}
 
