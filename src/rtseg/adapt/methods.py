@@ -34,7 +34,9 @@ from rtseg.io.volume import Volume
 log = logging.getLogger("rtseg")
 
 METHODS = ("fused", "finetuned", "propagated", "population", "rigid")
-PROPAGATED_WEIGHT = 0.85  # fused: the propagated contours' share (docs/ADAPT.md "Fusion": chosen on training patients)
+PROPAGATED_WEIGHT = 0.85  # fused: the propagated contours' share when nothing is known of the networks (docs/ADAPT.md)
+WEIGHT_RANGE = (0.5, 0.85)  # fused weight for a population model as good as / much worse than registration
+PLAN_DICE_RANGE = (0.75, 0.90)  # population Dice on the planning scan at which the weight leaves 0.85 / reaches 0.5
 NEEDS = {"fused": ("deformable", "finetuned"), "finetuned": ("rigid", "finetuned"), "propagated": ("deformable",),
          "population": ("population",), "rigid": ("rigid",)}
 
@@ -70,6 +72,16 @@ def fuse(finetuned: np.ndarray, propagated: np.ndarray, contoured: set[int],
     out[0] = np.clip(1.0 - out[1:].sum(axis=0), 0.0, 1.0)
     out /= np.maximum(out.sum(axis=0, keepdims=True), np.finfo(np.float32).tiny)
     return out
+
+
+def fusion_weight(plan_dice: float) -> float:
+    """The propagated contours' share in ``fused`` for a patient whose planning scan the population model contours
+    with mean Dice ``plan_dice`` (``adapt prepare`` measures it): 0.85 up to 0.75 (a network much worse than
+    registration only breaks ties at the warped surface), 0.5 from 0.90 (a network as good as registration: the
+    plain mean), linear between. Calibrated on simulated fractions (docs/ADAPT.md "Fusion")."""
+    lo, hi = PLAN_DICE_RANGE
+    t = float(np.clip((plan_dice - lo) / (hi - lo), 0.0, 1.0)) if np.isfinite(plan_dice) else 0.0
+    return round(WEIGHT_RANGE[1] + t * (WEIGHT_RANGE[0] - WEIGHT_RANGE[1]), 4)
 
 
 def agreement(a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...], class_names: tuple[str, ...],
@@ -144,7 +156,7 @@ class AdaptPredictor:
         method = self.options.method
         probs = self.method_probabilities(volume)
         if method == "fused":
-            p = fuse(probs["finetuned"], probs["propagated"], self.patient.contoured)
+            p = fuse(probs["finetuned"], probs["propagated"], self.patient.contoured, self.fusion_weight)
         else:
             p = probs[method]
         labels = np.argmax(p, axis=0).astype(np.uint8)
@@ -153,6 +165,11 @@ class AdaptPredictor:
         self.last["labels"] = {k: np.argmax(v, axis=0).astype(np.uint8) for k, v in probs.items()}
         self.last["labels"][method] = labels
         return Prediction(labels, p.astype(np.float32))
+
+    @property
+    def fusion_weight(self) -> float:
+        """The patient directory's (``adapt prepare``), else ``PROPAGATED_WEIGHT``."""
+        return float((self.patient.manifest.get("fusion") or {}).get("weight", PROPAGATED_WEIGHT))
 
     def predict_labels(self, volume: Volume) -> np.ndarray:
         return self.predict_full(volume).labels
