@@ -4,9 +4,10 @@
 - ``propagated``: the planning contours after rigid + B-spline registration (elastix, ``register.py``);
 - ``population``: the population model alone (as ``rtseg predict``);
 - ``finetuned``: the patient model (``adapt prepare``);
-- ``fused`` (default): per organ the plan contours, the average of the patient model's probabilities and the
-  propagated contours (linearly interpolated one-hot masks); organs the plan does not contour come from the
-  patient model alone. Background is what is left.
+- ``fused`` (default): per organ the plan contours, w x the propagated contours (linearly interpolated one-hot
+  masks) + (1 - w) x the patient model's probabilities, w (0.5..0.85) set by ``adapt prepare`` from the population
+  model's Dice on the planning scan (``fusion_weight``); organs the plan does not contour come from the patient
+  model alone. Background is what is left.
 
 Every method that registers first checks the registration's plausibility: an implausible one
 (``register.refusal_reasons``: very low similarity, folding) is refused (``DataError``), never delivered as
