@@ -195,6 +195,15 @@ def _mask_image(mask: np.ndarray, like):  # type: ignore[no-untyped-def]
     return img
 
 
+def _available_cpus() -> int:
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def register(fixed: Volume, moving: Volume, deformable: bool = True, threads: Optional[int] = None,
              iterations: Optional[int] = None) -> dict[str, Registration]:
     """Register the planning CT (``moving``) to the fraction (``fixed``): ``{"rigid": ..., "deformable": ...}``.
@@ -206,7 +215,9 @@ def register(fixed: Volume, moving: Volume, deformable: bool = True, threads: Op
     t0 = time.perf_counter()
     fixed_img, moving_img = to_itk(fixed), to_itk(moving)
     names = ("rigid", "bspline") if deformable else ("rigid",)
-    kwargs: dict[str, object] = {"number_of_threads": int(threads)} if threads else {}
+    # always an explicit thread count (default: the CPUs this process may use): left to elastix, the rigid stage of
+    # one simulated OpenKBP fraction converged elsewhere (similarity 0.36 instead of 0.77 with 1 or 2 threads)
+    kwargs: dict[str, object] = {"number_of_threads": int(threads or _available_cpus())}
     mask = body_mask(fixed)
     if mask.sum() >= 1000:  # elastix needs enough samples inside the mask; a tiny body: sample everywhere
         kwargs["fixed_mask"] = _mask_image(mask, fixed_img)
