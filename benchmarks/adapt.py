@@ -27,14 +27,15 @@ import numpy as np
 
 from rtseg.adapt.api import contour, prepare
 from rtseg.adapt.finetune import FinetuneOptions
-from rtseg.adapt.methods import AdaptOptions, AdaptPredictor
+from rtseg.adapt.methods import AdaptOptions, AdaptPredictor, fuse
 from rtseg.adapt.patient import open_patient_dir
 from rtseg.evaluation.surface import organ_metrics
 from rtseg.io.nifti import read_nifti, write_nifti
 from rtseg.synthetic.fractions import generate_fraction
 from rtseg.synthetic.hn_fractions import simulate_hn_fraction
 
-METHODS = ("copy", "rigid", "propagated", "population", "finetuned", "fused")
+METHODS = ("copy", "rigid", "propagated", "population", "finetuned", "fused", "fused_w0.5", "fused_w0.85")
+# fused_w0.5, fused_w0.85: the same run's probabilities fused with a fixed weight instead of the patient's (prepare)
 OPENKBP = Path(__file__).resolve().parents[1] / "../shared/data/openkbp/train"
 
 
@@ -116,15 +117,18 @@ def run_patient(name, plan, fractions, population: Path, minutes: float, work: P
     pop = AdaptPredictor(pdir, AdaptOptions(method="population"))
     rows, contour_s = [], None
     for k, (fct, flab) in enumerate(fractions, 1):
-        fused.predict_full(fct)
-        labels = dict(fused.last["labels"])  # rigid, propagated, finetuned and fused of this one run
+        probs = fused.method_probabilities(fct)  # rigid, propagated, finetuned of this one run
+        labels = {k: np.argmax(v, axis=0) for k, v in probs.items()}
+        labels["fused"] = np.argmax(fuse(probs["finetuned"], probs["propagated"], pdir.contoured, fused.fusion_weight), axis=0)
+        for w in (0.5, 0.85):
+            labels[f"fused_w{w:g}"] = np.argmax(fuse(probs["finetuned"], probs["propagated"], pdir.contoured, w), axis=0)
         labels["population"] = pop.predict_full(fct).labels
         labels["copy"] = np.asarray(lab.array)
         spacing = tuple(np.linalg.norm(fct.affine[:3, :3], axis=0))
         truth = np.asarray(flab.array)
         per = {m: score(labels[m], truth, spacing, [c for c in organs if (truth == c).any()]) for m in METHODS}
         rows.append({"fraction": k, "metrics": per, "registration": fused.last["registration"],
-                     "problems": fused.last["problems"]})
+                     "problems": fused.last["problems"], "fusion": pdir.manifest.get("fusion")})
         if k == 1:
             path = write_nifti(fct, work / f"{name}_f1_ct.nii.gz")
             t1 = time.perf_counter()
@@ -209,8 +213,11 @@ def main() -> None:
                 results.append(run_registration_only(name, plan, fractions, pop, Path(tmp)))
             else:
                 results.append(run_patient(name, plan, fractions, Path(args.population), args.minutes, Path(tmp)))
+            per_method = {m: round(float(np.mean([v["dice"] for fr in results[-1]["fractions"]
+                                                  for v in fr["metrics"].get(m, {}).values()] or [np.nan])), 3)
+                          for m in METHODS if m in results[-1]["fractions"][0]["metrics"]}
             print(json.dumps({"patient": name, "prepare_s": round(results[-1]["prepare_s"], 1),
-                              "contour_s": round(results[-1]["contour_s"] or 0, 1)}), flush=True)
+                              "contour_s": round(results[-1]["contour_s"] or 0, 1), "mean_dice": per_method}), flush=True)
     summary = summarise(results)
     report = {"simulated": True, "set": args.set, "population": args.population, "patients": args.patients,
               "fractions": args.fractions, "minutes": args.minutes, "summary": summary,

@@ -87,6 +87,11 @@ def test_prepare_contour_update_through_the_cli(plan_files, tmp_path: Path, caps
                  "--plan-contours", str(plan_files["labels"]), "--out", str(pdir), "--minutes", "0.05"]) == 0
     manifest = json.loads((pdir / "patient.json").read_text())
     assert manifest["patient_model"]["iterations"] >= 1 and (pdir / PATIENT_MODEL).is_file()
+    fusion = manifest["fusion"]  # the population model's Dice on the plan, recomputed here, and the weight it gives
+    from rtseg.adapt.methods import fusion_weight
+
+    assert set(fusion["population_plan_dice"]) <= set(PELVIS_CLASS_NAMES[1:]) and fusion["weight"] == fusion_weight(
+        fusion["mean"] if fusion["mean"] is not None else float("nan"))
     assert manifest["planning"]["patient_hash"] is None  # NIfTI: no ID to hash, none invented
     out = tmp_path / "out"
     assert main(["adapt", "contour", "--patient", str(pdir), "--ct", str(plan_files["fraction"]), "--out", str(out),

@@ -126,12 +126,58 @@ def test_fused_probabilities_sum_to_one_where_the_methods_give_a_voxel_to_differ
     propagated = np.zeros_like(finetuned)
     finetuned[1], finetuned[0] = 1.0, 0.0          # the patient model: organ 1 everywhere
     propagated[2], propagated[0] = 1.0, 0.0        # the plan: organ 2 everywhere (the methods disagree)
-    out = fuse(finetuned, propagated, {1, 2})
+    out = fuse(finetuned, propagated, {1, 2}, weight=0.5)
     np.testing.assert_allclose(out.sum(axis=0), 1.0, rtol=1e-6)
     np.testing.assert_allclose(out[1], 0.5) and np.testing.assert_allclose(out[2], 0.5)
     # the plan contours organ 2 only: organ 1 is the patient model's alone (1.0), organ 2 the average (0.5)
-    partial = fuse(finetuned, propagated, {2})
+    partial = fuse(finetuned, propagated, {2}, weight=0.5)
     np.testing.assert_allclose(partial.sum(axis=0), 1.0, rtol=1e-6)
     np.testing.assert_allclose(partial[1], 2 / 3, rtol=1e-6) and np.testing.assert_allclose(partial[2], 1 / 3, rtol=1e-6)
-    agree = fuse(finetuned, finetuned, {1, 2})      # agreement: the organ keeps all of its probability
+    agree = fuse(finetuned, finetuned, {1, 2}, weight=0.5)      # agreement: the organ keeps all of its probability
     np.testing.assert_allclose(agree[1], 1.0) and np.testing.assert_allclose(agree[0], 0.0)
+
+
+def test_fusion_weights_the_propagated_contours_and_the_patient_model_by_hand() -> None:
+    """One organ, four voxels along a line: deep inside the propagated organ, on its surface (0.5), outside it,
+    far away where only the patient model sees the organ. Hand-computed with weight w = 0.7."""
+    from rtseg.adapt.methods import PROPAGATED_WEIGHT, fuse
+    from rtseg.errors import ConfigError
+
+    prop = np.array([1.0, 0.5, 0.2, 0.0], np.float32)
+    net = np.array([0.9, 0.8, 0.3, 0.6], np.float32)
+    stack = lambda p: np.stack([1.0 - p, p]).reshape(2, 4, 1, 1)  # noqa: E731  (background, organ)
+    out = fuse(stack(net), stack(prop), {1}, weight=0.7)
+    expected = 0.7 * prop + 0.3 * net  # 0.97, 0.59, 0.23, 0.18
+    np.testing.assert_allclose(out[1].ravel(), expected, rtol=1e-6)
+    np.testing.assert_allclose(out[0].ravel(), 1.0 - expected, rtol=1e-6)
+    labels = out.argmax(axis=0).ravel()
+    assert labels.tolist() == [1, 1, 0, 0]  # the network's 0.6 far away cannot win against the plan (0.18 < 0.5)
+    # an organ the plan does not contour: the patient model alone, whatever the weight
+    alone = fuse(stack(net), stack(prop), set(), weight=0.7)
+    np.testing.assert_allclose(alone[1].ravel(), net, rtol=1e-6)
+    assert 0.5 < PROPAGATED_WEIGHT < 1.0
+    with pytest.raises(ConfigError, match="fusion weight"):
+        fuse(stack(net), stack(prop), {1}, weight=1.5)
+
+
+def test_body_mask_is_the_patient_not_the_couch() -> None:
+    from rtseg.adapt.register import body_mask
+
+    hu = np.full((40, 40, 10), -1000.0, np.float32)
+    hu[8:30, 8:30, :] = 40.0          # the patient
+    hu[14:20, 14:20, 3:7] = -900.0     # air inside (a sinus): the body's, filled
+    hu[34:37, 2:38, :] = 200.0         # the couch, apart from the patient
+    mask = body_mask(Volume(hu, np.eye(4)), dilate=0)
+    assert mask[8:30, 8:30, :].all() and not mask[34:37].any()
+    assert mask.sum() == 22 * 22 * 10
+    grown = body_mask(Volume(hu, np.eye(4)), dilate=2)
+    assert grown[6, 15, 5] and not grown[5, 15, 5]
+
+
+def test_fusion_weight_follows_the_population_models_dice_on_the_planning_scan() -> None:
+    from rtseg.adapt.methods import fusion_weight
+
+    assert fusion_weight(0.60) == 0.85 and fusion_weight(0.75) == 0.85    # a poor network: ties at the surface only
+    assert fusion_weight(0.95) == 0.5 and fusion_weight(0.90) == 0.5      # as good as registration: the plain mean
+    assert fusion_weight(0.825) == pytest.approx(0.675)                    # half way: half way
+    assert fusion_weight(float("nan")) == 0.85                            # nothing measured: the cautious weight

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from rtseg.adapt.finetune import FinetuneOptions, finetune
-from rtseg.adapt.methods import AdaptOptions, AdaptPredictor
+from rtseg.adapt.methods import AdaptOptions, AdaptPredictor, fusion_weight
 from rtseg.adapt.patient import (FRACTIONS, PATIENT_MODEL, POPULATION, PatientDir, create_patient_dir, file_sha256,
                                  open_patient_dir, read_contours, read_ct, volume_patient_hash)
 from rtseg.adapt.review import AdaptReview
@@ -42,6 +42,8 @@ def prepare(checkpoint: str | Path, plan_ct: str | Path, plan_contours: str | Pa
     created = not root.exists()
     pdir = create_patient_dir(root, checkpoint, ct, labels, bundle.class_names)
     try:
+        pdir.manifest["fusion"] = plan_fusion(pdir, ct, labels)
+        pdir.save()
         if options.minutes > 0:
             facts = finetune(pdir.path(POPULATION), [(ct, labels)], pdir.contoured, pdir.path(PATIENT_MODEL), options)
             pdir.manifest["patient_model"] = facts
@@ -51,6 +53,22 @@ def prepare(checkpoint: str | Path, plan_ct: str | Path, plan_contours: str | Pa
             shutil.rmtree(root, ignore_errors=True)
         raise
     return pdir
+
+
+def plan_fusion(pdir: PatientDir, ct: Volume, labels: Volume) -> dict[str, Any]:
+    """How well the population model contours the planning scan (Dice per contoured organ) and the fused weight
+    that follows (``methods.fusion_weight``): the better the network does on this patient, the more it counts."""
+    from rtseg.inference.ensemble import load_predictor
+
+    net = load_predictor(pdir.path(POPULATION), "cpu", AdaptOptions().network)
+    pred, truth = net.predict_labels(ct), np.asarray(labels.array)
+    dice = {}
+    for c in sorted(pdir.contoured):
+        a, b = pred == c, truth == c
+        if b.any():
+            dice[pdir.class_names[c]] = round(2.0 * float(np.count_nonzero(a & b)) / (a.sum() + b.sum()), 4)
+    mean = float(np.mean(list(dice.values()))) if dice else float("nan")
+    return {"population_plan_dice": dice, "mean": round(mean, 4) if dice else None, "weight": fusion_weight(mean)}
 
 
 def check_fraction_patient(pdir: PatientDir, volume: Volume, where: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -66,6 +66,12 @@ class Example:
     image: np.ndarray  # network grid, normalised
     label: np.ndarray  # uint8
     known: np.ndarray  # (C,) bool
+    organ_voxels: list[np.ndarray] = field(default_factory=list)  # flat indices of each contoured organ present
+
+    def __post_init__(self) -> None:
+        if not self.organ_voxels:
+            flat = self.label.ravel()
+            self.organ_voxels = [v for c in np.flatnonzero(self.known)[1:] if (v := np.flatnonzero(flat == c)).size]
 
 
 def make_examples(pairs: Sequence[tuple[Volume, Volume]], bundle: InferenceBundle, contoured: set[int]) -> list[Example]:
@@ -81,13 +87,14 @@ def make_examples(pairs: Sequence[tuple[Volume, Volume]], bundle: InferenceBundl
 
 
 def _patch(ex: Example, patch: Sequence[int], rng: np.random.Generator, fg_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """A patch centred on a random organ voxel (``fg_fraction`` of the time) or anywhere; padded where the
-    volume is smaller than the patch."""
+    """A patch centred on a voxel of a random organ (``fg_fraction`` of the time; each organ the scan contours
+    equally often, so the spinal cord and the oesophagus are seen as often as the mandible) or anywhere; padded
+    where the volume is smaller than the patch."""
     shape = np.array(ex.image.shape)
     size = np.array(patch)
-    if rng.random() < fg_fraction and ex.label.any():
-        organs = np.flatnonzero(ex.label > 0)
-        centre = np.array(np.unravel_index(organs[rng.integers(len(organs))], ex.label.shape))
+    if rng.random() < fg_fraction and ex.organ_voxels:
+        voxels = ex.organ_voxels[int(rng.integers(len(ex.organ_voxels)))]
+        centre = np.array(np.unravel_index(voxels[rng.integers(len(voxels))], ex.label.shape))
         lo = centre - size // 2 + rng.integers(-size // 4, size // 4 + 1)
     else:
         lo = np.array([rng.integers(0, max(int(s - p), 0) + 1) for s, p in zip(shape, size)])

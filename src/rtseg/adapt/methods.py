@@ -4,9 +4,10 @@
 - ``propagated``: the planning contours after rigid + B-spline registration (elastix, ``register.py``);
 - ``population``: the population model alone (as ``rtseg predict``);
 - ``finetuned``: the patient model (``adapt prepare``);
-- ``fused`` (default): per organ the plan contours, the average of the patient model's probabilities and the
-  propagated contours (linearly interpolated one-hot masks); organs the plan does not contour come from the
-  patient model alone. Background is what is left.
+- ``fused`` (default): per organ the plan contours, w x the propagated contours (linearly interpolated one-hot
+  masks) + (1 - w) x the patient model's probabilities, w (0.5..0.85) set by ``adapt prepare`` from the population
+  model's Dice on the planning scan (``fusion_weight``); organs the plan does not contour come from the patient
+  model alone. Background is what is left.
 
 Every method that registers first checks the registration's plausibility: an implausible one
 (``register.refusal_reasons``: very low similarity, folding) is refused (``DataError``), never delivered as
@@ -34,6 +35,9 @@ from rtseg.io.volume import Volume
 log = logging.getLogger("rtseg")
 
 METHODS = ("fused", "finetuned", "propagated", "population", "rigid")
+PROPAGATED_WEIGHT = 0.85  # fused: the propagated contours' share when nothing is known of the networks (docs/ADAPT.md)
+WEIGHT_RANGE = (0.5, 0.85)  # fused weight for a population model as good as / much worse than registration
+PLAN_DICE_RANGE = (0.75, 0.90)  # population Dice on the planning scan at which the weight leaves 0.85 / reaches 0.5
 NEEDS = {"fused": ("deformable", "finetuned"), "finetuned": ("rigid", "finetuned"), "propagated": ("deformable",),
          "population": ("population",), "rigid": ("rigid",)}
 
@@ -53,16 +57,32 @@ class AdaptOptions:
             raise ConfigError(f"--method {self.method!r}: expected one of {', '.join(METHODS)}")
 
 
-def fuse(finetuned: np.ndarray, propagated: np.ndarray, contoured: set[int]) -> np.ndarray:
-    """Average of the patient model and the propagated contours for the contoured organs; the patient model
-    alone for the others; background gets the rest. Where the organs' averages overlap to more than 1 (a voxel
-    the two methods give to different organs) the voxel is renormalised: every voxel sums to 1."""
+def fuse(finetuned: np.ndarray, propagated: np.ndarray, contoured: set[int],
+         weight: float = PROPAGATED_WEIGHT) -> np.ndarray:
+    """For the organs the plan contours, ``weight`` x the propagated contours' probability + (1 - ``weight``) x the
+    patient model's; the patient model alone for the others; background gets the rest. Where the organs' sums
+    overlap to more than 1 (a voxel the two methods give to different organs) the voxel is renormalised: every
+    voxel sums to 1. With ``weight`` > 0.5 an organ the patient model alone sees, away from the propagated
+    contour, is not enough to win a voxel; near the propagated surface, where that probability falls from 1 to
+    0, the patient model decides."""
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"fusion weight {weight}: expected a number from 0 to 1")
     out = finetuned.copy()
     for c in contoured:
-        out[c] = 0.5 * (finetuned[c] + propagated[c])
+        out[c] = weight * propagated[c] + (1.0 - weight) * finetuned[c]
     out[0] = np.clip(1.0 - out[1:].sum(axis=0), 0.0, 1.0)
     out /= np.maximum(out.sum(axis=0, keepdims=True), np.finfo(np.float32).tiny)
     return out
+
+
+def fusion_weight(plan_dice: float) -> float:
+    """The propagated contours' share in ``fused`` for a patient whose planning scan the population model contours
+    with mean Dice ``plan_dice`` (``adapt prepare`` measures it): 0.85 up to 0.75 (a network much worse than
+    registration only breaks ties at the warped surface), 0.5 from 0.90 (a network as good as registration: the
+    plain mean), linear between. Calibrated on simulated fractions (docs/ADAPT.md "Fusion")."""
+    lo, hi = PLAN_DICE_RANGE
+    t = float(np.clip((plan_dice - lo) / (hi - lo), 0.0, 1.0)) if np.isfinite(plan_dice) else 0.0
+    return round(WEIGHT_RANGE[1] + t * (WEIGHT_RANGE[0] - WEIGHT_RANGE[1]), 4)
 
 
 def agreement(a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...], class_names: tuple[str, ...],
@@ -137,7 +157,7 @@ class AdaptPredictor:
         method = self.options.method
         probs = self.method_probabilities(volume)
         if method == "fused":
-            p = fuse(probs["finetuned"], probs["propagated"], self.patient.contoured)
+            p = fuse(probs["finetuned"], probs["propagated"], self.patient.contoured, self.fusion_weight)
         else:
             p = probs[method]
         labels = np.argmax(p, axis=0).astype(np.uint8)
@@ -146,6 +166,11 @@ class AdaptPredictor:
         self.last["labels"] = {k: np.argmax(v, axis=0).astype(np.uint8) for k, v in probs.items()}
         self.last["labels"][method] = labels
         return Prediction(labels, p.astype(np.float32))
+
+    @property
+    def fusion_weight(self) -> float:
+        """The patient directory's (``adapt prepare``), else ``PROPAGATED_WEIGHT``."""
+        return float((self.patient.manifest.get("fusion") or {}).get("weight", PROPAGATED_WEIGHT))
 
     def predict_labels(self, volume: Volume) -> np.ndarray:
         return self.predict_full(volume).labels

@@ -175,17 +175,52 @@ def _rigid_matrix(points_lps: np.ndarray, moved_lps: np.ndarray) -> np.ndarray:
     return out
 
 
+def body_mask(volume: Volume, dilate: int = 2) -> np.ndarray:
+    """The patient's body: the largest connected region above ``BODY_HU`` (not the couch, not noise), holes filled,
+    grown by ``dilate`` voxels so the skin's edge counts."""
+    inside = np.asarray(volume.array) > BODY_HU
+    lab, n = ndi.label(inside)
+    if n > 1:
+        sizes = ndi.sum_labels(inside, lab, index=np.arange(1, n + 1))
+        inside = lab == (int(np.argmax(sizes)) + 1)
+    inside = ndi.binary_fill_holes(inside)
+    return ndi.binary_dilation(inside, iterations=dilate) if dilate else inside
+
+
+def _mask_image(mask: np.ndarray, like):  # type: ignore[no-untyped-def]
+    import itk
+
+    img = itk.image_from_array(np.ascontiguousarray(mask.astype(np.uint8).transpose(2, 1, 0)))
+    img.CopyInformation(like)
+    return img
+
+
+def _available_cpus() -> int:
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def register(fixed: Volume, moving: Volume, deformable: bool = True, threads: Optional[int] = None,
              iterations: Optional[int] = None) -> dict[str, Registration]:
     """Register the planning CT (``moving``) to the fraction (``fixed``): ``{"rigid": ..., "deformable": ...}``.
 
-    One elastix run gives both: the rigid result is the first of its transforms alone."""
+    One elastix run gives both: the rigid result is the first of its transforms alone. elastix samples the
+    fraction's body only (``body_mask``): air, couch and noise outside the patient are not anatomy."""
     import itk
 
     t0 = time.perf_counter()
     fixed_img, moving_img = to_itk(fixed), to_itk(moving)
     names = ("rigid", "bspline") if deformable else ("rigid",)
-    kwargs = {"number_of_threads": int(threads)} if threads else {}
+    # always an explicit thread count (default: the CPUs this process may use): left to elastix, the rigid stage of
+    # one simulated OpenKBP fraction converged elsewhere (similarity 0.36 instead of 0.77 with 1 or 2 threads)
+    kwargs: dict[str, object] = {"number_of_threads": int(threads or _available_cpus())}
+    mask = body_mask(fixed)
+    if mask.sum() >= 1000:  # elastix needs enough samples inside the mask; a tiny body: sample everywhere
+        kwargs["fixed_mask"] = _mask_image(mask, fixed_img)
     try:
         _, tp = itk.elastix_registration_method(fixed_img, moving_img, parameter_object=_parameter_object(names, iterations),
                                                 log_to_console=False, **kwargs)

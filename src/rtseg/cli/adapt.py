@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ct", required=True, metavar="FRACTION", help="the fraction CT: NIfTI file or DICOM series folder")
     p.add_argument("--out", required=True, metavar="OUT", help="output folder (created if missing)")
     p.add_argument("--method", default="fused", choices=METHODS,
-                   help="fused (default: patient model and propagated contours averaged), finetuned (patient model), "
+                   help="fused (default: patient model and propagated contours, weighted as prepare chose), "
+                   "finetuned (patient model), "
                    "propagated (elastix rigid + B-spline), population (population model), rigid (rigid registration)")
     p.add_argument("--format", nargs="+", default=["nifti"], choices=output_names(), metavar="FMT",
                    help=f"outputs: {output_help()}; default nifti")
