@@ -3,6 +3,8 @@ probabilities), the per-organ post-processing of the ensemble file, one-line err
 serve reading the same file."""
 from __future__ import annotations
 
+import json
+
 import dataclasses
 from pathlib import Path
 
@@ -85,8 +87,12 @@ def test_ensemble_file_predict_applies_the_chosen_postprocessing(members: list[P
     write_nifti(vol, ct)
     assert main(["predict", "--checkpoint", str(cv), "--input", str(ct), "--output", str(tmp_path / "out")]) == 0
     got = read_nifti(tmp_path / "out" / "case_pred.nii.gz").array
-    expected = postprocess_organs(_numpy_mean(members, vol).argmax(0).astype(np.uint8), [1], [2])
+    mean_argmax = _numpy_mean(members, vol).argmax(0).astype(np.uint8)
+    expected = postprocess_organs(mean_argmax, [1], [2])
     np.testing.assert_array_equal(got, expected)
+    # the QA's argmax agreement is against the mean probabilities' argmax, not the ensemble's post-processed labels
+    qa = json.loads((tmp_path / "out" / "case_qa.json").read_text())
+    assert qa["argmax_agreement"] == round(float((got == mean_argmax).mean()), 5) < 1.0
 
 
 def test_bad_ensemble_inputs_are_one_line_errors(members: list[Path], tmp_path: Path) -> None:

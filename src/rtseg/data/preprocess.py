@@ -13,7 +13,7 @@ import torch
 
 from rtseg.data.normalization import Normalization
 from rtseg.data.orientation import Reorientation, to_canonical
-from rtseg.data.resample import BoxResampler, resize_array, target_shape, work_buffer
+from rtseg.data.resample import BoxResampler, resize_array, target_shape
 from rtseg.io.volume import Volume
 
 
@@ -92,8 +92,7 @@ class GridInfo:
     def _softmax_outside(self, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """The probabilities (C,) outside the region the box reaches, by the same steps as inside it."""
         t = torch.tensor(self._fills(logits), dtype=torch.float32)
-        t = (t - t.max()) / temperature if temperature != 1.0 else t - t.max()
-        t = t.exp()
+        t = ((t - t.max()) / temperature).exp()
         return t / t.sum()
 
     def restore_labels(self, logits: torch.Tensor, box: Optional[Box] = None) -> np.ndarray:
@@ -124,8 +123,7 @@ class GridInfo:
         The same resampled logits as ``restore_labels``, so the argmax of the
         (float32) probabilities is its labels.
         """
-        labels_and_probabilities = self.restore_full(logits, box, 1.0, dtype)
-        return labels_and_probabilities[1]
+        return self.restore_full(logits, box, 1.0, dtype)[1]
 
     def restore_full(self, logits: torch.Tensor, box: Optional[Box] = None, temperature: float = 1.0,
                      dtype: np.dtype | type = np.float32) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +148,7 @@ class GridInfo:
         scores: Optional[torch.Tensor] = None
         for c, (region, up) in enumerate(self._class_planes(logits, box)):
             if scores is None:
-                scores = work_buffer((n,) + tuple(up.shape), up.device)
+                scores = torch.empty((n,) + tuple(up.shape), dtype=torch.float32, device=up.device)
             scores[c] = up
             del up
         assert scores is not None

@@ -73,11 +73,6 @@ def region_of_box(box: tuple[slice, slice, slice], in_shape: tuple[int, int, int
     return tuple(region), tuple(source)  # type: ignore[return-value]
 
 
-def work_buffer(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """A float32 work array (one place to change how the way back allocates)."""
-    return torch.empty(shape, dtype=torch.float32, device=device)
-
-
 class BoxResampler:
     """Linear resampling of a grid of ``in_shape`` that holds values in ``box`` and one fill value elsewhere,
     computed only over the output region that ``box`` reaches (:func:`region_of_box`), class after class.
@@ -90,11 +85,10 @@ class BoxResampler:
 
     def __init__(self, box: tuple[slice, slice, slice], in_shape: tuple[int, int, int],
                  out_shape: tuple[int, int, int], device: torch.device | str = "cpu") -> None:
-        self.device = torch.device(device)
-        self.box = box
+        device = torch.device(device)
         self.region, self.source = region_of_box(box, in_shape, out_shape)
         size = [s.stop - s.start for s in self.source]
-        self.block = work_buffer(tuple(size), self.device)
+        self.block = torch.empty(size, dtype=torch.float32, device=device)
         self.inner = tuple(slice(b.start - s.start, b.stop - s.start) for b, s in zip(box, self.source))
         self.steps: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         for axis, (r, s, n_in, n_out) in enumerate(zip(self.region, self.source, in_shape, out_shape)):
@@ -104,10 +98,9 @@ class BoxResampler:
             view = [1, 1, 1]
             view[axis] = -1
             size[axis] = r.stop - r.start
-            low, high = work_buffer(tuple(size), self.device), work_buffer(tuple(size), self.device)
-            self.steps.append((axis, torch.from_numpy(i0 - s.start).to(self.device),
-                               torch.from_numpy(i1 - s.start).to(self.device),
-                               torch.from_numpy(w).to(self.device).view(view), low, high))
+            low, high = (torch.empty(size, dtype=torch.float32, device=device) for _ in range(2))
+            self.steps.append((axis, torch.from_numpy(i0 - s.start).to(device), torch.from_numpy(i1 - s.start).to(device),
+                               torch.from_numpy(w).to(device).view(view), low, high))
 
     @property
     def shape(self) -> tuple[int, int, int]:

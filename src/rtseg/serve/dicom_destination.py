@@ -8,9 +8,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from rtseg.io.naming import is_dicom_file_name
+
+if TYPE_CHECKING:  # pydicom and pynetdicom load only when something is sent
+    from pydicom.dataset import Dataset
+    from pynetdicom.association import Association
 
 SUCCESS_STATUSES = {0x0000, 0xB000, 0xB006, 0xB007}
 _DEST = re.compile(r"^(?P<ae>[^@\\]{1,16})@(?P<host>[^:@]+):(?P<port>\d{1,5})$")
@@ -67,14 +71,14 @@ class DicomDestination:
         return None
 
 
-def _as_sent(path: Path, meta: object, assoc: object) -> object:
+def _as_sent(path: Path, meta: "Dataset", assoc: "Association") -> "Path | Dataset":
     """The file's path where the destination accepted its own transfer syntax (sent as it is), else the
     decoded dataset (pynetdicom converts it to a syntax the destination took)."""
     import pydicom
 
-    sop_class, syntax = str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)  # type: ignore[attr-defined]
+    sop_class, syntax = str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)
     taken = any(str(cx.abstract_syntax) == sop_class and syntax in [str(t) for t in cx.transfer_syntax]
-                for cx in assoc.accepted_contexts)  # type: ignore[attr-defined]
+                for cx in assoc.accepted_contexts)
     return path if taken else pydicom.dcmread(path)
 
 

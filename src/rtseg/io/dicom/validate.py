@@ -135,12 +135,12 @@ def _raw_items(value: bytes) -> Optional[list[bytes]]:
         group, element, length = _HEADER.unpack_from(value, pos)
         tag = (group << 16) | element
         if tag == _SEQ_END:
-            break
+            return items
         if tag != _ITEM or length == _UNDEFINED or pos + 8 + length > end:
             return None
         items.append(value[pos + 8: pos + 8 + length])
         pos += 8 + length
-    return items
+    return items if pos == end else None  # trailing bytes that are no item: not ours to guess
 
 
 def _raw_contour_items(roi: Dataset) -> Optional[list[tuple[dict[int, bytes], list[dict[int, bytes]]]]]:
