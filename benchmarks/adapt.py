@@ -8,6 +8,9 @@
 Per organ Dice, HD95 and surface Dice at 2 mm for: copy (planning contours as they are), rigid, propagated
 (elastix rigid + B-spline), population, finetuned (patient model of ``adapt prepare``), fused. Times of
 ``prepare`` (fine-tuning) and of a whole ``adapt contour`` (fused, read to written files) are measured too.
+On OpenKBP, where the simulated motion is known (``hn_fraction_motion``), also: ``ideal`` (the planning
+contours warped by the true motion, the way ``propagated`` warps them: what a perfect registration scores)
+and each registration's error in mm (mean distance from the true position over the organ's voxels).
 
     OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/adapt.py --set phantom \\
         --population runs/phantom-pop/checkpoints/last.pt --patients 3 --fractions 2 --minutes 3
@@ -29,12 +32,13 @@ from rtseg.adapt.api import contour, prepare
 from rtseg.adapt.finetune import FinetuneOptions
 from rtseg.adapt.methods import AdaptOptions, AdaptPredictor, fuse
 from rtseg.adapt.patient import open_patient_dir
+from rtseg.adapt.register import Registration, warp_probabilities
 from rtseg.evaluation.surface import organ_metrics
 from rtseg.io.nifti import read_nifti, write_nifti
 from rtseg.synthetic.fractions import generate_fraction
-from rtseg.synthetic.hn_fractions import simulate_hn_fraction
+from rtseg.synthetic.hn_fractions import hn_fraction_motion, simulate_hn_fraction
 
-METHODS = ("copy", "rigid", "propagated", "population", "finetuned", "fused", "fused_w0.5", "fused_w0.85")
+METHODS = ("copy", "rigid", "propagated", "ideal", "population", "finetuned", "fused", "fused_w0.5", "fused_w0.85")
 # fused_w0.5, fused_w0.85: the same run's probabilities fused with a fixed weight instead of the patient's (prepare)
 OPENKBP = Path(__file__).resolve().parents[1] / "../shared/data/openkbp/train"
 
@@ -42,7 +46,7 @@ OPENKBP = Path(__file__).resolve().parents[1] / "../shared/data/openkbp/train"
 def phantom_cases(n_patients: int, n_fractions: int):
     for seed in range(1000, 1000 + n_patients):
         plan = generate_fraction(seed, 0)  # the phantoms' default grid: 64x64x32 voxels at 4x4x5 mm
-        yield f"phantom{seed}", plan, [generate_fraction(seed, f) for f in range(1, n_fractions + 1)]
+        yield f"phantom{seed}", plan, [(*generate_fraction(seed, f), None) for f in range(1, n_fractions + 1)]
 
 
 def openkbp_cases(root: Path, n_patients: int, n_fractions: int):
@@ -50,7 +54,8 @@ def openkbp_cases(root: Path, n_patients: int, n_fractions: int):
     for i, case in enumerate(splits["val"][:n_patients]):
         ct = read_nifti(root / f"{case}_ct.nii.gz")
         lab = read_nifti(root / f"{case}_labels.nii.gz")
-        yield case, (ct, lab), [simulate_hn_fraction(ct, lab, seed=i, fraction=f) for f in range(1, n_fractions + 1)]
+        yield case, (ct, lab), [(*simulate_hn_fraction(ct, lab, seed=i, fraction=f), hn_fraction_motion(ct, lab, i, f)[0])
+                                for f in range(1, n_fractions + 1)]
 
 
 def score(pred: np.ndarray, truth: np.ndarray, spacing, organs) -> dict[int, dict[str, float]]:
@@ -59,6 +64,33 @@ def score(pred: np.ndarray, truth: np.ndarray, spacing, organs) -> dict[int, dic
         m = organ_metrics(pred == c, truth == c, spacing)
         out[c] = {"dice": m["dice"], "hd95": m["hd95"], "surface_dice": m["surface_dice"]}
     return out
+
+
+class KeepingPredictor(AdaptPredictor):
+    """The product's predictor, keeping its last registrations (the benchmark compares them with the true motion)."""
+
+    regs: dict[str, Registration] = {}
+
+    def _register(self, volume, deformable):  # type: ignore[no-untyped-def]
+        self.regs = super()._register(volume, deformable)
+        return self.regs
+
+
+def against_motion(per: dict, labels: dict, regs: dict[str, Registration], motion, plan_labels: np.ndarray,
+                   truth: np.ndarray, spacing, organs, n_classes: int) -> None:
+    """Adds ``ideal`` (the plan warped by the true motion, as ``propagated`` is warped) to ``labels``/``per`` and each
+    registration's error (mm, mean over the organ's true voxels) to ``per``'s rigid and propagated rows."""
+    if motion is None:
+        return
+    ideal = Registration("deformable", motion, 1.0, {}, 0.0)
+    labels["ideal"] = np.argmax(warp_probabilities(ideal, plan_labels, n_classes, set(organs)), axis=0)
+    per["ideal"] = score(labels["ideal"], truth, spacing, organs)
+    step = np.asarray(spacing, np.float32)[:, None, None, None]
+    for method, kind in (("rigid", "rigid"), ("propagated", "deformable")):
+        if kind in regs and method in per:
+            err = np.linalg.norm((regs[kind].coords - motion) * step, axis=0)
+            for c in organs:
+                per[method][c]["error_mm"] = float(err[truth == c].mean())
 
 
 def stand_in_population(path: Path, class_names) -> Path:
@@ -87,9 +119,9 @@ def run_registration_only(name, plan, fractions, population: Path, work: Path) -
     prepare(population, work / f"{name}_plan_ct.nii.gz", work / f"{name}_plan_labels.nii.gz", work / name,
             FinetuneOptions(minutes=0))
     pdir = open_patient_dir(work / name)
-    prop = AdaptPredictor(pdir, AdaptOptions(method="propagated", check_registration=False))
+    prop = KeepingPredictor(pdir, AdaptOptions(method="propagated", check_registration=False))
     rows = []
-    for k, (fct, flab) in enumerate(fractions, 1):
+    for k, (fct, flab, motion) in enumerate(fractions, 1):
         t0 = time.perf_counter()
         prop.predict_full(fct)
         seconds = time.perf_counter() - t0
@@ -98,6 +130,8 @@ def run_registration_only(name, plan, fractions, population: Path, work: Path) -
         truth = np.asarray(flab.array)
         organs = [c for c in sorted(pdir.contoured) if (truth == c).any()]
         per = {m: score(labels[m], truth, spacing, organs) for m in ("copy", "rigid", "propagated")}
+        against_motion(per, labels, prop.regs, motion, np.asarray(lab.array), truth, spacing, organs,
+                       len(pdir.class_names))
         rows.append({"fraction": k, "metrics": per, "registration": prop.last["registration"],
                      "problems": prop.last["problems"], "register_and_warp_s": seconds})
     return {"patient": name, "prepare_s": 0.0, "contour_s": None, "class_names": list(pdir.class_names), "fractions": rows}
@@ -113,10 +147,10 @@ def run_patient(name, plan, fractions, population: Path, minutes: float, work: P
     prep_s = time.perf_counter() - t0
     pdir = open_patient_dir(work / name)
     organs = sorted(pdir.contoured)
-    fused = AdaptPredictor(pdir, AdaptOptions(method="fused", check_registration=False))
+    fused = KeepingPredictor(pdir, AdaptOptions(method="fused", check_registration=False))
     pop = AdaptPredictor(pdir, AdaptOptions(method="population"))
     rows, contour_s = [], None
-    for k, (fct, flab) in enumerate(fractions, 1):
+    for k, (fct, flab, motion) in enumerate(fractions, 1):
         probs = fused.method_probabilities(fct)  # rigid, propagated, finetuned of this one run
         labels = {k: np.argmax(v, axis=0) for k, v in probs.items()}
         labels["fused"] = np.argmax(fuse(probs["finetuned"], probs["propagated"], pdir.contoured, fused.fusion_weight), axis=0)
@@ -126,7 +160,10 @@ def run_patient(name, plan, fractions, population: Path, minutes: float, work: P
         labels["copy"] = np.asarray(lab.array)
         spacing = tuple(np.linalg.norm(fct.affine[:3, :3], axis=0))
         truth = np.asarray(flab.array)
-        per = {m: score(labels[m], truth, spacing, [c for c in organs if (truth == c).any()]) for m in METHODS}
+        present = [c for c in organs if (truth == c).any()]
+        per = {m: score(labels[m], truth, spacing, present) for m in METHODS if m in labels}
+        against_motion(per, labels, fused.regs, motion, np.asarray(lab.array), truth, spacing, present,
+                       len(pdir.class_names))
         rows.append({"fraction": k, "metrics": per, "registration": fused.last["registration"],
                      "problems": fused.last["problems"], "fusion": pdir.manifest.get("fusion")})
         if k == 1:
@@ -146,9 +183,9 @@ def summarise(results: list[dict]) -> dict:
         for fr in r["fractions"]:
             for m, per in fr["metrics"].items():
                 for c, vals in per.items():
-                    d = table.setdefault(m, {}).setdefault(names[int(c)], {"dice": [], "hd95": [], "surface_dice": []})
-                    for key in d:
-                        d[key].append(float(vals[key]))
+                    d = table.setdefault(m, {}).setdefault(names[int(c)], {})
+                    for key, v in vals.items():
+                        d.setdefault(key, []).append(float(v))
     out = {}
     for m, organs in table.items():
         out[m] = {o: {k: (float(np.mean([v for v in vs if np.isfinite(v)])) if any(np.isfinite(vs)) else None)
@@ -228,6 +265,10 @@ def main() -> None:
         s = summary.get(m, {})
         organs = ", ".join(f"{o} {d['dice']:.3f}" for o, d in s.items() if isinstance(d, dict))
         print(f"  {m:11s} {s.get('mean_dice', float('nan')):.3f}  ({organs})")
+    for m in ("rigid", "propagated"):
+        errors = {o: d["error_mm"] for o, d in summary.get(m, {}).items() if isinstance(d, dict) and d.get("error_mm")}
+        if errors:
+            print(f"  {m} error (mm from the true motion): " + ", ".join(f"{o} {e:.2f}" for o, e in errors.items()))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=float))
     if args.figure:
