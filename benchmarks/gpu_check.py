@@ -13,8 +13,9 @@ priority; a step starts only if its least useful time still fits in what is left
     nnunet              benchmarks/vs_nnunet.py against the openkbp checkpoint (if nnunetv2 is there and time is left)
 
 OUTDIR gets figures.jsonl (one JSON object per figure: name, value, unit, command, seconds;
-a ``step.<name>`` record per step with its status), check.log and one log per step: at most
-8 files, what a device call brings back. Runs and data go to ``--work``.
+a ``step.<name>`` record per step with its status), check.log, one log per step and the openkbp
+step's checkpoint (openkbp_population.pt): at most 8 files, what a device call brings back (the
+nnunet step, which would make a ninth, runs in a device call of its own). Runs and data go to ``--work``.
 ``--dry-run`` runs every step tiny on the CPU (seconds each) so the check is known to work.
 """
 from __future__ import annotations
@@ -85,9 +86,20 @@ def rtseg_sets(args: argparse.Namespace, data: Path) -> list[str]:
     return out
 
 
+POPULATION_FILE = "openkbp_population.pt"  # the GPU-trained checkpoint, back for benchmarks/adapt.py --population
+MAX_BACK_BYTES = 16 * 2 ** 20  # a file a device call brings back
+
+
 def openkbp_figures(run: Path, fig: Path, command: str, t0: float) -> None:
-    """Training summary (metrics.json) and rtseg val's per-organ Dice / HD95 (val_metrics.json, val_per_case.csv)."""
+    """Training summary (metrics.json) and rtseg val's per-organ Dice / HD95 (val_metrics.json, val_per_case.csv);
+    the checkpoint itself goes beside the figures (``POPULATION_FILE``): the population model ``rtseg adapt`` is
+    benchmarked with on the CPU afterwards (docs/ADAPT.md), trained on the split's train cases only."""
+    import shutil
+
     seconds = time.monotonic() - t0
+    best = run / "checkpoints" / "best.pt"
+    if best.stat().st_size <= MAX_BACK_BYTES:
+        shutil.copyfile(best, fig.parent / POPULATION_FILE)
     summary = json.loads((run / "metrics.json").read_text())
     record(fig, "openkbp.train.iterations", summary["iterations"], "iterations", seconds, command=command)
     record(fig, "openkbp.train.seconds", summary["seconds"], "s", seconds, command=command)

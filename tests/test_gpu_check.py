@@ -62,6 +62,11 @@ def test_gpu_check_dry_run_records_every_figure(tmp_path: Path) -> None:
     for step in ("train_step_compile", "nnunet"):  # GPU-only steps: skipped with their reason, not silently absent
         assert by_name[f"step.{step}"]["status"] == "skipped" and by_name[f"step.{step}"]["reason"]
     assert len(list(out.iterdir())) <= 8  # a device call brings back at most 8 files
+    from rtseg.inference.bundle import load_bundle  # the trained population model comes back, as adapt loads it
+
+    bundle, weights, _ = load_bundle(out / "openkbp_population.pt")
+    assert bundle.class_names[1:] == ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus",
+                                      "Larynx", "Mandible") and weights
 
 
 def test_gpu_check_refuses_a_missing_outdir() -> None:
