@@ -1,6 +1,6 @@
 """Adaptive radiotherapy (``rtseg adapt``): contours for a patient's new CT from the patient's own plan.
 
-- :mod:`~rtseg.adapt.register`: itk-elastix rigid + B-spline registration (parameter maps in ``params/``),
+- :mod:`~rtseg.adapt.register`: itk-elastix rigid + B-spline registration (parameter maps in ``params/``), refined by SimpleITK demons,
   warping the planning labels, registration plausibility;
 - :mod:`~rtseg.adapt.patient`: the PATIENT_DIR contract (provenance, hashed patient ID, checks);
 - :mod:`~rtseg.adapt.finetune`: the patient model, fine-tuned from the population model;

@@ -1,7 +1,8 @@
 """The five ways ``rtseg adapt contour`` contours a fraction, and the per-organ agreement check.
 
 - ``rigid``: the planning contours after rigid registration of the planning CT to the fraction;
-- ``propagated``: the planning contours after rigid + B-spline registration (elastix, ``register.py``);
+- ``propagated``: the planning contours after rigid + B-spline registration (elastix, ``register.py``) refined
+  by demons (SimpleITK, ``demons.py``);
 - ``population``: the population model alone (as ``rtseg predict``);
 - ``finetuned``: the patient model (``adapt prepare``);
 - ``fused`` (default): per organ the plan contours, w x the propagated contours (linearly interpolated one-hot

@@ -1,9 +1,9 @@
 """Planning CT -> fraction CT registration with itk-elastix, and what we do with its transform.
 
 elastix does the registration (rigid Euler, then cubic B-spline; the parameter maps are the files in
-``params/``, documented in docs/ADAPT.md). We only convert volumes to ITK images (RAS+ affine to
-ITK's LPS origin/spacing/direction), ask transformix for the dense displacement field on the
-fraction's grid, and then:
+``params/``, documented in docs/ADAPT.md), then SimpleITK's demons refines the B-spline's result
+(``demons.py``). We only convert volumes to ITK images (RAS+ affine to ITK's LPS origin/spacing/direction),
+ask transformix for the dense displacement field on the fraction's grid, and then:
 
 - turn it into sampling coordinates on the planning grid (``Registration.coords``), so planning
   labels are warped as per-organ probabilities (linear interpolation of one-hot masks; argmax gives
@@ -23,6 +23,7 @@ from typing import Literal, Optional
 import numpy as np
 from scipy import ndimage as ndi
 
+from rtseg.adapt.demons import DemonsOptions, refine
 from rtseg.errors import DataError
 from rtseg.io.volume import Volume
 
@@ -121,6 +122,13 @@ def _to_moving_voxels(points_lps: np.ndarray, moving: Volume) -> np.ndarray:
     return vox.reshape(points_lps.shape).astype(np.float32)
 
 
+def _to_lps_points(coords: np.ndarray, moving: Volume) -> np.ndarray:
+    """(3, *shape) LPS mm of planning-grid voxel coordinates (the inverse of ``_to_moving_voxels``)."""
+    a = (LPS @ moving.affine[:3, :3]).astype(np.float32)
+    o = (LPS @ moving.affine[:3, 3]).astype(np.float32)
+    return np.einsum("ij,j...->i...", a, coords) + o[:, None, None, None]
+
+
 def _displacements(moving_img, transform_object) -> np.ndarray:  # type: ignore[no-untyped-def]
     """transformix's displacement field (LPS mm) on the fixed grid, as (3, i, j, k). transformix also writes the
     field as deformationField.nii into its output directory (the working directory unless told): a temporary one."""
@@ -205,11 +213,12 @@ def _available_cpus() -> int:
 
 
 def register(fixed: Volume, moving: Volume, deformable: bool = True, threads: Optional[int] = None,
-             iterations: Optional[int] = None) -> dict[str, Registration]:
+             iterations: Optional[int] = None, demons: Optional[DemonsOptions] = DemonsOptions()) -> dict[str, Registration]:
     """Register the planning CT (``moving``) to the fraction (``fixed``): ``{"rigid": ..., "deformable": ...}``.
 
     One elastix run gives both: the rigid result is the first of its transforms alone. elastix samples the
-    fraction's body only (``body_mask``): air, couch and noise outside the patient are not anatomy."""
+    fraction's body only (``body_mask``): air, couch and noise outside the patient are not anatomy. The
+    deformable result is then refined by demons (``demons``; None: the B-spline's alone)."""
     import itk
 
     t0 = time.perf_counter()
@@ -241,10 +250,14 @@ def register(fixed: Volume, moving: Volume, deformable: bool = True, threads: Op
             disp = _displacements(moving_img, tp)
         moved = points + disp
         coords = _to_moving_voxels(moved, moving)
+        extra: dict[str, float] = {}
+        if kind == "deformable" and demons is not None:
+            coords, extra["demons_seconds"] = refine(fixed, moving, coords, demons)
+            moved = _to_lps_points(coords, moving)
         jac = jacobian_stats(moved, spacing, body) if kind == "deformable" else {"min": 1.0, "max": 1.0, "folding_fraction": 0.0}
         sim = _similarity(fixed, moving, coords, body)
         rigid = _rigid_matrix(points, moved) if kind == "rigid" else None
-        out[kind] = Registration(kind, coords, sim, jac, t_reg + time.perf_counter() - t1, rigid)
+        out[kind] = Registration(kind, coords, sim, jac, t_reg + time.perf_counter() - t1, rigid, extra)
         log.info("registration %s: similarity %.3f, Jacobian %.2f..%.2f", kind, sim, jac["min"], jac["max"])
     return out
 

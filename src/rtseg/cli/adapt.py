@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="fused", choices=METHODS,
                    help="fused (default: patient model and propagated contours, weighted as prepare chose), "
                    "finetuned (patient model), "
-                   "propagated (elastix rigid + B-spline), population (population model), rigid (rigid registration)")
+                   "propagated (elastix rigid + B-spline, SimpleITK demons), population (population model), rigid (rigid registration)")
     p.add_argument("--format", nargs="+", default=["nifti"], choices=output_names(), metavar="FMT",
                    help=f"outputs: {output_help()}; default nifti")
     p.add_argument("--checkpoint", metavar="POP", help="the node's population model: refused unless PATIENT_DIR was "
