@@ -67,7 +67,8 @@ class Registration:
 
     def summary(self) -> dict[str, object]:
         return {"kind": self.kind, "similarity": round(self.similarity, 4),
-                "jacobian": {k: round(v, 4) for k, v in self.jacobian.items()}, "seconds": round(self.seconds, 2)}
+                "jacobian": {k: round(v, 4) for k, v in self.jacobian.items()}, "seconds": round(self.seconds, 2),
+                **{k: round(v, 2) for k, v in self.extra.items()}}
 
 
 def param_path(name: str) -> str:
