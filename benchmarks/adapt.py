@@ -38,8 +38,8 @@ from rtseg.io.nifti import read_nifti, write_nifti
 from rtseg.synthetic.fractions import generate_fraction
 from rtseg.synthetic.hn_fractions import hn_fraction_motion, simulate_hn_fraction
 
-METHODS = ("copy", "rigid", "propagated", "ideal", "population", "finetuned", "fused", "fused_w0.5", "fused_w0.85")
-# fused_w0.5, fused_w0.85: the same run's probabilities fused with a fixed weight instead of the patient's (prepare)
+METHODS = ["copy", "rigid", "propagated", "ideal", "population", "finetuned", "fused"]
+FIXED_WEIGHTS = (0.5, 0.85)  # fused_wW: the same run's probabilities fused with weight W instead of the patient's
 OPENKBP = Path(__file__).resolve().parents[1] / "../shared/data/openkbp/train"
 
 
@@ -49,9 +49,11 @@ def phantom_cases(n_patients: int, n_fractions: int):
         yield f"phantom{seed}", plan, [(*generate_fraction(seed, f), None) for f in range(1, n_fractions + 1)]
 
 
-def openkbp_cases(root: Path, n_patients: int, n_fractions: int):
+def openkbp_cases(root: Path, n_patients: int, n_fractions: int, split: str = "val", skip: int = 0):
+    """The first ``n_patients`` of ``split`` after ``skip`` (the done-when run: the validation split's first six;
+    choosing settings: train-split patients, which the population model has seen, so its networks look better)."""
     splits = json.loads((Path(__file__).resolve().parents[1] / "configs/openkbp_splits.json").read_text())
-    for i, case in enumerate(splits["val"][:n_patients]):
+    for i, case in enumerate(splits[split][skip:skip + n_patients], start=skip):  # seeds: the patient's place
         ct = read_nifti(root / f"{case}_ct.nii.gz")
         lab = read_nifti(root / f"{case}_labels.nii.gz")
         yield case, (ct, lab), [(*simulate_hn_fraction(ct, lab, seed=i, fraction=f), hn_fraction_motion(ct, lab, i, f)[0])
@@ -137,7 +139,8 @@ def run_registration_only(name, plan, fractions, population: Path, work: Path) -
     return {"patient": name, "prepare_s": 0.0, "contour_s": None, "class_names": list(pdir.class_names), "fractions": rows}
 
 
-def run_patient(name, plan, fractions, population: Path, minutes: float, work: Path) -> dict:
+def run_patient(name, plan, fractions, population: Path, minutes: float, work: Path,
+                weights=FIXED_WEIGHTS) -> dict:
     ct, lab = plan
     write_nifti(ct, work / f"{name}_plan_ct.nii.gz")
     write_nifti(lab, work / f"{name}_plan_labels.nii.gz", dtype=np.uint8)
@@ -154,14 +157,14 @@ def run_patient(name, plan, fractions, population: Path, minutes: float, work: P
         probs = fused.method_probabilities(fct)  # rigid, propagated, finetuned of this one run
         labels = {k: np.argmax(v, axis=0) for k, v in probs.items()}
         labels["fused"] = np.argmax(fuse(probs["finetuned"], probs["propagated"], pdir.contoured, fused.fusion_weight), axis=0)
-        for w in (0.5, 0.85):
+        for w in weights:
             labels[f"fused_w{w:g}"] = np.argmax(fuse(probs["finetuned"], probs["propagated"], pdir.contoured, w), axis=0)
         labels["population"] = pop.predict_full(fct).labels
         labels["copy"] = np.asarray(lab.array)
         spacing = tuple(np.linalg.norm(fct.affine[:3, :3], axis=0))
         truth = np.asarray(flab.array)
         present = [c for c in organs if (truth == c).any()]
-        per = {m: score(labels[m], truth, spacing, present) for m in METHODS if m in labels}
+        per = {m: score(labels[m], truth, spacing, present) for m in labels}
         against_motion(per, labels, fused.regs, motion, np.asarray(lab.array), truth, spacing, present,
                        len(pdir.class_names))
         rows.append({"fraction": k, "metrics": per, "registration": fused.last["registration"],
@@ -194,7 +197,7 @@ def summarise(results: list[dict]) -> dict:
     return out
 
 
-def figure(summary: dict, path: Path, title: str) -> None:
+def figure(summary: dict, path: Path, methods: list[str], title: str) -> None:
     """Per-organ Dice of each method (bars), the set's name and 'simulated' in the title."""
     import matplotlib
 
@@ -203,8 +206,7 @@ def figure(summary: dict, path: Path, title: str) -> None:
 
     organs = [o for o in summary["copy"] if isinstance(summary["copy"][o], dict)]
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(organs), 3.6))
-    width = 0.8 / len(METHODS)
-    methods = [m for m in METHODS if m in summary]
+    methods = [m for m in methods if m in summary]
     width = 0.8 / len(methods)
     for i, m in enumerate(methods):
         vals = [summary.get(m, {}).get(o, {}).get("dice") or 0.0 for o in organs]
@@ -230,10 +232,16 @@ def main() -> None:
     ap.add_argument("--data", default=str(OPENKBP), help="OpenKBP NIfTI folder")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--figure", default=None, help="write the per-organ Dice bar chart here (PNG)")
+    ap.add_argument("--weights", type=float, nargs="*", default=list(FIXED_WEIGHTS),
+                    help="fixed fusion weights also scored (fused_wW), beside the patient's own")
+    ap.add_argument("--split", default="val", choices=("val", "train"),
+                    help="OpenKBP split the patients come from (default val: the done-when run)")
+    ap.add_argument("--skip", type=int, default=0, help="OpenKBP: start after this many patients of the split")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    methods = METHODS + [f"fused_w{w:g}" for w in args.weights]
     cases = phantom_cases(args.patients, args.fractions) if args.set == "phantom" else \
-        openkbp_cases(Path(args.data), args.patients, args.fractions)
+        openkbp_cases(Path(args.data), args.patients, args.fractions, args.split, args.skip)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.population == "none":
@@ -249,19 +257,21 @@ def main() -> None:
             if args.population == "none":
                 results.append(run_registration_only(name, plan, fractions, pop, Path(tmp)))
             else:
-                results.append(run_patient(name, plan, fractions, Path(args.population), args.minutes, Path(tmp)))
+                results.append(run_patient(name, plan, fractions, Path(args.population), args.minutes, Path(tmp),
+                                           args.weights))
             per_method = {m: round(float(np.mean([v["dice"] for fr in results[-1]["fractions"]
                                                   for v in fr["metrics"].get(m, {}).values()] or [np.nan])), 3)
-                          for m in METHODS if m in results[-1]["fractions"][0]["metrics"]}
+                          for m in methods if m in results[-1]["fractions"][0]["metrics"]}
             print(json.dumps({"patient": name, "prepare_s": round(results[-1]["prepare_s"], 1),
                               "contour_s": round(results[-1]["contour_s"] or 0, 1), "mean_dice": per_method}), flush=True)
     summary = summarise(results)
-    report = {"simulated": True, "set": args.set, "population": args.population, "patients": args.patients,
+    report = {"simulated": True, "set": args.set, "split": args.split, "skip": args.skip, "weights": args.weights,
+              "population": args.population, "patients": args.patients,
               "fractions": args.fractions, "minutes": args.minutes, "summary": summary,
               "prepare_s": [r["prepare_s"] for r in results], "contour_s": [r["contour_s"] for r in results],
               "cases": results}
     print(f"SIMULATED fractions ({args.set}); mean Dice per method:")
-    for m in [m for m in METHODS if m in summary]:
+    for m in [m for m in methods if m in summary]:
         s = summary.get(m, {})
         organs = ", ".join(f"{o} {d['dice']:.3f}" for o, d in s.items() if isinstance(d, dict))
         print(f"  {m:11s} {s.get('mean_dice', float('nan')):.3f}  ({organs})")
@@ -274,7 +284,7 @@ def main() -> None:
     if args.figure:
         model = "registration methods only" if args.population == "none" else \
             f"population model {Path(args.population).name}, prepare {args.minutes:g} min"
-        figure(summary, Path(args.figure), f"SIMULATED {args.set} fractions: {args.patients} patients x {args.fractions}, {model}")
+        figure(summary, Path(args.figure), methods, f"SIMULATED {args.set} fractions: {args.patients} patients x {args.fractions}, {model}")
 
 
 if __name__ == "__main__":

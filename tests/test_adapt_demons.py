@@ -73,3 +73,25 @@ def test_a_large_scan_gets_a_coarser_demons_grid_of_the_same_extent() -> None:
     assert (step >= 2.0 - 1e-6).all()
     small, small_step = _grid((128, 128, 128), np.array([3.9, 3.9, 2.5]), DemonsOptions())
     assert small == (128, 128, 128) and np.allclose(small_step, [3.9, 3.9, 2.5])
+
+
+def test_a_refinement_that_folds_is_dropped_for_the_b_splines_result(plan, monkeypatch) -> None:
+    """A same-patient fraction must not be refused because the refinement folded: the B-spline's is kept."""
+    import rtseg.adapt.register as reg
+
+    grid = np.indices(plan.shape, dtype=np.float32)
+    body = np.asarray(plan.array) > -500
+    spacing = reg._lps(plan)[0]
+    start_jac = reg.jacobian_stats(reg._to_lps_points(grid, plan), spacing, body)
+    assert start_jac["folding_fraction"] == 0.0
+    folded = grid.copy()
+    folded[0, 20:44] = folded[0, 20:44][::-1]  # a slab mirrored along i: the map reverses there
+    smooth = grid + 0.3 * np.sin(grid / 7.0)
+    for returned, used in ((folded, 0.0), (smooth, 1.0)):
+        monkeypatch.setattr(reg, "refine", lambda *a, _r=returned: (_r.copy(), 0.1))
+        coords, jac, extra = reg._refined(plan, plan, grid, start_jac, spacing, body, reg.DemonsOptions())
+        assert extra["demons_used"] == used
+        if used:
+            assert np.array_equal(coords, smooth) and jac["folding_fraction"] == 0.0
+        else:
+            assert np.array_equal(coords, grid) and jac == start_jac

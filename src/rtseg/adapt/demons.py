@@ -27,7 +27,7 @@ class DemonsOptions:
     """Chosen on simulated fractions of OpenKBP training patients (docs/ADAPT.md)."""
 
     iterations: int = 100
-    field_sigma: float = 1.5  # Gaussian smoothing of the displacement field, in voxels of the demons grid
+    field_sigma: float = 1.5  # Gaussian smoothing of the displacement field each iteration, mm (ITK's image spacing on)
     image_sigma_mm: float = 1.0  # both CTs smoothed first: noise is not anatomy
     min_spacing_mm: float = 2.0  # the demons grid is no finer than this
     max_voxels: int = 4_000_000
@@ -71,6 +71,7 @@ def refine(fixed: Volume, moving: Volume, coords: np.ndarray, opts: DemonsOption
     m = _image(warped, spacing, shape, step, opts.image_sigma_mm)
     demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
     demons.SetNumberOfIterations(int(opts.iterations))
+    demons.SetUseImageSpacing(True)  # the field's standard deviations in mm
     demons.SetStandardDeviations(float(opts.field_sigma))
     field = demons.Execute(f, m)  # mm along i, j, k on the demons grid: fraction x -> warped plan x + u(x)
     u = sitk.GetArrayFromImage(field).transpose(3, 2, 1, 0).astype(np.float32)

@@ -213,6 +213,20 @@ def _available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _refined(fixed: Volume, moving: Volume, coords: np.ndarray, jac: dict[str, float], spacing: np.ndarray,
+             body: np.ndarray, demons: DemonsOptions) -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
+    """The B-spline's ``coords`` refined by demons, unless the refined transform folds where the B-spline's did
+    not: a refinement may not turn a plausible registration into one ``refusal_reasons`` refuses (then the
+    B-spline's is kept, ``demons_used`` 0 says so)."""
+    refined, seconds = refine(fixed, moving, coords, demons)
+    refined_jac = jacobian_stats(_to_lps_points(refined, moving), spacing, body)
+    if refined_jac["folding_fraction"] > jac["folding_fraction"]:
+        log.info("registration: demons refinement dropped, it folds %.4f %% of the body",
+                 100 * refined_jac["folding_fraction"])
+        return coords, jac, {"demons_seconds": seconds, "demons_used": 0.0}
+    return refined, refined_jac, {"demons_seconds": seconds, "demons_used": 1.0}
+
+
 def register(fixed: Volume, moving: Volume, deformable: bool = True, threads: Optional[int] = None,
              iterations: Optional[int] = None, demons: Optional[DemonsOptions] = DemonsOptions()) -> dict[str, Registration]:
     """Register the planning CT (``moving``) to the fraction (``fixed``): ``{"rigid": ..., "deformable": ...}``.
@@ -252,10 +266,9 @@ def register(fixed: Volume, moving: Volume, deformable: bool = True, threads: Op
         moved = points + disp
         coords = _to_moving_voxels(moved, moving)
         extra: dict[str, float] = {}
-        if kind == "deformable" and demons is not None:
-            coords, extra["demons_seconds"] = refine(fixed, moving, coords, demons)
-            moved = _to_lps_points(coords, moving)
         jac = jacobian_stats(moved, spacing, body) if kind == "deformable" else {"min": 1.0, "max": 1.0, "folding_fraction": 0.0}
+        if kind == "deformable" and demons is not None:
+            coords, jac, extra = _refined(fixed, moving, coords, jac, spacing, body, demons)
         sim = _similarity(fixed, moving, coords, body)
         rigid = _rigid_matrix(points, moved) if kind == "rigid" else None
         out[kind] = Registration(kind, coords, sim, jac, t_reg + time.perf_counter() - t1, rigid, extra)
