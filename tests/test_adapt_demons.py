@@ -75,8 +75,9 @@ def test_a_large_scan_gets_a_coarser_demons_grid_of_the_same_extent() -> None:
     assert small == (128, 128, 128) and np.allclose(small_step, [3.9, 3.9, 2.5])
 
 
-def test_a_refinement_that_folds_is_dropped_for_the_b_splines_result(plan, monkeypatch) -> None:
-    """A same-patient fraction must not be refused because the refinement folded: the B-spline's is kept."""
+def test_a_refinement_with_an_implausible_jacobian_is_dropped_for_the_b_splines_result(plan, monkeypatch) -> None:
+    """A same-patient fraction must not be refused because the refinement folded or squeezed a region implausibly:
+    the B-spline's result is kept."""
     import rtseg.adapt.register as reg
 
     grid = np.indices(plan.shape, dtype=np.float32)
@@ -86,8 +87,10 @@ def test_a_refinement_that_folds_is_dropped_for_the_b_splines_result(plan, monke
     assert start_jac["folding_fraction"] == 0.0
     folded = grid.copy()
     folded[0, 20:44] = folded[0, 20:44][::-1]  # a slab mirrored along i: the map reverses there
+    squashed = grid.copy()  # no fold, but 24 voxels squeezed into under one: local volume x0.03
+    squashed[0, 20:44] = 20.0 + 0.03 * (squashed[0, 20:44] - 20.0)
     smooth = grid + 0.3 * np.sin(grid / 7.0)
-    for returned, used in ((folded, 0.0), (smooth, 1.0)):
+    for returned, used in ((folded, 0.0), (squashed, 0.0), (smooth, 1.0)):
         monkeypatch.setattr(reg, "refine", lambda *a, _r=returned: (_r.copy(), 0.1))
         coords, jac, extra = reg._refined(plan, plan, grid, start_jac, spacing, body, reg.DemonsOptions())
         assert extra["demons_used"] == used

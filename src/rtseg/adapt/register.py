@@ -215,14 +215,15 @@ def _available_cpus() -> int:
 
 def _refined(fixed: Volume, moving: Volume, coords: np.ndarray, jac: dict[str, float], spacing: np.ndarray,
              body: np.ndarray, demons: DemonsOptions) -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
-    """The B-spline's ``coords`` refined by demons, unless the refined transform folds where the B-spline's did
-    not: a refinement may not turn a plausible registration into one ``refusal_reasons`` refuses (then the
-    B-spline's is kept, ``demons_used`` 0 says so)."""
+    """The B-spline's ``coords`` refined by demons, unless the refined transform's Jacobian is implausible (folds,
+    or changes local volume beyond ``QualityLimits``) where the B-spline's was not: a refinement may not turn a
+    plausible registration into one ``refusal_reasons`` refuses (then the B-spline's is kept, ``demons_used`` 0
+    says so)."""
     refined, seconds = refine(fixed, moving, coords, demons)
     refined_jac = jacobian_stats(_to_lps_points(refined, moving), spacing, body)
-    if refined_jac["folding_fraction"] > jac["folding_fraction"]:
-        log.info("registration: demons refinement dropped, it folds %.4f %% of the body",
-                 100 * refined_jac["folding_fraction"])
+    if _jacobian_problems(refined_jac, QualityLimits()) and not _jacobian_problems(jac, QualityLimits()):
+        log.info("registration: demons refinement dropped (Jacobian %.3f..%.2f, folding %.4f %% of the body)",
+                 refined_jac["min"], refined_jac["max"], 100 * refined_jac["folding_fraction"])
         return coords, jac, {"demons_seconds": seconds, "demons_used": 0.0}
     return refined, refined_jac, {"demons_seconds": seconds, "demons_used": 1.0}
 
@@ -312,12 +313,14 @@ def refusal_reasons(regs: dict[str, Registration], limits: QualityLimits = Quali
     """Why these registrations cannot be used at all (the fraction is refused; empty: plausible)."""
     problems = _similarity_below(regs, limits.min_rigid_similarity, limits.min_similarity)
     reg = regs.get("deformable")
-    if reg is not None:
-        j = reg.jacobian
-        if j["folding_fraction"] > limits.max_folding_fraction:
-            problems.append(f"deformable registration folds {100 * j['folding_fraction']:.2f} % of the body "
-                            "(Jacobian determinant <= 0)")
-        elif j["min"] < limits.min_jacobian or j["max"] > limits.max_jacobian:
-            problems.append(f"deformable registration changes local volume implausibly (Jacobian "
-                            f"{j['min']:.2f}..{j['max']:.2f}, expected {limits.min_jacobian}..{limits.max_jacobian})")
-    return problems
+    return problems + (_jacobian_problems(reg.jacobian, limits) if reg is not None else [])
+
+
+def _jacobian_problems(j: dict[str, float], limits: QualityLimits) -> list[str]:
+    if j["folding_fraction"] > limits.max_folding_fraction:
+        return [f"deformable registration folds {100 * j['folding_fraction']:.2f} % of the body "
+                "(Jacobian determinant <= 0)"]
+    if j["min"] < limits.min_jacobian or j["max"] > limits.max_jacobian:
+        return [f"deformable registration changes local volume implausibly (Jacobian "
+                f"{j['min']:.2f}..{j['max']:.2f}, expected {limits.min_jacobian}..{limits.max_jacobian})"]
+    return []
