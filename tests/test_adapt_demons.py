@@ -92,7 +92,8 @@ def test_a_refinement_with_an_implausible_jacobian_is_dropped_for_the_b_splines_
     smooth = grid + 0.3 * np.sin(grid / 7.0)
     for returned, used in ((folded, 0.0), (squashed, 0.0), (smooth, 1.0)):
         monkeypatch.setattr(reg, "refine", lambda *a, _r=returned: (_r.copy(), 0.1))
-        coords, jac, extra = reg._refined(plan, plan, grid, start_jac, spacing, body, reg.DemonsOptions())
+        coords, jac, extra = reg._refined(plan, plan, grid, start_jac, spacing, body, reg.DemonsOptions(),
+                                          reg.QualityLimits())
         assert extra["demons_used"] == used
         if used:
             assert np.array_equal(coords, smooth) and jac["folding_fraction"] == 0.0

@@ -129,7 +129,8 @@ class AdaptPredictor:
         self.last: dict[str, Any] = {}
 
     def _register(self, volume: Volume, deformable: bool) -> dict[str, Registration]:
-        regs = register(volume, self.plan_ct, deformable=deformable, iterations=self.options.iterations)
+        regs = register(volume, self.plan_ct, deformable=deformable, iterations=self.options.iterations,
+                        limits=self.options.limits)
         refusals = refusal_reasons(regs, self.options.limits)
         self.last["registration"] = {k: r.summary() for k, r in regs.items()}
         self.last["problems"] = refusals + quality_problems(regs, self.options.limits)

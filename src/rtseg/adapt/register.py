@@ -214,14 +214,15 @@ def _available_cpus() -> int:
 
 
 def _refined(fixed: Volume, moving: Volume, coords: np.ndarray, jac: dict[str, float], spacing: np.ndarray,
-             body: np.ndarray, demons: DemonsOptions) -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
+             body: np.ndarray, demons: DemonsOptions,
+             limits: QualityLimits) -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
     """The B-spline's ``coords`` refined by demons, unless the refined transform's Jacobian is implausible (folds,
-    or changes local volume beyond ``QualityLimits``) where the B-spline's was not: a refinement may not turn a
+    or changes local volume beyond ``limits``) where the B-spline's was not: a refinement may not turn a
     plausible registration into one ``refusal_reasons`` refuses (then the B-spline's is kept, ``demons_used`` 0
     says so)."""
     refined, seconds = refine(fixed, moving, coords, demons)
     refined_jac = jacobian_stats(_to_lps_points(refined, moving), spacing, body)
-    if _jacobian_problems(refined_jac, QualityLimits()) and not _jacobian_problems(jac, QualityLimits()):
+    if _jacobian_problems(refined_jac, limits) and not _jacobian_problems(jac, limits):
         log.info("registration: demons refinement dropped (Jacobian %.3f..%.2f, folding %.4f %% of the body)",
                  refined_jac["min"], refined_jac["max"], 100 * refined_jac["folding_fraction"])
         return coords, jac, {"demons_seconds": seconds, "demons_used": 0.0}
@@ -229,12 +230,14 @@ def _refined(fixed: Volume, moving: Volume, coords: np.ndarray, jac: dict[str, f
 
 
 def register(fixed: Volume, moving: Volume, deformable: bool = True, threads: Optional[int] = None,
-             iterations: Optional[int] = None, demons: Optional[DemonsOptions] = DemonsOptions()) -> dict[str, Registration]:
+             iterations: Optional[int] = None, demons: Optional[DemonsOptions] = DemonsOptions(),
+             limits: QualityLimits = QualityLimits()) -> dict[str, Registration]:
     """Register the planning CT (``moving``) to the fraction (``fixed``): ``{"rigid": ..., "deformable": ...}``.
 
     One elastix run gives both: the rigid result is the first of its transforms alone. elastix samples the
     fraction's body only (``body_mask``): air, couch and noise outside the patient are not anatomy. The
-    deformable result is then refined by demons (``demons``; None: the B-spline's alone)."""
+    deformable result is then refined by demons (``demons``; None: the B-spline's alone), unless that makes it
+    implausible by ``limits`` (the ones ``refusal_reasons`` will apply)."""
     import itk
 
     t0 = time.perf_counter()
@@ -269,7 +272,7 @@ def register(fixed: Volume, moving: Volume, deformable: bool = True, threads: Op
         extra: dict[str, float] = {}
         jac = jacobian_stats(moved, spacing, body) if kind == "deformable" else {"min": 1.0, "max": 1.0, "folding_fraction": 0.0}
         if kind == "deformable" and demons is not None:
-            coords, jac, extra = _refined(fixed, moving, coords, jac, spacing, body, demons)
+            coords, jac, extra = _refined(fixed, moving, coords, jac, spacing, body, demons, limits)
         sim = _similarity(fixed, moving, coords, body)
         rigid = _rigid_matrix(points, moved) if kind == "rigid" else None
         out[kind] = Registration(kind, coords, sim, jac, t_reg + time.perf_counter() - t1, rigid, extra)
