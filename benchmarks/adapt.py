@@ -8,7 +8,7 @@
 Per organ Dice, HD95 and surface Dice at 2 mm for: copy (planning contours as they are), rigid, propagated
 (elastix rigid + B-spline), population, finetuned (patient model of ``adapt prepare``), fused. Times of
 ``prepare`` (fine-tuning) and of a whole ``adapt contour`` (fused, read to written files) are measured too.
-On OpenKBP, where the simulated motion is known (``hn_fraction_motion``), also: ``ideal`` (the planning
+On OpenKBP, where the simulated motion is known (``simulate_hn_fraction_and_motion``), also: ``ideal`` (the planning
 contours warped by the true motion, the way ``propagated`` warps them: what a perfect registration scores)
 and each registration's error in mm (mean distance from the true position over the organ's voxels).
 
@@ -36,7 +36,7 @@ from rtseg.adapt.register import Registration, warp_probabilities
 from rtseg.evaluation.surface import organ_metrics
 from rtseg.io.nifti import read_nifti, write_nifti
 from rtseg.synthetic.fractions import generate_fraction
-from rtseg.synthetic.hn_fractions import hn_fraction_motion, simulate_hn_fraction
+from rtseg.synthetic.hn_fractions import simulate_hn_fraction_and_motion
 
 METHODS = ["copy", "rigid", "propagated", "ideal", "population", "finetuned", "fused"]
 FIXED_WEIGHTS = (0.5, 0.85)  # fused_wW: the same run's probabilities fused with weight W instead of the patient's
@@ -56,7 +56,7 @@ def openkbp_cases(root: Path, n_patients: int, n_fractions: int, split: str = "v
     for i, case in enumerate(splits[split][skip:skip + n_patients], start=skip):  # seeds: the patient's place
         ct = read_nifti(root / f"{case}_ct.nii.gz")
         lab = read_nifti(root / f"{case}_labels.nii.gz")
-        yield case, (ct, lab), [(*simulate_hn_fraction(ct, lab, seed=i, fraction=f), hn_fraction_motion(ct, lab, i, f)[0])
+        yield case, (ct, lab), [simulate_hn_fraction_and_motion(ct, lab, seed=i, fraction=f)
                                 for f in range(1, n_fractions + 1)]
 
 
@@ -71,7 +71,9 @@ def score(pred: np.ndarray, truth: np.ndarray, spacing, organs) -> dict[int, dic
 class KeepingPredictor(AdaptPredictor):
     """The product's predictor, keeping its last registrations (the benchmark compares them with the true motion)."""
 
-    regs: dict[str, Registration] = {}
+    def __init__(self, patient, options) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(patient, options)
+        self.regs: dict[str, Registration] = {}
 
     def _register(self, volume, deformable):  # type: ignore[no-untyped-def]
         self.regs = super()._register(volume, deformable)

@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 from rtseg.adapt.register import Registration, warp_probabilities
 from rtseg.evaluation.surface import organ_metrics
 from rtseg.io.volume import Volume
-from rtseg.synthetic.hn_fractions import hn_fraction_motion, simulate_hn_fraction
+from rtseg.synthetic.hn_fractions import simulate_hn_fraction, simulate_hn_fraction_and_motion
 
 SPACING = 3.0
 
@@ -36,10 +36,10 @@ def neck() -> tuple[Volume, Volume]:
 
 def test_the_true_labels_are_the_plan_moved_by_the_known_motion(neck) -> None:
     ct, labels = neck
-    fct, truth = simulate_hn_fraction(ct, labels, seed=3, fraction=2)
-    motion, facts = hn_fraction_motion(ct, labels, seed=3, fraction=2)
+    fct, truth, motion = simulate_hn_fraction_and_motion(ct, labels, seed=3, fraction=2)
+    plain_ct, plain_truth = simulate_hn_fraction(ct, labels, seed=3, fraction=2)
+    assert np.array_equal(plain_ct.array, fct.array) and np.array_equal(plain_truth.array, truth.array)
     assert fct.meta["simulated"] is True and truth.meta["simulated"] is True
-    assert facts == {k: v for k, v in fct.meta.items() if k in facts}
     moved = ndi.map_coordinates(np.asarray(labels.array), motion.astype(np.float64), order=0, mode="constant", cval=0)
     assert np.array_equal(moved, truth.array)
     shift_mm = np.linalg.norm((motion - np.indices(ct.shape)) * SPACING, axis=0)
@@ -57,9 +57,9 @@ def test_parotid_shrinkage_matches_the_analytic_volume_loss(neck, monkeypatch) -
     ct, labels = neck
     lab = np.asarray(labels.array)
     for seed in (5, 11):
-        motion, facts = hn_fraction_motion(ct, labels, seed=seed, fraction=1)
+        fct, _, motion = simulate_hn_fraction_and_motion(ct, labels, seed=seed, fraction=1)
         for c in (3, 4):
-            loss = facts[f"parotid_{c}_volume_loss"]
+            loss = fct.meta[f"parotid_{c}_volume_loss"]
             assert 0.10 <= loss <= 0.30
             pts = np.argwhere(lab == c) * SPACING
             rms = float(np.sqrt(((pts - pts.mean(axis=0)) ** 2).sum(axis=1).mean()))
@@ -78,8 +78,7 @@ def test_parotid_shrinkage_matches_the_analytic_volume_loss(neck, monkeypatch) -
 
 def test_the_plan_warped_by_the_true_motion_scores_what_a_perfect_registration_would(neck) -> None:
     ct, labels = neck
-    _, truth = simulate_hn_fraction(ct, labels, seed=7, fraction=1)
-    motion, _ = hn_fraction_motion(ct, labels, seed=7, fraction=1)
+    _, truth, motion = simulate_hn_fraction_and_motion(ct, labels, seed=7, fraction=1)
     ideal = warp_probabilities(Registration("deformable", motion, 1.0, {}, 0.0), np.asarray(labels.array), 5, {2, 3, 4})
     pred = np.argmax(ideal, axis=0)
     for c in (2, 3, 4):

@@ -107,14 +107,6 @@ def _parotid_shrink(p: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
     return out
 
 
-def hn_fraction_motion(ct: Volume, labels: Volume, seed: int, fraction: int = 1) -> tuple[np.ndarray, dict[str, Any]]:
-    """The SIMULATED motion of fraction ``fraction``: (3, *shape) float32 planning-grid voxel coordinates that each
-    fraction voxel samples (the backward map, the same form as ``adapt.register.Registration.coords``), and the
-    drawn numbers. Benchmarks compare a registration with it (error in mm, the Dice a perfect registration gets)."""
-    vox, facts = _motion(ct, labels, np.random.default_rng([int(seed), int(fraction)]))
-    return vox.astype(np.float32), facts
-
-
 def _motion(ct: Volume, labels: Volume, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
     facts: dict[str, Any] = {}
     shape = ct.shape
@@ -138,11 +130,20 @@ def _motion(ct: Volume, labels: Volume, rng: np.random.Generator) -> tuple[np.nd
 def simulate_hn_fraction(ct: Volume, labels: Volume, seed: int, fraction: int = 1) -> tuple[Volume, Volume]:
     """SIMULATED fraction ``fraction`` of a planning CT and its labels (OpenKBP class numbering: 2 spinal cord,
     3/4 parotids): (CT, true labels) on the planning grid."""
+    out_ct, truth, _ = simulate_hn_fraction_and_motion(ct, labels, seed, fraction)
+    return out_ct, truth
+
+
+def simulate_hn_fraction_and_motion(ct: Volume, labels: Volume, seed: int,
+                                    fraction: int = 1) -> tuple[Volume, Volume, np.ndarray]:
+    """``simulate_hn_fraction`` and the SIMULATED motion it used: (3, *shape) float32 planning-grid voxel
+    coordinates that each fraction voxel samples (the backward map, the form of ``adapt.register.Registration.coords``).
+    Benchmarks compare a registration with it (error in mm, the Dice a perfect registration gets)."""
     rng = np.random.default_rng([int(seed), int(fraction)])
     vox, facts = _motion(ct, labels, rng)
     hu = ndi.map_coordinates(np.asarray(ct.array, np.float32), vox, order=1, mode="constant", cval=-1024.0)
-    hu += rng.normal(0.0, rng.uniform(8.0, 20.0), ct.shape).astype(np.float32)  # the same draws as before
+    hu += rng.normal(0.0, rng.uniform(8.0, 20.0), ct.shape).astype(np.float32)  # noise: drawn after the motion
     truth = ndi.map_coordinates(np.asarray(labels.array), vox, order=0, mode="constant", cval=0).astype(np.uint8)
     meta = {"source": SOURCE, "simulated": True, "fraction": int(fraction), **facts}
     out_ct = Volume(np.clip(np.rint(hu), -1024, 3071).astype(np.int16), ct.affine.copy(), dict(meta))
-    return out_ct, Volume(truth, ct.affine.copy(), dict(meta))
+    return out_ct, Volume(truth, ct.affine.copy(), dict(meta)), vox.astype(np.float32)
