@@ -177,7 +177,7 @@ def test_body_mask_is_the_patient_not_the_couch() -> None:
 def test_fusion_weight_follows_the_population_models_dice_on_the_planning_scan() -> None:
     from rtseg.adapt.methods import fusion_weight
 
-    assert fusion_weight(0.60) == 0.85 and fusion_weight(0.75) == 0.85    # a poor network: ties at the surface only
+    assert fusion_weight(0.60) == 0.95 and fusion_weight(0.75) == 0.95    # a poor network: ties at the surface only
     assert fusion_weight(0.95) == 0.5 and fusion_weight(0.90) == 0.5      # as good as registration: the plain mean
-    assert fusion_weight(0.825) == pytest.approx(0.675)                    # half way: half way
-    assert fusion_weight(float("nan")) == 0.85                            # nothing measured: the cautious weight
+    assert fusion_weight(0.825) == pytest.approx(0.725)                    # half way: half way
+    assert fusion_weight(float("nan")) == 0.95                            # nothing measured: the cautious weight

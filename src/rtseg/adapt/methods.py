@@ -6,7 +6,7 @@
 - ``population``: the population model alone (as ``rtseg predict``);
 - ``finetuned``: the patient model (``adapt prepare``);
 - ``fused`` (default): per organ the plan contours, w x the propagated contours (linearly interpolated one-hot
-  masks) + (1 - w) x the patient model's probabilities, w (0.5..0.85) set by ``adapt prepare`` from the population
+  masks) + (1 - w) x the patient model's probabilities, w (0.5..0.95) set by ``adapt prepare`` from the population
   model's Dice on the planning scan (``fusion_weight``); organs the plan does not contour come from the patient
   model alone. Background is what is left.
 
@@ -36,9 +36,9 @@ from rtseg.io.volume import Volume
 log = logging.getLogger("rtseg")
 
 METHODS = ("fused", "finetuned", "propagated", "population", "rigid")
-PROPAGATED_WEIGHT = 0.85  # fused: the propagated contours' share when nothing is known of the networks (docs/ADAPT.md)
-WEIGHT_RANGE = (0.5, 0.85)  # fused weight for a population model as good as / much worse than registration
-PLAN_DICE_RANGE = (0.75, 0.90)  # population Dice on the planning scan at which the weight leaves 0.85 / reaches 0.5
+PROPAGATED_WEIGHT = 0.95  # fused: the propagated contours' share when nothing is known of the networks (docs/ADAPT.md)
+WEIGHT_RANGE = (0.5, 0.95)  # fused weight for a population model as good as / much worse than registration
+PLAN_DICE_RANGE = (0.75, 0.90)  # population Dice on the planning scan at which the weight leaves 0.95 / reaches 0.5
 NEEDS = {"fused": ("deformable", "finetuned"), "finetuned": ("rigid", "finetuned"), "propagated": ("deformable",),
          "population": ("population",), "rigid": ("rigid",)}
 
@@ -78,9 +78,10 @@ def fuse(finetuned: np.ndarray, propagated: np.ndarray, contoured: set[int],
 
 def fusion_weight(plan_dice: float) -> float:
     """The propagated contours' share in ``fused`` for a patient whose planning scan the population model contours
-    with mean Dice ``plan_dice`` (``adapt prepare`` measures it): 0.85 up to 0.75 (a network much worse than
+    with mean Dice ``plan_dice`` (``adapt prepare`` measures it): 0.95 up to 0.75 (a network much worse than
     registration only breaks ties at the warped surface), 0.5 from 0.90 (a network as good as registration: the
-    plain mean), linear between. Calibrated on simulated fractions (docs/ADAPT.md "Fusion")."""
+    plain mean), linear between. Chosen on simulated fractions of training patients and phantoms
+    (docs/ADAPT.md "Fusion")."""
     lo, hi = PLAN_DICE_RANGE
     t = float(np.clip((plan_dice - lo) / (hi - lo), 0.0, 1.0)) if np.isfinite(plan_dice) else 0.0
     return round(WEIGHT_RANGE[1] + t * (WEIGHT_RANGE[0] - WEIGHT_RANGE[1]), 4)
