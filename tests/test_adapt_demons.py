@@ -99,3 +99,33 @@ def test_a_refinement_with_an_implausible_jacobian_is_dropped_for_the_b_splines_
             assert np.array_equal(coords, smooth) and jac["folding_fraction"] == 0.0
         else:
             assert np.array_equal(coords, grid) and jac == start_jac
+
+
+def test_the_predictors_quality_limits_decide_whether_the_refinement_is_kept(plan, monkeypatch) -> None:
+    """``register`` judges the refinement by the limits it is given (``AdaptOptions.limits`` through the predictor),
+    not by the defaults: a squeeze to x0.03 is dropped under the default 0.05, kept where 0.01 is allowed."""
+    import dataclasses
+
+    import rtseg.adapt.methods as methods
+    import rtseg.adapt.register as reg
+
+    def squeezed(fixed, moving, coords, opts):  # noqa: ANN001, ANN202
+        out = np.indices(coords.shape[1:], dtype=np.float32)  # 24 voxels into under one: local volume x0.03
+        out[0, 20:44] = 20.0 + 0.03 * (out[0, 20:44] - 20.0)
+        return out, 0.1
+
+    monkeypatch.setattr(reg, "refine", squeezed)
+    fraction = generate_fraction(4, 1)[0]
+    strict = reg.register(fraction, plan, threads=2)["deformable"]
+    lenient_limits = dataclasses.replace(reg.QualityLimits(), min_jacobian=0.01)
+    lenient = reg.register(fraction, plan, threads=2, limits=lenient_limits)["deformable"]
+    assert strict.extra["demons_used"] == 0.0 and strict.jacobian["min"] > 0.05
+    assert lenient.extra["demons_used"] == 1.0 and lenient.jacobian["min"] < 0.05
+    # and the predictor hands its own limits to register
+    seen = {}
+    monkeypatch.setattr(methods, "register", lambda *a, **k: seen.update(k) or {"rigid": strict, "deformable": strict})
+    predictor = object.__new__(methods.AdaptPredictor)
+    predictor.options = methods.AdaptOptions(limits=lenient_limits, check_registration=False)
+    predictor.plan_ct, predictor.last = plan, {}
+    predictor._register(fraction, deformable=True)
+    assert seen["limits"] is lenient_limits

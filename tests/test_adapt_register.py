@@ -128,13 +128,24 @@ def test_fused_probabilities_sum_to_one_where_the_methods_give_a_voxel_to_differ
     propagated[2], propagated[0] = 1.0, 0.0        # the plan: organ 2 everywhere (the methods disagree)
     out = fuse(finetuned, propagated, {1, 2}, weight=0.5)
     np.testing.assert_allclose(out.sum(axis=0), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(out[1], 0.5) and np.testing.assert_allclose(out[2], 0.5)
-    # the plan contours organ 2 only: organ 1 is the patient model's alone (1.0), organ 2 the average (0.5)
+    np.testing.assert_allclose(out[1], 0.5)
+    np.testing.assert_allclose(out[2], 0.5)
+    # the plan contours organ 2 only: organ 2 is the average (0.5); organ 1, which only the patient model sees,
+    # shares what is left (0.5) with background in the patient model's proportions (1 : 0)
     partial = fuse(finetuned, propagated, {2}, weight=0.5)
     np.testing.assert_allclose(partial.sum(axis=0), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(partial[1], 2 / 3, rtol=1e-6) and np.testing.assert_allclose(partial[2], 1 / 3, rtol=1e-6)
+    np.testing.assert_allclose(partial[1], 0.5, rtol=1e-6)
+    np.testing.assert_allclose(partial[2], 0.5, rtol=1e-6)
+    # the patient model gives everything to the plan's organ: what the plan's organ leaves is background
+    sure = np.zeros_like(finetuned)
+    sure[2] = 1.0
+    everything = fuse(sure, 0.6 * propagated + 0.2, {2}, weight=0.5)  # organ 2: 0.5 x 0.8 + 0.5 x 1
+    np.testing.assert_allclose(everything[2], 0.9, rtol=1e-6)
+    np.testing.assert_allclose(everything[0], 0.1, rtol=1e-5)
+    np.testing.assert_allclose(everything[1], 0.0)
     agree = fuse(finetuned, finetuned, {1, 2}, weight=0.5)      # agreement: the organ keeps all of its probability
-    np.testing.assert_allclose(agree[1], 1.0) and np.testing.assert_allclose(agree[0], 0.0)
+    np.testing.assert_allclose(agree[1], 1.0)
+    np.testing.assert_allclose(agree[0], 0.0)
 
 
 def test_fusion_weights_the_propagated_contours_and_the_patient_model_by_hand() -> None:
@@ -158,6 +169,23 @@ def test_fusion_weights_the_propagated_contours_and_the_patient_model_by_hand() 
     assert 0.5 < PROPAGATED_WEIGHT < 1.0
     with pytest.raises(ConfigError, match="fusion weight"):
         fuse(stack(net), stack(prop), {1}, weight=1.5)
+
+
+def test_an_organ_the_plan_does_not_contour_only_shares_what_the_plans_organs_leave() -> None:
+    """Three classes (background, organ 1 in the plan, organ 2 not in the plan); three voxels: inside the propagated
+    organ 1, on its surface, outside it. The patient model is sure of organ 2 inside organ 1 (the physician drew
+    organ 1 there: organ 2 may not take the voxel). Hand-computed with w = 0.85."""
+    from rtseg.adapt.methods import fuse
+
+    prop = np.array([[0.0, 0.5, 1.0], [1.0, 0.5, 0.0], [0.0, 0.0, 0.0]], np.float32).reshape(3, 3, 1, 1)
+    net = np.array([[0.05, 0.3, 0.4], [0.05, 0.1, 0.0], [0.9, 0.6, 0.6]], np.float32).reshape(3, 3, 1, 1)
+    out = fuse(net, prop, {1}, weight=0.85)
+    organ1 = 0.85 * prop[1] + 0.15 * net[1]                  # 0.8575, 0.44, 0
+    left = 1.0 - organ1                                       # 0.1425, 0.56, 1
+    np.testing.assert_allclose(out[1], organ1, rtol=1e-5)
+    np.testing.assert_allclose(out[2], left * net[2] / (net[0] + net[2]), rtol=1e-5)  # 0.1350, 0.3733, 0.6
+    np.testing.assert_allclose(out[0], left * net[0] / (net[0] + net[2]), rtol=1e-5)  # 0.0075, 0.1867, 0.4
+    assert out.argmax(axis=0).ravel().tolist() == [1, 1, 2]
 
 
 def test_body_mask_is_the_patient_not_the_couch() -> None:

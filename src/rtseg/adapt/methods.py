@@ -7,8 +7,8 @@
 - ``finetuned``: the patient model (``adapt prepare``);
 - ``fused`` (default): per organ the plan contours, w x the propagated contours (linearly interpolated one-hot
   masks) + (1 - w) x the patient model's probabilities, w (0.5..0.95) set by ``adapt prepare`` from the population
-  model's Dice on the planning scan (``fusion_weight``); organs the plan does not contour come from the patient
-  model alone. Background is what is left.
+  model's Dice on the planning scan (``fusion_weight``); background and the organs the plan does not contour
+  share what those leave, in the patient model's proportions.
 
 Every method that registers first checks the registration's plausibility: an implausible one
 (``register.refusal_reasons``: very low similarity, folding) is refused (``DataError``), never delivered as
@@ -61,17 +61,27 @@ class AdaptOptions:
 def fuse(finetuned: np.ndarray, propagated: np.ndarray, contoured: set[int],
          weight: float = PROPAGATED_WEIGHT) -> np.ndarray:
     """For the organs the plan contours, ``weight`` x the propagated contours' probability + (1 - ``weight``) x the
-    patient model's; the patient model alone for the others; background gets the rest. Where the organs' sums
-    overlap to more than 1 (a voxel the two methods give to different organs) the voxel is renormalised: every
-    voxel sums to 1. With ``weight`` > 0.5 an organ the patient model alone sees, away from the propagated
-    contour, is not enough to win a voxel; near the propagated surface, where that probability falls from 1 to
-    0, the patient model decides."""
+    patient model's. What they leave of a voxel (1 - their sum) goes to background and to the organs the plan does
+    not contour, in the patient model's proportions: an organ no physician drew there may not take a voxel from one
+    the plan has (the label maps do not overlap), only share what the plan's organs leave. Where the plan's organs
+    sum to more than 1 (the two methods give a voxel to different organs) they are renormalised: every voxel sums to
+    1. With ``weight`` > 0.5 the plan decides away from the propagated surface; near it, where that probability
+    falls from 1 to 0, the patient model moves the boundary."""
     if not 0.0 <= weight <= 1.0:
         raise ConfigError(f"fusion weight {weight}: expected a number from 0 to 1")
-    out = finetuned.copy()
-    for c in contoured:
+    planned = sorted(c for c in contoured if 0 < c < finetuned.shape[0])
+    rest_classes = [c for c in range(finetuned.shape[0]) if c not in planned]  # background first
+    out = np.empty_like(finetuned)
+    for c in planned:
         out[c] = weight * propagated[c] + (1.0 - weight) * finetuned[c]
-    out[0] = np.clip(1.0 - out[1:].sum(axis=0), 0.0, 1.0)
+    taken = out[planned].sum(axis=0) if planned else np.zeros(finetuned.shape[1:], finetuned.dtype)
+    left = np.clip(1.0 - taken, 0.0, 1.0)
+    share = finetuned[rest_classes].sum(axis=0)
+    empty = share <= np.finfo(np.float32).tiny  # the patient model gave everything to the plan's organs
+    ratio = np.divide(left, share, out=np.zeros_like(left), where=~empty)
+    for c in rest_classes:
+        out[c] = finetuned[c] * ratio
+    out[0][empty] = left[empty]  # there what the plan's organs leave is background
     out /= np.maximum(out.sum(axis=0, keepdims=True), np.finfo(np.float32).tiny)
     return out
 
