@@ -30,7 +30,7 @@ import numpy as np
 
 from rtseg.adapt.api import contour, prepare
 from rtseg.adapt.finetune import FinetuneOptions
-from rtseg.adapt.methods import AdaptOptions, AdaptPredictor, fuse
+from rtseg.adapt.methods import AdaptOptions, AdaptPredictor, fuse, fused_labels
 from rtseg.adapt.patient import open_patient_dir
 from rtseg.adapt.register import Registration, warp_probabilities
 from rtseg.evaluation.surface import organ_metrics
@@ -158,9 +158,11 @@ def run_patient(name, plan, fractions, population: Path, minutes: float, work: P
     for k, (fct, flab, motion) in enumerate(fractions, 1):
         probs = fused.method_probabilities(fct)  # rigid, propagated, finetuned of this one run
         labels = {k: np.argmax(v, axis=0) for k, v in probs.items()}
-        labels["fused"] = np.argmax(fuse(probs["finetuned"], probs["propagated"], pdir.contoured, fused.fusion_weight), axis=0)
+        labels["fused"] = fused_labels(fuse(probs["finetuned"], probs["propagated"], pdir.contoured,
+                                            fused.fusion_weight), pdir.contoured)
         for w in weights:
-            labels[f"fused_w{w:g}"] = np.argmax(fuse(probs["finetuned"], probs["propagated"], pdir.contoured, w), axis=0)
+            labels[f"fused_w{w:g}"] = fused_labels(fuse(probs["finetuned"], probs["propagated"], pdir.contoured, w),
+                                                   pdir.contoured)
         labels["population"] = pop.predict_full(fct).labels
         labels["copy"] = np.asarray(lab.array)
         spacing = tuple(np.linalg.norm(fct.affine[:3, :3], axis=0))

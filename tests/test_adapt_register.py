@@ -188,6 +188,29 @@ def test_an_organ_the_plan_does_not_contour_only_shares_what_the_plans_organs_le
     assert out.argmax(axis=0).ravel().tolist() == [1, 1, 2]
 
 
+
+def test_fused_labels_give_the_plans_organs_what_propagation_gives_them_at_weight_one() -> None:
+    """Random probabilities, organs 1 and 3 in the plan, 2 and 4 not: with w = 1 the fused labels of organs 1 and 3
+    are exactly the propagated contours' (a plain argmax would grow them where the patient model sees organ 2 or 4
+    and so splits the leftover); organs 2 and 4 only fill voxels propagation leaves to background."""
+    from rtseg.adapt.methods import fuse, fused_labels
+
+    rng = np.random.default_rng(3)
+    net = rng.dirichlet(np.ones(5), size=(6, 6, 6)).transpose(3, 0, 1, 2).astype(np.float32)
+    plan = rng.dirichlet(np.ones(3), size=(6, 6, 6)).transpose(3, 0, 1, 2).astype(np.float32)
+    prop = np.zeros_like(net)
+    prop[0], prop[1], prop[3] = plan[0], plan[1], plan[2]      # what warp_probabilities gives: 2 and 4 stay 0
+    propagated = np.argmax(prop, axis=0)
+    labels = fused_labels(fuse(net, prop, {1, 3}, weight=1.0), {1, 3})
+    for c in (1, 3):
+        assert np.array_equal(labels == c, propagated == c)
+    assert set(np.unique(labels[propagated == 0])) <= {0, 2, 4}
+    rest = np.argmax(net[[0, 2, 4]], axis=0)
+    assert np.array_equal(labels[propagated == 0], np.array([0, 2, 4])[rest][propagated == 0])
+    assert (labels != np.argmax(fuse(net, prop, {1, 3}, weight=1.0), axis=0)).any()  # a plain argmax differs
+    # no organ in the plan: the patient model's argmax
+    assert np.array_equal(fused_labels(net, set()), np.argmax(net, axis=0))
+
 def test_body_mask_is_the_patient_not_the_couch() -> None:
     from rtseg.adapt.register import body_mask
 

@@ -8,7 +8,8 @@
 - ``fused`` (default): per organ the plan contours, w x the propagated contours (linearly interpolated one-hot
   masks) + (1 - w) x the patient model's probabilities, w (0.5..0.95) set by ``adapt prepare`` from the population
   model's Dice on the planning scan (``fusion_weight``); background and the organs the plan does not contour
-  share what those leave, in the patient model's proportions.
+  share what those leave, in the patient model's proportions; labels: the plan's organ where it beats that
+  leftover, else the patient model's choice (``fused_labels``).
 
 Every method that registers first checks the registration's plausibility: an implausible one
 (``register.refusal_reasons``: very low similarity, folding) is refused (``DataError``), never delivered as
@@ -84,6 +85,23 @@ def fuse(finetuned: np.ndarray, propagated: np.ndarray, contoured: set[int],
     out[0][empty] = left[empty]  # there what the plan's organs leave is background
     out /= np.maximum(out.sum(axis=0, keepdims=True), np.finfo(np.float32).tiny)
     return out
+
+
+def fused_labels(probabilities: np.ndarray, contoured: set[int]) -> np.ndarray:
+    """The labels of ``fuse``'s probabilities, in two steps: a voxel goes to the plan's most likely organ where that
+    beats everything the plan's organs leave (background and the organs the plan does not contour, together);
+    elsewhere to the most likely of those. A plain argmax would let the leftover's split between background and an
+    organ only the patient model sees hand the plan's organ a voxel that propagation gives to background; with
+    w = 1 these labels are the propagated contours' for every organ the plan has."""
+    planned = sorted(c for c in contoured if 0 < c < probabilities.shape[0])
+    rest = [c for c in range(probabilities.shape[0]) if c not in planned]
+    rest_labels = np.asarray(rest, np.uint8)[np.argmax(probabilities[rest], axis=0)]
+    if not planned:
+        return rest_labels
+    plan = probabilities[planned]
+    best = np.argmax(plan, axis=0)
+    wins = np.take_along_axis(plan, best[None], axis=0)[0] > probabilities[rest].sum(axis=0)
+    return np.where(wins, np.asarray(planned, np.uint8)[best], rest_labels).astype(np.uint8)
 
 
 def fusion_weight(plan_dice: float) -> float:
@@ -171,14 +189,15 @@ class AdaptPredictor:
         probs = self.method_probabilities(volume)
         if method == "fused":
             p = fuse(probs["finetuned"], probs["propagated"], self.patient.contoured, self.fusion_weight)
+            labels = fused_labels(p, self.patient.contoured)
         else:
             p = probs[method]
-        labels = np.argmax(p, axis=0).astype(np.uint8)
+            labels = np.argmax(p, axis=0).astype(np.uint8)
         self.last["method"] = method
         self.last["agreement"] = self._agreement(probs, volume)
         self.last["labels"] = {k: np.argmax(v, axis=0).astype(np.uint8) for k, v in probs.items()}
         self.last["labels"][method] = labels
-        return Prediction(labels, p.astype(np.float32))
+        return Prediction(labels, p.astype(np.float32), labels_are_argmax=method != "fused")
 
     @property
     def fusion_weight(self) -> float:
