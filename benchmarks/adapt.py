@@ -68,6 +68,11 @@ def score(pred: np.ndarray, truth: np.ndarray, spacing, organs) -> dict[int, dic
     return out
 
 
+def fused_at(probs: dict[str, np.ndarray], contoured: set[int], weight: float) -> np.ndarray:
+    """The fused labels ``AdaptPredictor.predict_full`` gives with ``weight``, from one run's probabilities."""
+    return fused_labels(fuse(probs["finetuned"], probs["propagated"], contoured, weight), contoured)
+
+
 class KeepingPredictor(AdaptPredictor):
     """The product's predictor, keeping its last registrations (the benchmark compares them with the true motion)."""
 
@@ -158,11 +163,8 @@ def run_patient(name, plan, fractions, population: Path, minutes: float, work: P
     for k, (fct, flab, motion) in enumerate(fractions, 1):
         probs = fused.method_probabilities(fct)  # rigid, propagated, finetuned of this one run
         labels = {k: np.argmax(v, axis=0) for k, v in probs.items()}
-        labels["fused"] = fused_labels(fuse(probs["finetuned"], probs["propagated"], pdir.contoured,
-                                            fused.fusion_weight), pdir.contoured)
-        for w in weights:
-            labels[f"fused_w{w:g}"] = fused_labels(fuse(probs["finetuned"], probs["propagated"], pdir.contoured, w),
-                                                   pdir.contoured)
+        labels["fused"] = fused_at(probs, pdir.contoured, fused.fusion_weight)
+        labels.update({f"fused_w{w:g}": fused_at(probs, pdir.contoured, w) for w in weights})
         labels["population"] = pop.predict_full(fct).labels
         labels["copy"] = np.asarray(lab.array)
         spacing = tuple(np.linalg.norm(fct.affine[:3, :3], axis=0))
