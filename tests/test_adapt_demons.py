@@ -81,9 +81,7 @@ def test_a_refinement_with_an_implausible_jacobian_is_dropped_for_the_b_splines_
     import rtseg.adapt.register as reg
 
     grid = np.indices(plan.shape, dtype=np.float32)
-    body = np.asarray(plan.array) > -500
-    spacing = reg._lps(plan)[0]
-    start_jac = reg.jacobian_stats(reg._to_lps_points(grid, plan), spacing, body)
+    start_jac = reg.coords_jacobian(plan, plan, grid)
     assert start_jac["folding_fraction"] == 0.0
     folded = grid.copy()
     folded[0, 20:44] = folded[0, 20:44][::-1]  # a slab mirrored along i: the map reverses there
@@ -92,8 +90,7 @@ def test_a_refinement_with_an_implausible_jacobian_is_dropped_for_the_b_splines_
     smooth = grid + 0.3 * np.sin(grid / 7.0)
     for returned, used in ((folded, 0.0), (squashed, 0.0), (smooth, 1.0)):
         monkeypatch.setattr(reg, "refine", lambda *a, _r=returned: (_r.copy(), 0.1))
-        coords, jac, extra = reg._refined(plan, plan, grid, start_jac, spacing, body, reg.DemonsOptions(),
-                                          reg.QualityLimits())
+        coords, jac, extra = reg._refined(plan, plan, grid, start_jac, reg.DemonsOptions(), reg.QualityLimits())
         assert extra["demons_used"] == used
         if used:
             assert np.array_equal(coords, smooth) and jac["folding_fraction"] == 0.0

@@ -15,7 +15,7 @@ Every method that registers first checks the registration's plausibility: an imp
 (``register.refusal_reasons``: very low similarity, folding) is refused (``DataError``), never delivered as
 adapted; a doubtful one (``register.quality_problems``: low similarity) is delivered with a QA flag. The agreement check
 compares the organs of the patient model and of the propagated contours (HD95, mm); an organ where they
-differ by more than ``disagree_mm`` is named in the QA ("methods disagree by N mm: check this organ").
+differ by more than ``disagree_mm`` is named in the QA ("Brainstem: methods disagree by N mm: check this organ").
 """
 from __future__ import annotations
 
@@ -125,9 +125,10 @@ def agreement(a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...], class_na
         check = not (hd <= limit_mm)
         row = {"organ": class_names[c], "methods": list(names), "hd95_mm": round(hd, 2) if np.isfinite(hd) else None,
                "dice": round(float(m["dice"]), 4), "check": check}
-        if check:
-            row["text"] = (f"methods disagree by {hd:.0f} mm: check this organ" if np.isfinite(hd)
-                           else "one method finds this organ, the other does not: check this organ")
+        if check:  # named like every other organ flag: the gate's summary and the CLI line list texts only
+            name = class_names[c]
+            row["text"] = (f"{name}: methods disagree by {hd:.0f} mm: check this organ" if np.isfinite(hd)
+                           else f"{name}: one method finds this organ, the other does not: check this organ")
         rows.append(row)
     return rows
 

@@ -160,6 +160,12 @@ def jacobian_stats(points_lps: np.ndarray, spacing: np.ndarray, body: np.ndarray
             "folding_fraction": float((vals <= 0).mean())}
 
 
+def coords_jacobian(fixed: Volume, moving: Volume, coords: np.ndarray) -> dict[str, float]:
+    """``jacobian_stats`` of a transform given as planning-grid voxel coordinates of each fraction voxel, over the
+    fraction's body (above ``BODY_HU``): what ``register`` reports and ``refusal_reasons`` judges."""
+    return jacobian_stats(_to_lps_points(coords, moving), _lps(fixed)[0], np.asarray(fixed.array) > BODY_HU)
+
+
 def _similarity(fixed: Volume, moving: Volume, coords: np.ndarray, body: np.ndarray) -> float:
     """Normalised cross-correlation of the fraction and the warped planning CT inside the fraction's body."""
     warped = ndi.map_coordinates(np.asarray(moving.array, np.float32), coords, order=1, mode="constant", cval=np.nan)
@@ -213,15 +219,14 @@ def _available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _refined(fixed: Volume, moving: Volume, coords: np.ndarray, jac: dict[str, float], spacing: np.ndarray,
-             body: np.ndarray, demons: DemonsOptions,
+def _refined(fixed: Volume, moving: Volume, coords: np.ndarray, jac: dict[str, float], demons: DemonsOptions,
              limits: QualityLimits) -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
     """The B-spline's ``coords`` refined by demons, unless the refined transform's Jacobian is implausible (folds,
     or changes local volume beyond ``limits``) where the B-spline's was not: a refinement may not turn a
     plausible registration into one ``refusal_reasons`` refuses (then the B-spline's is kept, ``demons_used`` 0
     says so)."""
     refined, seconds = refine(fixed, moving, coords, demons)
-    refined_jac = jacobian_stats(_to_lps_points(refined, moving), spacing, body)
+    refined_jac = coords_jacobian(fixed, moving, refined)
     if _jacobian_problems(refined_jac, limits) and not _jacobian_problems(jac, limits):
         log.info("registration: demons refinement dropped (Jacobian %.3f..%.2f, folding %.4f %% of the body)",
                  refined_jac["min"], refined_jac["max"], 100 * refined_jac["folding_fraction"])
@@ -272,7 +277,7 @@ def register(fixed: Volume, moving: Volume, deformable: bool = True, threads: Op
         extra: dict[str, float] = {}
         jac = jacobian_stats(moved, spacing, body) if kind == "deformable" else {"min": 1.0, "max": 1.0, "folding_fraction": 0.0}
         if kind == "deformable" and demons is not None:
-            coords, jac, extra = _refined(fixed, moving, coords, jac, spacing, body, demons, limits)
+            coords, jac, extra = _refined(fixed, moving, coords, jac, demons, limits)
         sim = _similarity(fixed, moving, coords, body)
         rigid = _rigid_matrix(points, moved) if kind == "rigid" else None
         out[kind] = Registration(kind, coords, sim, jac, t_reg + time.perf_counter() - t1, rigid, extra)
