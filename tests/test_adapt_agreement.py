@@ -32,7 +32,7 @@ def test_a_known_shift_is_measured_and_flagged_above_the_limit_with_the_organs_n
     assert rows["Bladder"]["hd95_mm"] == 0.0 and rows["Bladder"]["dice"] == 1.0 and not rows["Bladder"]["check"]
     rectum = rows["Rectum"]
     assert rectum["dice"] == 0.6  # 6 of 10 slabs shared
-    assert rectum["hd95_mm"] == 8.0 and rectum["check"]  # every surface voxel of the shifted face is 4 voxels away
+    assert rectum["hd95_mm"] == 8.0 and rectum["check"]  # the end faces 4 voxels apart set the 95th percentile
     assert rectum["text"] == "Rectum: methods disagree by 8 mm: check this organ"
     assert rows["Prostate"]["check"] and rows["Prostate"]["hd95_mm"] is None
     assert rows["Prostate"]["text"].startswith("Prostate: one method finds this organ, the other does not")
