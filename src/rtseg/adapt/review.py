@@ -4,7 +4,7 @@ The case QA (``review.qa.case_qa``) gets an ``adapt`` section (method, registrat
 Jacobian, the per-organ agreement between the patient model and the propagated contours), a case flag
 per doubt about the registration ("... similarity 0.66 < 0.70 (is this fraction the same patient?)") and one
 flag per organ where the methods disagree. The review page's second row shows the planning contours
-(rigidly registered onto the fraction) beside the fraction's, with the per-organ change between them ("methods disagree by N mm: check this organ"), so the flag shows
+(rigidly registered onto the fraction) beside the fraction's, with the per-organ change between them ("Bladder: methods disagree by N mm: check this organ"), so the flag shows
 in qa.json, summary.csv and the review page's table like every other flag.
 """
 from __future__ import annotations
