@@ -39,7 +39,7 @@ from rtseg.synthetic.fractions import generate_fraction
 from rtseg.synthetic.hn_fractions import simulate_hn_fraction_and_motion
 
 METHODS = ["copy", "rigid", "propagated", "ideal", "population", "finetuned", "fused"]
-FIXED_WEIGHTS = (0.5, 0.85)  # fused_wW: the same run's probabilities fused with weight W instead of the patient's
+FIXED_WEIGHTS = (0.5, 0.85)  # fused_wW: the same run's propagated and patient-model probabilities, propagated share W
 OPENKBP = Path(__file__).resolve().parents[1] / "../shared/data/openkbp/train"
 
 
@@ -69,7 +69,8 @@ def score(pred: np.ndarray, truth: np.ndarray, spacing, organs) -> dict[int, dic
 
 
 def fused_at(probs: dict[str, np.ndarray], contoured: set[int], weight: float) -> np.ndarray:
-    """The fused labels ``AdaptPredictor.predict_full`` gives with ``weight``, from one run's probabilities."""
+    """The two-method fusion's labels (propagated share ``weight``, the patient model alone on the networks' side)
+    from one run's probabilities: the fixed-weight comparison columns ``fused_wW``."""
     return fused_labels(fuse(probs["finetuned"], probs["propagated"], contoured, weight), contoured)
 
 
@@ -161,11 +162,12 @@ def run_patient(name, plan, fractions, population: Path, minutes: float, work: P
     pop = AdaptPredictor(pdir, AdaptOptions(method="population"))
     rows, contour_s = [], None
     for k, (fct, flab, motion) in enumerate(fractions, 1):
-        probs = fused.method_probabilities(fct)  # rigid, propagated, finetuned of this one run
+        probs = fused.method_probabilities(fct)  # rigid, propagated, finetuned (and population) of this one run
         labels = {k: np.argmax(v, axis=0) for k, v in probs.items()}
-        labels["fused"] = fused_at(probs, pdir.contoured, fused.fusion_weight)
+        labels["fused"] = fused_labels(fused.fused(probs), pdir.contoured)
         labels.update({f"fused_w{w:g}": fused_at(probs, pdir.contoured, w) for w in weights})
-        labels["population"] = pop.predict_full(fct).labels
+        if "population" not in labels:  # the fused predictor ran it only where it has a share
+            labels["population"] = pop.predict_full(fct).labels
         labels["copy"] = np.asarray(lab.array)
         spacing = tuple(np.linalg.norm(fct.affine[:3, :3], axis=0))
         truth = np.asarray(flab.array)

@@ -87,11 +87,12 @@ def test_prepare_contour_update_through_the_cli(plan_files, tmp_path: Path, caps
                  "--plan-contours", str(plan_files["labels"]), "--out", str(pdir), "--minutes", "0.05"]) == 0
     manifest = json.loads((pdir / "patient.json").read_text())
     assert manifest["patient_model"]["iterations"] >= 1 and (pdir / PATIENT_MODEL).is_file()
-    fusion = manifest["fusion"]  # the population model's Dice on the plan, recomputed here, and the weight it gives
-    from rtseg.adapt.methods import fusion_weight
+    fusion = manifest["fusion"]  # the population model's Dice on the plan, recomputed here, and the shares it gives
+    from rtseg.adapt.methods import fusion_weights
 
-    assert set(fusion["population_plan_dice"]) <= set(PELVIS_CLASS_NAMES[1:]) and fusion["weight"] == fusion_weight(
-        fusion["mean"] if fusion["mean"] is not None else float("nan"))
+    shares = fusion_weights(fusion["mean"] if fusion["mean"] is not None else float("nan"))
+    assert set(fusion["population_plan_dice"]) <= set(PELVIS_CLASS_NAMES[1:]) and fusion["weights"] == shares
+    assert fusion["weight"] == shares["propagated"]
     assert manifest["planning"]["patient_hash"] is None  # NIfTI: no ID to hash, none invented
     out = tmp_path / "out"
     assert main(["adapt", "contour", "--patient", str(pdir), "--ct", str(plan_files["fraction"]), "--out", str(out),
@@ -147,3 +148,23 @@ def test_a_dicom_fraction_of_another_patient_id_is_refused_before_registration(p
     with pytest.raises(DataError, match="another patient") as exc:
         check_fraction_patient(pdir, fraction("PAT-B"), "f2")
     assert "PAT-" not in str(exc.value)
+
+
+def test_the_population_model_runs_in_fused_only_where_it_has_a_share(plan_files, tmp_path: Path) -> None:
+    """A population model poor on the plan (this untrained one) gets no share and is not even loaded; one given a
+    share (as ``prepare`` gives a network as good as registration) is loaded and run beside the patient model."""
+    from rtseg.adapt.api import prepare
+    from rtseg.adapt.finetune import FinetuneOptions
+    from rtseg.adapt.methods import AdaptOptions, AdaptPredictor, fusion_weights
+
+    pdir = prepare(plan_files["pop"], plan_files["ct"], plan_files["labels"], tmp_path / "p", FinetuneOptions(minutes=0.02))
+    assert pdir.manifest["fusion"]["weights"]["population"] == 0.0  # untrained: Dice far below 0.75
+    assert set(AdaptPredictor(pdir, AdaptOptions()).nets) == {"finetuned"}
+    pdir.manifest["fusion"]["weights"] = fusion_weights(0.95)
+    pdir.save()
+    pred = AdaptPredictor(open_patient_dir(tmp_path / "p"), AdaptOptions())
+    assert set(pred.nets) == {"finetuned", "population"} and pred.fusion_weights["population"] == pytest.approx(1 / 3, abs=1e-3)
+    old = dict(pdir.manifest["fusion"], weights=None, weight=0.8)  # a directory from before the population joined
+    pdir.manifest["fusion"] = old
+    assert AdaptPredictor(pdir, AdaptOptions()).fusion_weights == {"propagated": 0.8, "finetuned": pytest.approx(0.2),
+                                                                    "population": 0.0}

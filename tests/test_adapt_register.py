@@ -166,7 +166,7 @@ def test_fusion_weights_the_propagated_contours_and_the_patient_model_by_hand() 
     # an organ the plan does not contour: the patient model alone, whatever the weight
     alone = fuse(stack(net), stack(prop), set(), weight=0.7)
     np.testing.assert_allclose(alone[1].ravel(), net, rtol=1e-6)
-    assert 0.5 < PROPAGATED_WEIGHT < 1.0
+    assert PROPAGATED_WEIGHT == 1.0  # nothing known of the networks: the plan's organs as propagated
     with pytest.raises(ConfigError, match="fusion weight"):
         fuse(stack(net), stack(prop), {1}, weight=1.5)
 
@@ -225,10 +225,31 @@ def test_body_mask_is_the_patient_not_the_couch() -> None:
     assert grown[6, 15, 5] and not grown[5, 15, 5]
 
 
-def test_fusion_weight_follows_the_population_models_dice_on_the_planning_scan() -> None:
-    from rtseg.adapt.methods import fusion_weight
+def test_fusion_weights_follow_the_population_models_dice_on_the_planning_scan() -> None:
+    from rtseg.adapt.methods import fusion_weights
 
-    assert fusion_weight(0.60) == 0.95 and fusion_weight(0.75) == 0.95    # a poor network: ties at the surface only
-    assert fusion_weight(0.95) == 0.5 and fusion_weight(0.90) == 0.5      # as good as registration: the plain mean
-    assert fusion_weight(0.825) == pytest.approx(0.725)                    # half way: half way
-    assert fusion_weight(float("nan")) == 0.95                            # nothing measured: the cautious weight
+    alone = {"propagated": 1.0, "finetuned": 0.0, "population": 0.0}
+    assert fusion_weights(0.60) == alone and fusion_weights(0.75) == alone  # a poor network: registration alone
+    thirds = {"propagated": 0.3334, "finetuned": 0.3333, "population": 0.3333}
+    assert fusion_weights(0.95) == thirds and fusion_weights(0.90) == thirds  # as good as registration: equal votes
+    half = fusion_weights(0.825)                                               # half way: half way
+    assert half["propagated"] == pytest.approx(2 / 3, abs=1e-4) and half["finetuned"] == half["population"]
+    assert fusion_weights(float("nan")) == alone                              # nothing measured: registration alone
+    for d in (0.6, 0.8, 0.85, 0.95):
+        assert sum(fusion_weights(d).values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_with_equal_thirds_any_two_methods_outvote_the_third() -> None:
+    """One organ, four voxels: the three methods' one-hot votes (propagated, patient model, population model); with
+    one third each the fused organ is where at least two of the three put it. Without a population share the
+    network side is the patient model's alone."""
+    from rtseg.adapt.methods import fuse, fused_labels, networks
+
+    stack = lambda p: np.stack([1.0 - p, p]).reshape(2, 4, 1, 1).astype(np.float32)  # noqa: E731
+    prop, fine, pop = (stack(np.array(v, np.float32)) for v in ([1, 1, 0, 1], [1, 0, 1, 0], [0, 0, 1, 1]))
+    w = {"propagated": 0.3334, "finetuned": 0.3333, "population": 0.3333}
+    probs = {"propagated": prop, "finetuned": fine, "population": pop}
+    labels = fused_labels(fuse(networks(probs, w), prop, {1}, w["propagated"]), {1}).ravel()
+    assert labels.tolist() == [1, 0, 1, 1]
+    np.testing.assert_array_equal(networks(probs, {"propagated": 0.5, "finetuned": 0.5, "population": 0.0}), fine)
+    np.testing.assert_array_equal(networks({"finetuned": fine}, w), fine)

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from rtseg.adapt.finetune import FinetuneOptions, finetune
-from rtseg.adapt.methods import AdaptOptions, AdaptPredictor, fusion_weight
+from rtseg.adapt.methods import AdaptOptions, AdaptPredictor, fusion_weights
 from rtseg.adapt.patient import (FRACTIONS, PATIENT_MODEL, POPULATION, PatientDir, create_patient_dir, file_sha256,
                                  open_patient_dir, read_contours, read_ct, volume_patient_hash)
 from rtseg.adapt.review import AdaptReview
@@ -56,8 +56,9 @@ def prepare(checkpoint: str | Path, plan_ct: str | Path, plan_contours: str | Pa
 
 
 def plan_fusion(pdir: PatientDir, ct: Volume, labels: Volume) -> dict[str, Any]:
-    """How well the population model contours the planning scan (Dice per contoured organ) and the fused weight
-    that follows (``methods.fusion_weight``): the better the network does on this patient, the more it counts."""
+    """How well the population model contours the planning scan (Dice per contoured organ) and the fused shares
+    that follow (``methods.fusion_weights``): the better the network does on this patient, the more the networks
+    count; ``weight`` is the propagated contours' share."""
     from rtseg.inference.ensemble import load_predictor
 
     net = load_predictor(pdir.path(POPULATION), "cpu", AdaptOptions().network)
@@ -68,7 +69,9 @@ def plan_fusion(pdir: PatientDir, ct: Volume, labels: Volume) -> dict[str, Any]:
         if b.any():
             dice[pdir.class_names[c]] = round(2.0 * float(np.count_nonzero(a & b)) / (a.sum() + b.sum()), 4)
     mean = float(np.mean(list(dice.values()))) if dice else float("nan")
-    return {"population_plan_dice": dice, "mean": round(mean, 4) if dice else None, "weight": fusion_weight(mean)}
+    weights = fusion_weights(mean)
+    return {"population_plan_dice": dice, "mean": round(mean, 4) if dice else None, "weight": weights["propagated"],
+            "weights": weights}
 
 
 def check_fraction_patient(pdir: PatientDir, volume: Volume, where: str) -> None:

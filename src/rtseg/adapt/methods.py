@@ -6,10 +6,11 @@
 - ``population``: the population model alone (as ``rtseg predict``);
 - ``finetuned``: the patient model (``adapt prepare``);
 - ``fused`` (default): per organ the plan contours, w x the propagated contours (linearly interpolated one-hot
-  masks) + (1 - w) x the patient model's probabilities, w (0.5..0.95) set by ``adapt prepare`` from the population
-  model's Dice on the planning scan (``fusion_weight``); background and the organs the plan does not contour
-  share what those leave, in the patient model's proportions; labels: the plan's organ where it beats that
-  leftover, else the patient model's choice (``fused_labels``).
+  masks) + (1 - w) x the networks' probabilities (the patient model's, averaged with the population model's where
+  that counts too); the shares are set by ``adapt prepare`` from the population model's Dice on the planning scan
+  (``fusion_weights``): propagated alone for a network much worse than registration, one third each for one as good;
+  background and the organs the plan does not contour share what those leave, in the networks' proportions;
+  labels: the plan's organ where it beats that leftover, else the networks' choice (``fused_labels``).
 
 Every method that registers first checks the registration's plausibility: an implausible one
 (``register.refusal_reasons``: very low similarity, folding) is refused (``DataError``), never delivered as
@@ -37,9 +38,8 @@ from rtseg.io.volume import Volume
 log = logging.getLogger("rtseg")
 
 METHODS = ("fused", "finetuned", "propagated", "population", "rigid")
-PROPAGATED_WEIGHT = 0.95  # fused: the propagated contours' share when nothing is known of the networks (docs/ADAPT.md)
-WEIGHT_RANGE = (0.5, 0.95)  # fused weight for a population model as good as / much worse than registration
-PLAN_DICE_RANGE = (0.75, 0.90)  # population Dice on the planning scan at which the weight leaves 0.95 / reaches 0.5
+PROPAGATED_WEIGHT = 1.0  # fused: the propagated contours' share when nothing is known of the networks (docs/ADAPT.md)
+PLAN_DICE_RANGE = (0.75, 0.90)  # population Dice on the planning scan at which the networks start to count / count fully
 NEEDS = {"fused": ("deformable", "finetuned"), "finetuned": ("rigid", "finetuned"), "propagated": ("deformable",),
          "population": ("population",), "rigid": ("rigid",)}
 
@@ -59,29 +59,30 @@ class AdaptOptions:
             raise ConfigError(f"--method {self.method!r}: expected one of {', '.join(METHODS)}")
 
 
-def fuse(finetuned: np.ndarray, propagated: np.ndarray, contoured: set[int],
+def fuse(network: np.ndarray, propagated: np.ndarray, contoured: set[int],
          weight: float = PROPAGATED_WEIGHT) -> np.ndarray:
     """For the organs the plan contours, ``weight`` x the propagated contours' probability + (1 - ``weight``) x the
-    patient model's. What they leave of a voxel (1 - their sum) goes to background and to the organs the plan does
-    not contour, in the patient model's proportions: an organ no physician drew there may not take a voxel from one
-    the plan has (the label maps do not overlap), only share what the plan's organs leave. Where the plan's organs
+    network's (the patient model's, or its average with the population model's: ``networks``). What they leave of a
+    voxel (1 - their sum) goes to background and to the organs the plan does not contour, in the network's
+    proportions: an organ no physician drew there may not take a voxel from one the plan has (the label maps do not
+    overlap), only share what the plan's organs leave. Where the plan's organs
     sum to more than 1 (the two methods give a voxel to different organs) they are renormalised: every voxel sums to
     1. With ``weight`` > 0.5 the plan decides away from the propagated surface; near it, where that probability
-    falls from 1 to 0, the patient model moves the boundary."""
+    falls from 1 to 0, the network moves the boundary."""
     if not 0.0 <= weight <= 1.0:
         raise ConfigError(f"fusion weight {weight}: expected a number from 0 to 1")
-    planned = sorted(c for c in contoured if 0 < c < finetuned.shape[0])
-    rest_classes = [c for c in range(finetuned.shape[0]) if c not in planned]  # background first
-    out = np.empty_like(finetuned)
+    planned = sorted(c for c in contoured if 0 < c < network.shape[0])
+    rest_classes = [c for c in range(network.shape[0]) if c not in planned]  # background first
+    out = np.empty_like(network)
     for c in planned:
-        out[c] = weight * propagated[c] + (1.0 - weight) * finetuned[c]
-    taken = out[planned].sum(axis=0) if planned else np.zeros(finetuned.shape[1:], finetuned.dtype)
+        out[c] = weight * propagated[c] + (1.0 - weight) * network[c]
+    taken = out[planned].sum(axis=0) if planned else np.zeros(network.shape[1:], network.dtype)
     left = np.clip(1.0 - taken, 0.0, 1.0)
-    share = finetuned[rest_classes].sum(axis=0)
-    empty = share <= np.finfo(np.float32).tiny  # the patient model gave everything to the plan's organs
+    share = network[rest_classes].sum(axis=0)
+    empty = share <= np.finfo(np.float32).tiny  # the network gave everything to the plan's organs
     ratio = np.divide(left, share, out=np.zeros_like(left), where=~empty)
     for c in rest_classes:
-        out[c] = finetuned[c] * ratio
+        out[c] = network[c] * ratio
     out[0][empty] = left[empty]  # there what the plan's organs leave is background
     out /= np.maximum(out.sum(axis=0, keepdims=True), np.finfo(np.float32).tiny)
     return out
@@ -104,15 +105,26 @@ def fused_labels(probabilities: np.ndarray, contoured: set[int]) -> np.ndarray:
     return np.where(wins, np.asarray(planned, np.uint8)[best], rest_labels).astype(np.uint8)
 
 
-def fusion_weight(plan_dice: float) -> float:
-    """The propagated contours' share in ``fused`` for a patient whose planning scan the population model contours
-    with mean Dice ``plan_dice`` (``adapt prepare`` measures it): 0.95 up to 0.75 (a network much worse than
-    registration only breaks ties at the warped surface), 0.5 from 0.90 (a network as good as registration: the
-    plain mean), linear between. Chosen on simulated fractions of training patients and phantoms
-    (docs/ADAPT.md "Fusion")."""
+def fusion_weights(plan_dice: float) -> dict[str, float]:
+    """The shares of the propagated contours, the patient model and the population model in ``fused``, for a patient
+    whose planning scan the population model contours with mean Dice ``plan_dice`` (``adapt prepare`` measures it):
+    propagated alone up to 0.75 (a network much worse than registration costs with every share it gets), one third
+    each from 0.90 (three estimates about as good: any two outvote the third), linear between; the two networks
+    always share alike. Chosen on simulated fractions of training patients and of phantoms neither the benchmark nor
+    the population model uses (docs/ADAPT.md "Fusion")."""
     lo, hi = PLAN_DICE_RANGE
     t = float(np.clip((plan_dice - lo) / (hi - lo), 0.0, 1.0)) if np.isfinite(plan_dice) else 0.0
-    return round(WEIGHT_RANGE[1] + t * (WEIGHT_RANGE[0] - WEIGHT_RANGE[1]), 4)
+    each = round(t / 3.0, 4)
+    return {"propagated": round(1.0 - 2.0 * each, 4), "finetuned": each, "population": each}
+
+
+def networks(probs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """The networks' side of ``fused``: the patient model's probabilities, averaged with the population model's in
+    proportion to their shares when that has one (with no share for either, the patient model's)."""
+    a, b = weights.get("finetuned", 0.0), weights.get("population", 0.0)
+    if b <= 0.0 or "population" not in probs:
+        return probs["finetuned"]
+    return (a * probs["finetuned"] + b * probs["population"]) / (a + b)
 
 
 def agreement(a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...], class_names: tuple[str, ...],
@@ -147,7 +159,8 @@ class AdaptPredictor:
             if not patient.has_patient_model:
                 raise DataError(f"{patient.root}: no patient model yet (run 'rtseg adapt prepare' with fine-tuning)")
             self.nets["finetuned"] = load_predictor(patient.path(PATIENT_MODEL), options.device, options.network)
-        if "population" in needs or not self.nets:
+        joins = options.method == "fused" and self.fusion_weights["population"] > 0  # the population model's share
+        if "population" in needs or not self.nets or joins:
             self.nets["population"] = load_predictor(patient.path(POPULATION), options.device, options.network)
         first = next(iter(self.nets.values()))
         self.bundle = first.bundle
@@ -189,7 +202,7 @@ class AdaptPredictor:
         method = self.options.method
         probs = self.method_probabilities(volume)
         if method == "fused":
-            p = fuse(probs["finetuned"], probs["propagated"], self.patient.contoured, self.fusion_weight)
+            p = self.fused(probs)
             labels = fused_labels(p, self.patient.contoured)
         else:
             p = probs[method]
@@ -200,10 +213,20 @@ class AdaptPredictor:
         self.last["labels"][method] = labels
         return Prediction(labels, p.astype(np.float32), labels_are_argmax=method != "fused")
 
+    def fused(self, probs: dict[str, np.ndarray]) -> np.ndarray:
+        """``fused``'s probabilities from the methods' (``method_probabilities``), with the patient's shares."""
+        w = self.fusion_weights
+        return fuse(networks(probs, w), probs["propagated"], self.patient.contoured, w["propagated"])
+
     @property
-    def fusion_weight(self) -> float:
-        """The patient directory's (``adapt prepare``), else ``PROPAGATED_WEIGHT``."""
-        return float((self.patient.manifest.get("fusion") or {}).get("weight", PROPAGATED_WEIGHT))
+    def fusion_weights(self) -> dict[str, float]:
+        """The patient directory's shares (``adapt prepare``); a directory that has only the propagated share
+        (made before the population model joined): the rest is the patient model's; none: ``PROPAGATED_WEIGHT``."""
+        fusion = self.patient.manifest.get("fusion") or {}
+        if isinstance(fusion.get("weights"), dict):
+            return {k: float(fusion["weights"].get(k, 0.0)) for k in ("propagated", "finetuned", "population")}
+        w = float(fusion.get("weight", PROPAGATED_WEIGHT))
+        return {"propagated": w, "finetuned": 1.0 - w, "population": 0.0}
 
     def predict_labels(self, volume: Volume) -> np.ndarray:
         return self.predict_full(volume).labels
