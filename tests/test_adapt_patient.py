@@ -102,6 +102,7 @@ def test_prepare_contour_update_through_the_cli(plan_files, tmp_path: Path, caps
     assert "(adapt: fused)" in page and "Planning contours (rigidly registered to this fraction)" in page
     qa = json.loads((out / "fraction1_qa.json").read_text())
     assert qa["adapt"]["method"] == "fused" and qa["adapt"]["problems"] == []
+    assert qa["adapt"]["weights"] == shares  # the untrained population model: the plan's organs as propagated
     assert {r["organ"] for r in qa["adapt"]["agreement"]} == set(PELVIS_CLASS_NAMES[1:])
     truth = read_nifti(plan_files["fraction_labels"]).array
     bladder = 2.0 * np.count_nonzero((pred == 2) & (truth == 2)) / (np.count_nonzero(pred == 2) + np.count_nonzero(truth == 2))

@@ -39,7 +39,7 @@ log = logging.getLogger("rtseg")
 
 METHODS = ("fused", "finetuned", "propagated", "population", "rigid")
 PROPAGATED_WEIGHT = 1.0  # fused: the propagated contours' share when nothing is known of the networks (docs/ADAPT.md)
-PLAN_DICE_RANGE = (0.75, 0.90)  # population Dice on the planning scan at which the networks start to count / count fully
+PLAN_DICE_RANGE = (0.85, 0.95)  # population Dice on the planning scan at which the networks start to count / count fully
 NEEDS = {"fused": ("deformable", "finetuned"), "finetuned": ("rigid", "finetuned"), "propagated": ("deformable",),
          "population": ("population",), "rigid": ("rigid",)}
 
@@ -108,10 +108,11 @@ def fused_labels(probabilities: np.ndarray, contoured: set[int]) -> np.ndarray:
 def fusion_weights(plan_dice: float) -> dict[str, float]:
     """The shares of the propagated contours, the patient model and the population model in ``fused``, for a patient
     whose planning scan the population model contours with mean Dice ``plan_dice`` (``adapt prepare`` measures it):
-    propagated alone up to 0.75 (a network much worse than registration costs with every share it gets), one third
-    each from 0.90 (three estimates about as good: any two outvote the third), linear between; the two networks
-    always share alike. Chosen on simulated fractions of training patients and of phantoms neither the benchmark nor
-    the population model uses (docs/ADAPT.md "Fusion")."""
+    propagated alone up to 0.85 (a network much worse than registration on the fractions costs with every share it
+    gets; a scan the population model may have been trained on flatters it), one third each from 0.95 (three
+    estimates about as good: any two outvote the third), linear between; the two networks always share alike.
+    Chosen on simulated fractions of training patients and of phantoms neither the benchmark nor the population
+    model uses (docs/ADAPT.md "Fusion")."""
     lo, hi = PLAN_DICE_RANGE
     t = float(np.clip((plan_dice - lo) / (hi - lo), 0.0, 1.0)) if np.isfinite(plan_dice) else 0.0
     each = round(t / 3.0, 4)
@@ -204,6 +205,7 @@ class AdaptPredictor:
         if method == "fused":
             p = self.fused(probs)
             labels = fused_labels(p, self.patient.contoured)
+            self.last["weights"] = self.fusion_weights  # the QA JSON says what counted how much
         else:
             p = probs[method]
             labels = np.argmax(p, axis=0).astype(np.uint8)
