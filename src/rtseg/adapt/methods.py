@@ -39,7 +39,7 @@ log = logging.getLogger("rtseg")
 
 METHODS = ("fused", "finetuned", "propagated", "population", "rigid")
 PROPAGATED_WEIGHT = 1.0  # fused: the propagated contours' share when nothing is known of the networks (docs/ADAPT.md)
-PLAN_DICE_RANGE = (0.85, 0.95)  # population Dice on the planning scan at which the networks start to count / count fully
+PLAN_DICE_RANGE = (0.85, 0.90)  # population Dice on the planning scan at which the networks start to count / count fully
 NEEDS = {"fused": ("deformable", "finetuned"), "finetuned": ("rigid", "finetuned"), "propagated": ("deformable",),
          "population": ("population",), "rigid": ("rigid",)}
 
@@ -109,7 +109,7 @@ def fusion_weights(plan_dice: float) -> dict[str, float]:
     """The shares of the propagated contours, the patient model and the population model in ``fused``, for a patient
     whose planning scan the population model contours with mean Dice ``plan_dice`` (``adapt prepare`` measures it):
     propagated alone up to 0.85 (a network much worse than registration on the fractions costs with every share it
-    gets; a scan the population model may have been trained on flatters it), one third each from 0.95 (three
+    gets; a scan the population model may have been trained on flatters it), one third each from 0.90 (three
     estimates about as good: any two outvote the third), linear between; the two networks always share alike.
     Chosen on simulated fractions of training patients and of phantoms neither the benchmark nor the population
     model uses (docs/ADAPT.md "Fusion")."""
