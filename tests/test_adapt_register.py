@@ -103,6 +103,37 @@ def test_a_fraction_of_another_patient_is_flagged(plan) -> None:
     assert quality_problems(register(own, ct0, deformable=True)) == []
 
 
+@pytest.mark.slow
+def test_a_fraction_the_centre_of_gravity_start_loses_is_registered_from_the_geometric_centres() -> None:
+    """Phantom 2002's first fraction: elastix started from the images' centres of gravity keeps 973 of 4000 samples
+    inside the planning CT and stops; from the geometric centres it finds the setup and the plan follows."""
+    plan_ct, plan_lab = generate_fraction(2002, 0)
+    frac, frac_lab = generate_fraction(2002, 1)
+    regs = register(frac, plan_ct, deformable=True)
+    assert regs["rigid"].extra["fallback_start"] == 1.0 and regs["deformable"].extra["fallback_start"] == 1.0
+    assert refusal_reasons(regs) == []
+    warped = warp_probabilities(regs["deformable"], plan_lab.array, 6).argmax(axis=0)
+    for c, name in ((1, "prostate"), (4, "femur_l"), (5, "femur_r")):
+        assert _dice(warped == c, frac_lab.array == c) >= 0.85, name
+
+
+def test_when_elastix_fails_from_both_starts_the_error_is_its_own_reason_in_one_line(plan, monkeypatch) -> None:
+    from rtseg.adapt import register as module
+    from rtseg.errors import DataError
+
+    shipped = module._parameter_object
+
+    def impossible(names, iterations=None):  # type: ignore[no-untyped-def]  # more valid samples than there are
+        pobj = shipped(names, iterations)
+        pobj.SetParameter(0, "RequiredRatioOfValidSamples", "1.5")
+        return pobj
+
+    monkeypatch.setattr(module, "_parameter_object", impossible)
+    with pytest.raises(DataError, match=r"failed: Too many samples map outside moving image buffer: \d+ / \d+$") as err:
+        register(plan[0], plan[0], deformable=False, iterations=2)
+    assert "\n" not in str(err.value)
+
+
 def _reg(kind: str, similarity: float, jac_min: float = 1.0, folding: float = 0.0) -> Registration:
     return Registration(kind, np.zeros((3, 2, 2, 2), np.float32), similarity,
                         {"min": jac_min, "max": 1.5, "folding_fraction": folding}, 0.0)

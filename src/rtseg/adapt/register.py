@@ -15,9 +15,12 @@ ask transformix for the dense displacement field on the fraction's grid, and the
 from __future__ import annotations
 
 import logging
+import re
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
@@ -33,6 +36,7 @@ Kind = Literal["rigid", "deformable"]
 PARAM_FILES: dict[str, str] = {"rigid": "rigid.txt", "bspline": "bspline.txt"}
 LPS = np.diag([-1.0, -1.0, 1.0])
 BODY_HU = -500.0
+FALLBACK_START = "GeometricalCenter"  # elastix's start when the maps' centre-of-gravity start fails (docs/ADAPT.md)
 
 
 @dataclass(frozen=True)
@@ -254,11 +258,7 @@ def register(fixed: Volume, moving: Volume, deformable: bool = True, threads: Op
     mask = body_mask(fixed)
     if mask.sum() >= 1000:  # elastix needs enough samples inside the mask; a tiny body: sample everywhere
         kwargs["fixed_mask"] = _mask_image(mask, fixed_img)
-    try:
-        _, tp = itk.elastix_registration_method(fixed_img, moving_img, parameter_object=_parameter_object(names, iterations),
-                                                log_to_console=False, **kwargs)
-    except RuntimeError as exc:
-        raise DataError(f"registration of the planning CT to the fraction failed: {str(exc).strip().splitlines()[-1][:200]}") from None
+    tp, fallback = _elastix(fixed_img, moving_img, names, iterations, kwargs)
     t_reg = time.perf_counter() - t0
     points = _fixed_points(fixed)
     body = np.asarray(fixed.array) > BODY_HU
@@ -274,15 +274,50 @@ def register(fixed: Volume, moving: Volume, deformable: bool = True, threads: Op
             disp = _displacements(moving_img, tp)
         moved = points + disp
         coords = _to_moving_voxels(moved, moving)
-        extra: dict[str, float] = {}
+        extra: dict[str, float] = {"fallback_start": 1.0} if fallback else {}
         jac = jacobian_stats(moved, spacing, body) if kind == "deformable" else {"min": 1.0, "max": 1.0, "folding_fraction": 0.0}
         if kind == "deformable" and demons is not None:
-            coords, jac, extra = _refined(fixed, moving, coords, jac, demons, limits)
+            coords, jac, refined = _refined(fixed, moving, coords, jac, demons, limits)
+            extra.update(refined)
         sim = _similarity(fixed, moving, coords, body)
         rigid = _rigid_matrix(points, moved) if kind == "rigid" else None
         out[kind] = Registration(kind, coords, sim, jac, t_reg + time.perf_counter() - t1, rigid, extra)
         log.info("registration %s: similarity %.3f, Jacobian %.2f..%.2f", kind, sim, jac["min"], jac["max"])
     return out
+
+
+def _elastix(fixed_img, moving_img, names: tuple[str, ...], iterations: Optional[int],  # type: ignore[no-untyped-def]
+             kwargs: dict[str, object]) -> tuple[object, bool]:
+    """elastix's transform parameters, and whether they needed the fallback start. The shipped maps start from the
+    images' centres of gravity; where that start leaves too few of the fraction's samples inside the planning CT
+    (one of ten same-patient phantom fractions: 973 of 4000), elastix stops with an error, and the run is repeated
+    once from the images' geometric centres. The plausibility checks judge either result alike; elastix's own
+    reason, read from its log, names a failure of both."""
+    import itk
+
+    reason = ""
+    for start in (None, FALLBACK_START):
+        pobj = _parameter_object(names, iterations)
+        if start:
+            pobj.SetParameter(0, "AutomaticTransformInitializationMethod", start)
+        with tempfile.TemporaryDirectory(prefix="rtseg-elastix-") as logdir:
+            try:
+                _, tp = itk.elastix_registration_method(fixed_img, moving_img, parameter_object=pobj, log_to_console=False,
+                                                        log_to_file=True, output_directory=logdir, **kwargs)
+                return tp, start is not None
+            except RuntimeError as exc:
+                reason = _elastix_reason(Path(logdir) / "elastix.log", exc)
+        if start is None:
+            log.warning("registration from the centres of gravity failed (%s); again from the geometric centres", reason)
+    raise DataError(f"registration of the planning CT to the fraction failed: {reason}")
+
+
+def _elastix_reason(log_file: Path, exc: RuntimeError) -> str:
+    """The reason elastix gives in its log ("Too many samples map outside moving image buffer: 973 / 4000"), else the
+    exception's last line."""
+    text = log_file.read_text(errors="replace") if log_file.is_file() else ""
+    found = re.findall(r"Description: ITK ERROR: [^\n]*?\): ([^\n]+)", text)
+    return (found[-1] if found else str(exc).strip().splitlines()[-1]).strip()[:200]
 
 
 def warp_probabilities(reg: Registration, labels: np.ndarray, n_classes: int,
