@@ -117,6 +117,21 @@ def test_a_fraction_the_centre_of_gravity_start_loses_is_registered_from_the_geo
         assert _dice(warped == c, frac_lab.array == c) >= 0.85, name
 
 
+@pytest.mark.slow
+def test_a_fraction_whose_bspline_runs_away_follows_rigid_and_demons_flagged() -> None:
+    """Phantom 1005's first fraction: the B-spline stage runs away from both starts (similarity below 0, a sixth
+    of the body folded); the rigid result refined by demons alone is plausible, delivered with a QA flag."""
+    plan_ct, plan_lab = generate_fraction(1005, 0)
+    frac, frac_lab = generate_fraction(1005, 1)
+    regs = register(frac, plan_ct, deformable=True)
+    assert regs["deformable"].extra["bspline_dropped"] == 1.0 and refusal_reasons(regs) == []
+    assert any("B-spline registration was implausible" in p for p in quality_problems(regs))
+    warped = warp_probabilities(regs["deformable"], plan_lab.array, 6).argmax(axis=0)
+    rigid = warp_probabilities(regs["rigid"], plan_lab.array, 6).argmax(axis=0)
+    for c, name in ((1, "prostate"), (2, "bladder")):  # demons follows what the setup alone does not
+        assert _dice(warped == c, frac_lab.array == c) >= 0.85 > _dice(rigid == c, frac_lab.array == c), name
+
+
 def test_when_elastix_fails_from_both_starts_the_error_is_its_own_reason_in_one_line(plan, monkeypatch) -> None:
     from rtseg.adapt import register as module
     from rtseg.errors import DataError

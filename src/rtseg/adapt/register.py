@@ -283,7 +283,24 @@ def register(fixed: Volume, moving: Volume, deformable: bool = True, threads: Op
         rigid = _rigid_matrix(points, moved) if kind == "rigid" else None
         out[kind] = Registration(kind, coords, sim, jac, t_reg + time.perf_counter() - t1, rigid, extra)
         log.info("registration %s: similarity %.3f, Jacobian %.2f..%.2f", kind, sim, jac["min"], jac["max"])
+    if deformable and demons is not None and refusal_reasons({"deformable": out["deformable"]}, limits) \
+            and not refusal_reasons({"rigid": out["rigid"]}, limits):
+        out["deformable"] = _without_bspline(fixed, moving, out["rigid"], demons, limits, body)
     return out
+
+
+def _without_bspline(fixed: Volume, moving: Volume, rigid: Registration, demons: DemonsOptions, limits: QualityLimits,
+                     body: np.ndarray) -> Registration:
+    """The rigid result refined by demons alone, for a fraction whose B-spline registration ran away (implausible
+    where the rigid one is not: phantom 1005's first fraction). The same checks then judge it, and
+    ``quality_problems`` flags it (``bspline_dropped``): a reviewer looks before it is used."""
+    t0 = time.perf_counter()
+    start = {"min": 1.0, "max": 1.0, "folding_fraction": 0.0}
+    coords, jac, extra = _refined(fixed, moving, rigid.coords.copy(), start, demons, limits)
+    sim = _similarity(fixed, moving, coords, body)
+    log.info("registration deformable without the B-spline: similarity %.3f, Jacobian %.2f..%.2f", sim, jac["min"], jac["max"])
+    return Registration("deformable", coords, sim, jac, rigid.seconds + time.perf_counter() - t0, None,
+                        {**rigid.extra, **extra, "bspline_dropped": 1.0})
 
 
 def _elastix(fixed_img, moving_img, names: tuple[str, ...], iterations: Optional[int],  # type: ignore[no-untyped-def]
@@ -349,7 +366,9 @@ def _similarity_below(regs: dict[str, Registration], rigid_limit: float, limit: 
 
 def quality_problems(regs: dict[str, Registration], limits: QualityLimits = QualityLimits()) -> list[str]:
     """Why these registrations are doubtful (flagged in the QA; empty: nothing to say)."""
-    return _similarity_below(regs, limits.flag_rigid_similarity, limits.flag_similarity)
+    dropped = ["the B-spline registration was implausible: the plan follows rigid registration and demons only"
+               for r in regs.values() if r.extra.get("bspline_dropped")]
+    return _similarity_below(regs, limits.flag_rigid_similarity, limits.flag_similarity) + dropped
 
 
 def refusal_reasons(regs: dict[str, Registration], limits: QualityLimits = QualityLimits()) -> list[str]:
