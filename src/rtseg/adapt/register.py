@@ -11,6 +11,10 @@ ask transformix for the dense displacement field on the fraction's grid, and the
 - measure how plausible it is: the normalised cross-correlation of the fraction with the warped
   planning CT inside the body, and the Jacobian determinant of the deformation (a value <= 0 is a
   fold, which no anatomy does). :func:`refusal_reasons` turns these into reasons to refuse, :func:`quality_problems` into QA flags.
+
+Two fallbacks keep a same-patient fraction from being refused for elastix's sake: a run that errors is
+repeated once from the images' geometric centres (``_elastix``), and a B-spline result that would be refused
+where the rigid one would not is replaced by rigid + demons, always flagged (``_without_bspline``).
 """
 from __future__ import annotations
 
